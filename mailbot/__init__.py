@@ -1,0 +1,1 @@
+"""mailbot: every support mail becomes a ticket, every customer gets an answer."""

@@ -1,0 +1,196 @@
+"""The `mailbot` command: run the daemon, ingest mail, inspect tickets, outbox and quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from mailbot import config as config_mod
+from mailbot import directory, pipeline, views
+from mailbot.configschema import ConfigError
+from mailbot.context import Context, open_context
+from mailbot.outbox import deliver_due
+from mailbot.store import mail as mq
+from mailbot.transports import transport_for
+
+EX_DATAERR = 65
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+def _load(obj: dict) -> config_mod.Config:
+    try:
+        return config_mod.load(config_mod.config_path(obj["config_path"]),
+                               require_file=obj["config_path"] is not None)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+
+
+def _context(obj: dict) -> Context:
+    config = _load(obj)
+    logging.basicConfig(level=config.service.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return open_context(config)
+
+
+def _emit(data: object, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str) if as_json else text)
+
+
+@click.group()
+@click.option("--config", "config_path", default=None, envvar="MAILBOT_CONFIG",
+              help="Config file (default ./mailbot.toml, or $MAILBOT_CONFIG).")
+@click.pass_context
+def main(click_ctx: click.Context, config_path: str | None) -> None:
+    """mailbot: turns a support mailbox into tickets."""
+    click_ctx.obj = {"config_path": config_path}
+
+
+@main.command()
+@click.pass_obj
+def run(obj: dict) -> None:
+    """Run the daemon: listener, IMAP sources, outbox sender, scheduler, web."""
+    from mailbot import daemon
+
+    config = _load(obj)
+    logging.basicConfig(level=config.service.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    daemon.run(config)
+
+
+@main.command("check-config")
+@click.pass_obj
+def check_config(obj: dict) -> None:
+    """Validate the config and print a summary."""
+    config = _load(obj)
+    click.echo(views.config_summary(config))
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def ingest(obj: dict, files: tuple[Path, ...]) -> None:
+    """File one mail from stdin, or the given files (for an MTA pipe).
+
+    Exit 0 when filed, 75 on a temporary failure (the MTA retries), 65 when quarantined.
+    """
+    ctx = _context(obj)
+    sources = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
+    code = 0
+    for name, read in sources:
+        try:
+            outcome = pipeline.ingest(ctx, read(), "cli")
+        except pipeline.TemporaryFailure as exc:
+            click.echo(f"{name}: temporary failure: {exc}", err=True)
+            sys.exit(EX_TEMPFAIL)
+        if outcome.status == "quarantined":
+            code = EX_DATAERR
+        click.echo(f"{name}: {outcome.status} {outcome.ticket_number} {outcome.detail}".rstrip())
+    sys.exit(code)
+
+
+@main.group()
+def tickets() -> None:
+    """Inspect tickets."""
+
+
+@tickets.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved and closed tickets.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tickets_list(obj: dict, show_all: bool, as_json: bool) -> None:
+    """Tickets in the order agents should work them."""
+    rows = views.ticket_list(_context(obj), show_all)
+    _emit(rows, as_json, views.ticket_list_text(rows))
+
+
+@tickets.command("show")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tickets_show(obj: dict, number: str, as_json: bool) -> None:
+    """One ticket with its messages and events."""
+    data = views.ticket_detail(_context(obj), number)
+    if data is None:
+        click.echo(f"no ticket {number}", err=True)
+        sys.exit(1)
+    _emit(data, as_json, views.ticket_detail_text(data))
+
+
+@main.group()
+def accounts() -> None:
+    """Manage accounts, contacts and contracts."""
+
+
+@accounts.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def accounts_import(obj: dict, file: Path) -> None:
+    """Import contracts, accounts and contacts from a TOML or CSV file."""
+    try:
+        counts = directory.import_file(_context(obj).store, file)
+    except (directory.DirectoryImportError, ValueError) as exc:
+        click.echo(f"import failed: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+    click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()))
+
+
+@main.group()
+def outbox() -> None:
+    """Inspect and flush the outbox."""
+
+
+@outbox.command("list")
+@click.option("--status", type=click.Choice(["pending", "sent", "failed", "bounced", "held"]))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def outbox_list(obj: dict, status: str | None, as_json: bool) -> None:
+    """Outbound mails and their delivery state."""
+    rows = mq.outbox_rows(_context(obj).store, status)
+    _emit(rows, as_json, views.outbox_text(rows))
+
+
+@outbox.command("flush")
+@click.option("--failed", is_flag=True, help="Also retry mails that were given up on.")
+@click.pass_obj
+def outbox_flush(obj: dict, failed: bool) -> None:
+    """Deliver every pending mail now."""
+    ctx = _context(obj)
+    with ctx.store.transaction():
+        mq.retry_now(ctx.store, ctx.clock(), failed)
+    sent = asyncio.run(deliver_due(ctx, transport_for(ctx.config)))
+    left = mq.outbox_counts(ctx.store).get("pending", 0)
+    click.echo(f"delivered {sent}, still pending {left}")
+    sys.exit(0 if left == 0 else EX_TEMPFAIL)
+
+
+@main.group()
+def quarantine() -> None:
+    """Inspect and retry quarantined mails."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def quarantine_list(obj: dict, as_json: bool) -> None:
+    """Mails that could not be processed, with their errors."""
+    rows = mq.quarantined(_context(obj).store)
+    _emit(rows, as_json, views.quarantine_text(rows))
+
+
+@quarantine.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_obj
+def quarantine_retry(obj: dict, ids: tuple[int, ...]) -> None:
+    """Run quarantined mails through the pipeline again (all held ones without IDS)."""
+    ctx = _context(obj)
+    results = pipeline.retry_quarantined(ctx, ids)
+    for entry_id, outcome in results:
+        click.echo(f"{entry_id}: {outcome.status} {outcome.ticket_number} {outcome.detail}")
+    sys.exit(EX_DATAERR if any(o.status == "quarantined" for _, o in results) else 0)

@@ -1,0 +1,118 @@
+"""Outbound mails from jinja2 templates, with threading and anti-loop headers.
+
+Each mail template ``templates/<lang>/mail/<kind>.txt`` defines a ``subject`` and a
+``body`` block.  Every mail we send carries ``Auto-Submitted``,
+``X-Auto-Response-Suppress`` and our loop header, and a signed Message-ID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+import jinja2
+
+from mailbot.tokens import Signer
+
+LOOP_HEADER = "X-Mailbot-Loop"
+LANGUAGES = ("de", "en")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A composed mail ready for the outbox."""
+
+    kind: str
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who a mail goes to and how it threads."""
+
+    to: tuple[str, ...]
+    from_name: str
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    reply_to: str = ""
+    auto_submitted: str = "auto-replied"
+
+
+def text_environment(templates_dir: Path) -> jinja2.Environment:
+    """The jinja2 environment for plain-text mails (no HTML escaping, strict variables)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)),
+                              autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
+                              keep_trailing_newline=True, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+def tagged_subject(prefix: str, number: str, subject: str) -> str:
+    """A subject that carries the ticket tag exactly once."""
+    tag = f"[{prefix}{number}]"
+    return subject if tag in subject else f"{tag} {subject}".strip()
+
+
+class Composer:
+    """Renders and builds mailbot's outgoing mails."""
+
+    def __init__(self, env: jinja2.Environment, signer: Signer, support_address: str,
+                 instance_id: str, tag_prefix: str) -> None:
+        self.env = env
+        self.signer = signer
+        self.support_address = support_address
+        self.domain = support_address.rpartition("@")[2]
+        self.instance_id = instance_id
+        self.tag_prefix = tag_prefix
+
+    def render(self, kind: str, language: str, values: dict) -> tuple[str, str]:
+        """Subject and body of template ``kind`` in ``language``."""
+        lang = language if language in LANGUAGES else LANGUAGES[0]
+        template = self.env.get_template(f"{lang}/mail/{kind}.txt")
+        context = template.new_context({**values, "tag_prefix": self.tag_prefix})
+        subject = "".join(template.blocks["subject"](context)).strip()
+        body = "".join(template.blocks["body"](context)).strip() + "\n"
+        return " ".join(subject.split()), body
+
+    def build(self, kind: str, language: str, number: str, envelope: Envelope,
+              values: dict, now: datetime) -> Outgoing:
+        """A complete mail of template ``kind`` about ticket ``number``."""
+        subject, body = self.render(kind, language, {**values, "number": number})
+        message_id = self.signer.message_id(number, self.domain)
+        msg = EmailMessage()
+        msg["From"] = Address(envelope.from_name, addr_spec=self.support_address)
+        msg["To"] = ", ".join(envelope.to)
+        msg["Subject"] = tagged_subject(self.tag_prefix, number, subject)
+        msg["Date"] = format_datetime(now)
+        msg["Message-ID"] = f"<{message_id}>"
+        self._thread_headers(msg, envelope)
+        msg["Auto-Submitted"] = envelope.auto_submitted
+        msg["X-Auto-Response-Suppress"] = "All"
+        msg[LOOP_HEADER] = self.instance_id
+        msg["Content-Language"] = language
+        msg.set_content(body, cte="quoted-printable")
+        return Outgoing(kind=kind, message_id=message_id, sender=self.support_address,
+                        recipients=envelope.to, raw=msg.as_bytes())
+
+    def reply_address(self, number: str) -> str:
+        """The signed per-ticket reply address (plus-addressing on the support address)."""
+        local, _, domain = self.support_address.partition("@")
+        return f"{local}+{self.signer.reply_tag(number)}@{domain}"
+
+    @staticmethod
+    def _thread_headers(msg: EmailMessage, envelope: Envelope) -> None:
+        if envelope.in_reply_to:
+            msg["In-Reply-To"] = f"<{envelope.in_reply_to}>"
+        refs = [*envelope.references]
+        if envelope.in_reply_to and envelope.in_reply_to not in refs:
+            refs.append(envelope.in_reply_to)
+        if refs:
+            msg["References"] = " ".join(f"<{r}>" for r in refs[-20:])
+        if envelope.reply_to:
+            msg["Reply-To"] = envelope.reply_to

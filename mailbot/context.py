@@ -1,0 +1,58 @@
+"""The explicit context object passed to every step: config, store, clock, signer, composer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mailbot.compose import Composer, text_environment
+from mailbot.config import Config, signing_secret
+from mailbot.store import Store
+from mailbot.tokens import Signer
+
+
+def utc_now() -> datetime:
+    """The real clock; tests pass their own."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Context:
+    """Everything a pipeline step or job needs, passed explicitly."""
+
+    config: Config
+    store: Store
+    signer: Signer
+    composer: Composer
+    clock: Callable[[], datetime] = utc_now
+    on_outbox: Callable[[], None] = field(default=lambda: None)
+    metrics: object | None = None
+
+    @property
+    def spool_dir(self) -> Path:
+        """Raw mails by content hash."""
+        return self.config.data_dir / "spool"
+
+    @property
+    def files_dir(self) -> Path:
+        """Attachments by content hash."""
+        return self.config.data_dir / "files"
+
+    def link(self, purpose: str, number: str) -> str:
+        """A signed customer link for one ticket."""
+        path = "escalate" if purpose == "escalate" else "t"
+        base = self.config.web.base_url.rstrip("/")
+        return f"{base}/{path}/{self.signer.link_token(purpose, number)}"
+
+
+def open_context(config: Config, clock: Callable[[], datetime] = utc_now) -> Context:
+    """Open the store (running migrations) and build the context for one process."""
+    store = Store(config.data_dir / "mailbot.sqlite3")
+    support = config.support
+    signer = Signer(signing_secret(config), support.signing_secrets_old,
+                    support.token_max_age_days * 86400)
+    composer = Composer(text_environment(config.templates_dir), signer, support.address,
+                        config.service.instance_id, config.tickets.tag_prefix)
+    return Context(config=config, store=store, signer=signer, composer=composer, clock=clock)

@@ -1,0 +1,110 @@
+"""The outbox sender: delivers queued mails, retries with backoff, never sends twice.
+
+Rows are written by the pipeline in the same transaction as the change that causes
+them.  The sender marks a row sent right after the relay accepted it, so a crash can
+at most resend the one mail that was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from mailbot.context import Context
+from mailbot.store import mail as mq
+from mailbot.transports import DeliveryError
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 1.0
+
+
+def backoff(attempts: int, base: float, ceiling: float) -> timedelta:
+    """Wait before attempt ``attempts + 1``: exponential from ``base``, capped at ``ceiling``."""
+    return timedelta(seconds=min(ceiling, base * (2 ** max(0, attempts - 1))))
+
+
+async def deliver_due(ctx: Context, transport, now: datetime | None = None) -> int:
+    """Try every due outbox row once; the number delivered."""
+    now = now or ctx.clock()
+    rows = mq.due(ctx.store, now, ctx.config.outbox.batch_size)
+    delivered = 0
+    for row in rows:
+        delivered += await _deliver(ctx, transport, row)
+    return delivered
+
+
+async def _deliver(ctx: Context, transport, row: dict) -> int:
+    lease = ctx.clock() + timedelta(seconds=2 * ctx.config.relay.timeout_seconds)
+    with ctx.store.transaction():
+        if not mq.claim(ctx.store, row["id"], row["next_attempt_at"], lease):
+            return 0
+    try:
+        await transport.send(row["sender"], row["recipients"], row["raw"])
+    except DeliveryError as exc:
+        _failed(ctx, row, exc)
+        return 0
+    with ctx.store.transaction():
+        mq.mark_sent(ctx.store, row["id"], ctx.clock())
+    log.info("sent %s %s to %s", row["kind"], row["message_id"], ", ".join(row["recipients"]))
+    if ctx.metrics is not None:
+        ctx.metrics.sent(row)
+    return 1
+
+
+def _failed(ctx: Context, row: dict, exc: DeliveryError) -> None:
+    settings = ctx.config.outbox
+    attempts = row["attempts"] + 1
+    with ctx.store.transaction():
+        if exc.permanent or attempts >= settings.max_attempts:
+            mq.mark_final(ctx.store, row["id"], "failed", str(exc))
+            log.error("giving up on %s to %s after %d attempts: %s", row["message_id"],
+                      ", ".join(row["recipients"]), attempts, exc)
+            return
+        wait = backoff(attempts, settings.backoff_seconds, settings.max_backoff_seconds)
+        mq.mark_retry(ctx.store, row["id"], str(exc), ctx.clock() + wait)
+    log.warning("delivery of %s failed (attempt %d), retrying in %ds: %s", row["message_id"],
+                attempts, wait.total_seconds(), exc)
+
+
+class Sender:
+    """The long-running sender task; woken at once when the pipeline queues a mail."""
+
+    def __init__(self, ctx: Context, transport) -> None:
+        self.ctx = ctx
+        self.transport = transport
+        self.wake = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def notify(self) -> None:
+        """Wake the sender; safe to call from any thread."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, sleeping until woken or the next row is due."""
+        self.loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                await deliver_due(self.ctx, self.transport)
+            except Exception:
+                log.exception("outbox run failed; retrying")
+            await _wait_any(self.wake, stop, self._sleep_seconds())
+
+    def _sleep_seconds(self) -> float:
+        due_at = mq.next_due_at(self.ctx.store)
+        if due_at is None:
+            return IDLE_POLL_SECONDS
+        seconds = (datetime.fromisoformat(due_at) - self.ctx.clock()).total_seconds()
+        return min(IDLE_POLL_SECONDS, max(0.01, seconds))
+
+
+async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

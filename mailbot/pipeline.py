@@ -1,0 +1,113 @@
+"""The path of one inbound mail: spool → parse → classify → thread → file → commit.
+
+Every source hands raw bytes to :func:`ingest`.  A temporary problem (a busy
+database) raises :class:`TemporaryFailure` so the source can retry later; any
+other error quarantines the mail with its error and the pipeline goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mailbot import classify, message, spool, tickets
+from mailbot.context import Context
+from mailbot.message import Message
+from mailbot.store import TemporaryStoreError
+from mailbot.store import mail as mq
+from mailbot.tickets import Outcome
+
+log = logging.getLogger(__name__)
+
+
+class TemporaryFailure(Exception):
+    """The mail could not be filed now but may be later; do not acknowledge its delivery."""
+
+
+def ingest(ctx: Context, raw: bytes, source: str) -> Outcome:
+    """File one raw mail; the returned outcome is final once this returns."""
+    try:
+        sha = spool.put(ctx.spool_dir, raw)
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot write the spool: {exc}") from exc
+    try:
+        known = mq.ingest_by_sha(ctx.store, sha)
+        if known is not None and known["outcome"] != "quarantined":
+            return Outcome("duplicate", _number(ctx, known["ticket_id"]), "same bytes")
+        return _process(ctx, raw, sha, source)
+    except TemporaryStoreError as exc:
+        raise TemporaryFailure(f"database busy: {exc}") from exc
+    except Exception as exc:
+        return quarantine(ctx, sha, source, f"{type(exc).__name__}: {exc}")
+
+
+def quarantine(ctx: Context, sha: str, source: str, error: str) -> Outcome:
+    """Hold a mail that could not be processed; its raw bytes stay in the spool."""
+    now = ctx.clock()
+    log.warning("quarantined mail %s from %s: %s", sha[:12], source, error)
+    with ctx.store.transaction():
+        mq.add_quarantine(ctx.store, sha, source, error[:2000], now)
+        mq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
+    return Outcome("quarantined", "", error)
+
+
+def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int, Outcome]]:
+    """Run held mails through the pipeline again, e.g. after a fix; results per entry."""
+    results = []
+    for entry in mq.quarantined(ctx.store):
+        if ids and entry["id"] not in ids:
+            continue
+        outcome = ingest(ctx, spool.get(ctx.spool_dir, entry["sha256"]), entry["source"])
+        status = "superseded" if outcome.status == "quarantined" else "released"
+        with ctx.store.transaction():
+            mq.set_quarantine_status(ctx.store, entry["id"], status, ctx.clock())
+        results.append((entry["id"], outcome))
+    return results
+
+
+def _process(ctx: Context, raw: bytes, sha: str, source: str) -> Outcome:
+    msg = message.parse(raw, ctx.config.limits)
+    verdict = classify.classify(msg, classify_context(ctx))
+    tickets.save_attachments(ctx, msg)
+    with ctx.store.transaction():
+        outcome = _file(ctx, msg, verdict, source)
+        ticket = tickets.tq.by_number(ctx.store, outcome.ticket_number) \
+            if outcome.ticket_number else None
+        mq.record_ingest(ctx.store, sha, msg.message_id, outcome.status,
+                         ticket["id"] if ticket else None, source, ctx.clock())
+    ctx.on_outbox()
+    log.info("mail %s from %s via %s: %s %s %s", msg.message_id or sha[:12], msg.from_addr,
+             source, outcome.status, outcome.ticket_number, outcome.detail)
+    return outcome
+
+
+def classify_context(ctx: Context) -> classify.ClassifyContext:
+    """What classification needs to know about this instance."""
+    return classify.ClassifyContext(own_addresses=ctx.config.support.addresses,
+                                    loop_id=ctx.config.service.instance_id)
+
+
+def _file(ctx: Context, msg: Message, verdict: classify.Verdict, source: str) -> Outcome:
+    earlier = mq.ingest_by_message_id(ctx.store, msg.message_id)
+    if earlier is not None:
+        return Outcome("duplicate", _number(ctx, earlier["ticket_id"]), "same Message-ID")
+    if verdict.kind == "loop":
+        return Outcome("ignored", "", verdict.reason)
+    match, ticket = tickets.find_ticket(ctx, msg)
+    if verdict.kind == "auto_reply":
+        return _auto_reply(ctx, msg, ticket, verdict)
+    return tickets.file_customer_mail(ctx, msg, verdict.acknowledge, match, ticket)
+
+
+def _auto_reply(ctx: Context, msg: Message, ticket: dict | None,
+                verdict: classify.Verdict) -> Outcome:
+    if ticket is None:
+        return Outcome("ignored", "", verdict.reason)
+    now = ctx.clock()
+    tickets.store_message(ctx, ticket["id"], msg, "auto", now)
+    tickets.tq.add_event(ctx.store, ticket["id"], "auto_reply", {"reason": verdict.reason}, now)
+    return Outcome("note", ticket["number"], verdict.reason)
+
+
+def _number(ctx: Context, ticket_id: int | None) -> str:
+    ticket = tickets.tq.by_id(ctx.store, ticket_id) if ticket_id is not None else None
+    return ticket["number"] if ticket else ""

@@ -1,0 +1,1 @@
+"""Sources of inbound mail; each hands raw bytes to :func:`mailbot.pipeline.ingest`."""

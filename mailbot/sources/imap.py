@@ -1,0 +1,187 @@
+"""IMAP source (imapclient, blocking, one worker thread per mailbox).
+
+Fetches with BODY.PEEK[], files each mail, and only then moves it to the done
+folder (or flags it \\Seen); quarantined mails go to the quarantine folder.  Waits
+with IDLE when the server offers it, else polls.  A failure closes the connection,
+waits with exponential backoff and reconnects, without touching other sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from mailbot.config import ImapConfig
+from mailbot.health import Health
+from mailbot.pipeline import TemporaryFailure
+from mailbot.tickets import Outcome
+
+log = logging.getLogger(__name__)
+
+IDLE_RENEW_SECONDS = 540
+MAX_BACKOFF_SECONDS = 300.0
+
+
+class Reconnect(Exception):
+    """The server closed the session; connect again."""
+
+
+def connect(cfg: ImapConfig) -> IMAPClient:
+    """A logged-in client for one mailbox: TLS, STARTTLS or plain (for loopback)."""
+    context = ssl.create_default_context()
+    client = IMAPClient(cfg.host, port=cfg.effective_port, ssl=cfg.security == "tls",
+                        ssl_context=context, timeout=cfg.timeout_seconds)
+    try:
+        if cfg.security == "starttls":
+            client.starttls(context)
+        client.login(cfg.username, cfg.password)
+    except BaseException:
+        _close(client)
+        raise
+    return client
+
+
+class ImapSource:
+    """Reads one IMAP mailbox until stopped."""
+
+    def __init__(self, cfg: ImapConfig, ingest: Callable[[bytes, str], Outcome],
+                 uidvalidity: Callable[[str, int], bool], health: Health,
+                 factory: Callable[[ImapConfig], IMAPClient] = connect) -> None:
+        self.cfg = cfg
+        self.ingest = ingest
+        self.uidvalidity = uidvalidity
+        self.health = health
+        self.factory = factory
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Serve the mailbox until :attr:`stop` is set, reconnecting with backoff."""
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                self._session()
+                failures = 0
+            except (IMAPClientError, OSError, Reconnect, TimeoutError) as exc:
+                failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (failures - 1))
+                self.health.set(self._name, "retrying", f"{type(exc).__name__}: {exc}")
+                log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, exc, wait)
+                self.stop.wait(wait)
+        self.health.set(self._name, "stopped")
+
+    def run_once(self) -> int:
+        """Connect, file everything waiting in the folder, disconnect; the number filed."""
+        client = self.factory(self.cfg)
+        try:
+            self._prepare(client)
+            return self._drain(client)
+        finally:
+            _close(client)
+
+    @property
+    def _name(self) -> str:
+        return f"imap:{self.cfg.label}"
+
+    def _session(self) -> None:
+        client = self.factory(self.cfg)
+        try:
+            self._prepare(client)
+            self.health.set(self._name, "connected")
+            log.info("IMAP %s: connected, folder %s", self.cfg.label, self.cfg.folder)
+            can_idle = self.cfg.idle and b"IDLE" in client.capabilities()
+            while not self.stop.is_set():
+                self._drain(client)
+                if can_idle:
+                    self._idle(client)
+                else:
+                    self.stop.wait(self.cfg.poll_seconds)
+                    client.noop()
+        finally:
+            _close(client)
+
+    def _prepare(self, client: IMAPClient) -> None:
+        for folder in (self.cfg.done_folder, self.cfg.quarantine_folder):
+            if folder and not client.folder_exists(folder):
+                client.create_folder(folder)
+        selected = client.select_folder(self.cfg.folder)
+        value = int(selected[b"UIDVALIDITY"])
+        if not self.uidvalidity(f"{self.cfg.label}/{self.cfg.folder}", value):
+            log.warning("IMAP %s: UIDVALIDITY changed to %d; rescanning the folder "
+                        "(re-delivered mails are recognised and skipped)", self.cfg.label, value)
+
+    def _drain(self, client: IMAPClient) -> int:
+        filed = 0
+        while not self.stop.is_set():
+            criteria = ["NOT", "DELETED"] if self.cfg.done_folder else ["UNSEEN", "NOT", "DELETED"]
+            uids = sorted(client.search(criteria))[: self.cfg.batch_size]
+            if not uids:
+                return filed
+            done, held, deferred = self._file_batch(client, uids)
+            self._finish(client, done, held)
+            filed += len(done)
+            if deferred:
+                return filed
+        return filed
+
+    def _file_batch(self, client: IMAPClient, uids: list[int]) -> tuple[list, list, bool]:
+        done, held = [], []
+        fetched = client.fetch(uids, ["BODY.PEEK[]"])
+        for uid in uids:
+            raw = fetched.get(uid, {}).get(b"BODY[]")
+            if raw is None:
+                continue
+            try:
+                outcome = self.ingest(bytes(raw), f"imap:{self.cfg.label}")
+            except TemporaryFailure as exc:
+                log.warning("IMAP %s: uid %d deferred: %s", self.cfg.label, uid, exc)
+                return done, held, True
+            (held if outcome.status == "quarantined" else done).append(uid)
+        return done, held, False
+
+    def _finish(self, client: IMAPClient, done: list[int], held: list[int]) -> None:
+        if held:
+            _move(client, held, self.cfg.quarantine_folder)
+        if done and self.cfg.done_folder:
+            _move(client, done, self.cfg.done_folder)
+        elif done:
+            client.add_flags(done, [b"\\Seen"])
+
+    def _idle(self, client: IMAPClient) -> None:
+        client.idle()
+        started = time.monotonic()
+        try:
+            while not self.stop.is_set() and time.monotonic() - started < IDLE_RENEW_SECONDS:
+                responses = client.idle_check(timeout=1)
+                if any((r and r[0] == b"BYE") or (len(r) > 1 and r[1] == b"BYE")
+                       for r in responses if isinstance(r, tuple)):
+                    raise Reconnect("server said BYE during IDLE")
+                if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+                       for r in responses):
+                    break
+        finally:
+            client.idle_done()
+
+
+def _move(client: IMAPClient, uids: list[int], folder: str) -> None:
+    if client.has_capability("MOVE"):
+        client.move(uids, folder)
+    else:
+        client.copy(uids, folder)
+        client.delete_messages(uids)
+        client.expunge(uids)
+
+
+def _close(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            log.debug("IMAP shutdown after failed logout also failed")

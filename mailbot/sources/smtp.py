@@ -1,0 +1,65 @@
+"""The built-in SMTP/LMTP listener (aiosmtpd): 250 only after the commit.
+
+A temporary failure answers 451 so the sending MTA retries; a mail over the size
+limit gets 552 from aiosmtpd itself.  LMTP answers one line per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailbot.pipeline import TemporaryFailure
+from mailbot.tickets import Outcome
+
+log = logging.getLogger(__name__)
+
+OK = "250 2.0.0 OK: {detail}"
+TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, please try again later"
+
+
+class IngestHandler:
+    """aiosmtpd handler that files each mail through the pipeline."""
+
+    def __init__(self, ingest: Callable[[bytes, str], Outcome], lmtp: bool) -> None:
+        self.ingest = ingest
+        self.lmtp = lmtp
+        self.accepting = True
+        self.in_flight = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Commit the mail, then answer; never 250 before the commit."""
+        if not self.accepting:
+            return self._per_recipient(SHUTTING_DOWN, envelope)
+        self.in_flight += 1
+        try:
+            raw = envelope.original_content or envelope.content
+            outcome = await asyncio.to_thread(self.ingest, bytes(raw), "smtp")
+        except TemporaryFailure as exc:
+            log.warning("SMTP delivery deferred: %s", exc)
+            return self._per_recipient(TEMPFAIL, envelope)
+        finally:
+            self.in_flight -= 1
+        detail = outcome.ticket_number or outcome.status
+        return self._per_recipient(OK.format(detail=detail), envelope)
+
+    def _per_recipient(self, line: str, envelope: Envelope) -> str:
+        if not self.lmtp:
+            return line
+        return "\r\n".join([line] * max(1, len(envelope.rcpt_tos)))
+
+
+async def start_listener(host: str, port: int, protocol: str, max_bytes: int,
+                         handler: IngestHandler) -> asyncio.AbstractServer:
+    """Listen for SMTP or LMTP in the running loop."""
+    server_class = LMTP if protocol == "lmtp" else SMTP
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: server_class(handler, data_size_limit=max_bytes, enable_SMTPUTF8=True,
+                             decode_data=False, hostname="mailbot"),
+        host=host, port=port)

@@ -1,0 +1,87 @@
+"""Queries on contracts, accounts and contacts."""
+
+from __future__ import annotations
+
+import json
+
+from mailbot.store import Store
+
+
+def contact_by_address(store: Store, address: str) -> dict | None:
+    """The contact with exactly this address, or None."""
+    return store.row("SELECT * FROM contacts WHERE address = ?", (address.lower(),))
+
+
+def account_by_id(store: Store, account_id: int | None) -> dict | None:
+    """The account with this row id, or None."""
+    if account_id is None:
+        return None
+    return _decode(store.row("SELECT * FROM accounts WHERE id = ?", (account_id,)))
+
+
+def account_by_domain(store: Store, domain: str) -> dict | None:
+    """The account that owns a mail domain, or None."""
+    row = store.row("SELECT account_id FROM account_domains WHERE domain = ?", (domain.lower(),))
+    return account_by_id(store, row["account_id"]) if row else None
+
+
+def account_by_customer_number(store: Store, number: str) -> dict | None:
+    """The account with this customer number, or None."""
+    return _decode(store.row("SELECT * FROM accounts WHERE customer_number = ?", (number,)))
+
+
+def contract(store: Store, name: str | None) -> dict | None:
+    """The contract with this name, or None."""
+    if not name:
+        return None
+    return store.row("SELECT * FROM contracts WHERE name = ?", (name,))
+
+
+def upsert_contract(store: Store, record: dict) -> None:
+    """Create or replace a contract by name."""
+    store.execute(
+        "INSERT INTO contracts(name, tier, raise_levels, calendar, description) "
+        "VALUES (:name, :tier, :raise_levels, :calendar, :description) ON CONFLICT(name) DO "
+        "UPDATE SET tier = excluded.tier, raise_levels = excluded.raise_levels, "
+        "calendar = excluded.calendar, description = excluded.description", record)
+
+
+def upsert_account(store: Store, record: dict) -> int:
+    """Create or update an account (keyed by customer number, else name); its id."""
+    existing = (account_by_customer_number(store, record["customer_number"])
+                if record.get("customer_number") else
+                _decode(store.row("SELECT * FROM accounts WHERE name = ?", (record["name"],))))
+    values = {**record, "domains": json.dumps(list(record.get("domains", ())))}
+    if existing:
+        store.execute("UPDATE accounts SET name = :name, customer_number = :customer_number, "
+                      "domains = :domains, contract = :contract, language = :language "
+                      "WHERE id = :id", {**values, "id": existing["id"]})
+        account_id = existing["id"]
+    else:
+        account_id = store.execute(
+            "INSERT INTO accounts(name, customer_number, domains, contract, language) "
+            "VALUES (:name, :customer_number, :domains, :contract, :language)", values)
+    store.execute("DELETE FROM account_domains WHERE account_id = ?", (account_id,))
+    for domain in record.get("domains", ()):
+        store.execute("INSERT OR REPLACE INTO account_domains(domain, account_id) VALUES (?, ?)",
+                      (domain.lower(), account_id))
+    return account_id
+
+
+def upsert_contact(store: Store, record: dict) -> int:
+    """Create or update a contact by address; its id."""
+    store.execute(
+        "INSERT INTO contacts(address, name, account_id, phone, language) "
+        "VALUES (:address, :name, :account_id, :phone, :language) ON CONFLICT(address) DO "
+        "UPDATE SET name = CASE WHEN excluded.name != '' THEN excluded.name ELSE name END, "
+        "account_id = COALESCE(excluded.account_id, account_id), "
+        "phone = CASE WHEN excluded.phone != '' THEN excluded.phone ELSE phone END, "
+        "language = CASE WHEN excluded.language != '' THEN excluded.language ELSE language END",
+        {**record, "address": record["address"].lower()})
+    return contact_by_address(store, record["address"])["id"]
+
+
+def _decode(row: dict | None) -> dict | None:
+    if row is not None and isinstance(row.get("domains"), str):
+        row["domains"] = json.loads(row["domains"])
+    return row

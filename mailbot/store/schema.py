@@ -1,0 +1,157 @@
+"""The SQLite schema as an ordered list of migrations, each applied once on start."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("mailbot")
+
+
+@migrations()
+def m001_core(db: Database) -> None:
+    """Accounts, contacts, tickets, messages, events, outbox, ingest records, quarantine."""
+    _run(db, """
+        CREATE TABLE contracts (
+            name TEXT PRIMARY KEY,
+            tier TEXT NOT NULL DEFAULT 'none',
+            raise_levels INTEGER,
+            calendar TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            customer_number TEXT UNIQUE,
+            domains TEXT NOT NULL DEFAULT '[]',
+            contract TEXT REFERENCES contracts(name),
+            language TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE contacts (
+            id INTEGER PRIMARY KEY,
+            address TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL DEFAULT '',
+            account_id INTEGER REFERENCES accounts(id),
+            phone TEXT NOT NULL DEFAULT '',
+            language TEXT NOT NULL DEFAULT '',
+            bounced_at TEXT,
+            bounce_reason TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE account_domains (
+            domain TEXT PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id)
+        );
+        CREATE TABLE ticket_counters (
+            day TEXT PRIMARY KEY,
+            counter INTEGER NOT NULL
+        );
+        CREATE TABLE tickets (
+            id INTEGER PRIMARY KEY,
+            number TEXT NOT NULL UNIQUE,
+            subject TEXT NOT NULL,
+            status TEXT NOT NULL,
+            priority TEXT NOT NULL,
+            contact_id INTEGER REFERENCES contacts(id),
+            account_id INTEGER REFERENCES accounts(id),
+            contract TEXT,
+            entitled INTEGER NOT NULL DEFAULT 0,
+            language TEXT NOT NULL,
+            parent_id INTEGER REFERENCES tickets(id),
+            owner TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            closed_at TEXT,
+            first_response_due TEXT,
+            first_response_at TEXT,
+            first_response_met INTEGER,
+            update_due TEXT,
+            resolution_due TEXT,
+            facts TEXT NOT NULL DEFAULT '{}',
+            missing TEXT NOT NULL DEFAULT '[]',
+            escalated_at TEXT,
+            escalation_phone TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX tickets_status ON tickets(status);
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+            direction TEXT NOT NULL,
+            message_id TEXT NOT NULL DEFAULT '',
+            from_addr TEXT NOT NULL DEFAULT '',
+            from_name TEXT NOT NULL DEFAULT '',
+            to_addrs TEXT NOT NULL DEFAULT '[]',
+            subject TEXT NOT NULL DEFAULT '',
+            body TEXT NOT NULL DEFAULT '',
+            html TEXT NOT NULL DEFAULT '',
+            spool_sha256 TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX messages_ticket ON messages(ticket_id);
+        CREATE INDEX messages_message_id ON messages(message_id);
+        CREATE TABLE attachments (
+            id INTEGER PRIMARY KEY,
+            message_row INTEGER NOT NULL REFERENCES messages(id),
+            filename TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL
+        );
+        CREATE INDEX attachments_message ON attachments(message_row);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            actor TEXT NOT NULL DEFAULT 'system',
+            created_at TEXT NOT NULL,
+            notified_at TEXT
+        );
+        CREATE INDEX events_ticket ON events(ticket_id);
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            ticket_id INTEGER REFERENCES tickets(id),
+            kind TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            recipients TEXT NOT NULL,
+            raw BLOB NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
+        CREATE INDEX outbox_message_id ON outbox(message_id);
+        CREATE TABLE ingest (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            message_id TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL,
+            ticket_id INTEGER REFERENCES tickets(id),
+            source TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX ingest_message_id ON ingest(message_id);
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            source TEXT NOT NULL,
+            error TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'held',
+            created_at TEXT NOT NULL,
+            retried_at TEXT
+        );
+        CREATE TABLE imap_state (
+            mailbox TEXT PRIMARY KEY,
+            uidvalidity INTEGER NOT NULL
+        );
+        """)
+
+
+def _run(db: Database, script: str) -> None:
+    """Execute each statement on its own: executescript() would commit mid-migration."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)

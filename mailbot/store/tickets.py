@@ -1,0 +1,120 @@
+"""Queries on tickets, their messages, attachments and events."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from mailbot.store import Store
+
+_UPDATABLE = frozenset({
+    "subject", "status", "priority", "contact_id", "account_id", "contract", "entitled",
+    "language", "owner", "updated_at", "closed_at", "first_response_due", "first_response_at",
+    "first_response_met", "update_due", "resolution_due", "facts", "missing", "escalated_at",
+    "escalation_phone",
+})
+
+
+def next_counter(store: Store, day: str) -> int:
+    """The next ticket counter of ``day``; call inside the ticket's transaction."""
+    store.execute(
+        "INSERT INTO ticket_counters(day, counter) VALUES (?, 1) "
+        "ON CONFLICT(day) DO UPDATE SET counter = counter + 1", (day,))
+    return store.row("SELECT counter FROM ticket_counters WHERE day = ?", (day,))["counter"]
+
+
+def number_taken(store: Store, number: str) -> bool:
+    """Whether a ticket number is already used (numbers are never reused)."""
+    return store.row("SELECT 1 AS x FROM tickets WHERE number = ?", (number,)) is not None
+
+
+def by_number(store: Store, number: str) -> dict | None:
+    """The ticket with this number, or None."""
+    return _decode(store.row("SELECT * FROM tickets WHERE number = ?", (number,)))
+
+
+def by_id(store: Store, ticket_id: int) -> dict | None:
+    """The ticket with this row id, or None."""
+    return _decode(store.row("SELECT * FROM tickets WHERE id = ?", (ticket_id,)))
+
+
+def update(store: Store, ticket_id: int, **fields: object) -> None:
+    """Change some fields of one ticket."""
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
+    store.update_row("tickets", ticket_id, fields)
+
+
+def listing(store: Store, statuses: tuple[str, ...]) -> list[dict]:
+    """Tickets in the given statuses with contact and account, unsorted."""
+    sql = ("SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "
+           "LEFT JOIN contacts c ON c.id = t.contact_id "
+           "LEFT JOIN accounts a ON a.id = t.account_id "
+           "WHERE t.status IN (SELECT value FROM json_each(?)) ORDER BY t.id")
+    return [_decode(r) for r in store.rows(sql, (json.dumps(list(statuses)),))]
+
+
+def ticket_for_message_id(store: Store, message_id: str) -> int | None:
+    """The ticket a message (inbound or outbound) with this Message-ID belongs to."""
+    found = store.row("SELECT ticket_id FROM messages WHERE message_id = ? "
+                      "ORDER BY id LIMIT 1", (message_id,))
+    if found is None:
+        found = store.row("SELECT ticket_id FROM outbox WHERE message_id = ? "
+                          "AND ticket_id IS NOT NULL LIMIT 1", (message_id,))
+    return found["ticket_id"] if found else None
+
+
+def add_message(store: Store, record: dict) -> int:
+    """Append a message (inbound, outbound or internal note) to a ticket."""
+    return store.insert("messages", record)
+
+
+def add_attachment(store: Store, record: dict) -> int:
+    """Record an attachment stored on disk under its content hash."""
+    return store.insert("attachments", record)
+
+
+def add_event(store: Store, ticket_id: int, kind: str, data: dict, at: datetime,
+              actor: str = "system") -> int:
+    """Record something that happened to a ticket."""
+    return store.insert("events", {"ticket_id": ticket_id, "kind": kind, "data": data,
+                                   "actor": actor, "created_at": at})
+
+
+def messages(store: Store, ticket_id: int) -> list[dict]:
+    """The messages of a ticket in order, each with its attachments."""
+    rows = store.rows("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
+    for row in rows:
+        row["to_addrs"] = json.loads(row["to_addrs"])
+        row["attachments"] = store.rows(
+            "SELECT filename, content_type, size, sha256 FROM attachments "
+            "WHERE message_row = ? ORDER BY id", (row["id"],))
+    return rows
+
+
+def events(store: Store, ticket_id: int) -> list[dict]:
+    """The events of a ticket in order."""
+    rows = store.rows("SELECT * FROM events WHERE ticket_id = ? ORDER BY id", (ticket_id,))
+    for row in rows:
+        row["data"] = json.loads(row["data"])
+    return rows
+
+
+def participants(store: Store, ticket_id: int) -> set[str]:
+    """Every address that wrote to or was written to on a ticket."""
+    found = set()
+    for row in store.rows("SELECT from_addr, to_addrs FROM messages WHERE ticket_id = ?",
+                          (ticket_id,)):
+        found.add(row["from_addr"])
+        found.update(json.loads(row["to_addrs"]))
+    return {a for a in found if a}
+
+
+def _decode(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    for key in ("facts", "missing"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    return row

@@ -1,0 +1,194 @@
+"""Filing one classified mail: a new ticket or a follow-up, committed in one transaction.
+
+Everything a mail causes (ticket, message, attachments, events, outbox rows and the
+ingest record) is written in the same transaction, so a crash leaves all or nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mailbot import lifecycle, spool, threads, triage
+from mailbot.compose import Envelope
+from mailbot.context import Context
+from mailbot.directory import Identity, identify
+from mailbot.message import Message
+from mailbot.store import directory as dq
+from mailbot.store import mail as mq
+from mailbot.store import tickets as tq
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one mail."""
+
+    status: str
+    ticket_number: str = ""
+    detail: str = ""
+
+
+def find_ticket(ctx: Context, msg: Message) -> tuple[threads.ThreadMatch, dict | None]:
+    """The thread evidence of ``msg`` and the ticket it points at (None when new)."""
+    config = ctx.config
+    match = threads.find(msg, signer=ctx.signer, support_addresses=config.support.addresses,
+                         tag=threads.tag_pattern(config.tickets.tag_prefix),
+                         lookup=lambda mid: tq.ticket_for_message_id(ctx.store, mid))
+    if match.ticket_id is not None:
+        return match, tq.by_id(ctx.store, match.ticket_id)
+    if match.ticket_number:
+        return match, tq.by_number(ctx.store, match.ticket_number)
+    return match, None
+
+
+def new_ticket_number(ctx: Context, now: datetime) -> str:
+    """A fresh, never reused ticket number in the configured format."""
+    local = now.astimezone(ZoneInfo(triage.timezone_name(ctx.config)))
+    day = local.strftime("%Y%m%d")
+    while True:
+        counter = tq.next_counter(ctx.store, day)
+        number = ctx.config.tickets.number_format.format(date=local, counter=counter)
+        if not tq.number_taken(ctx.store, number):
+            return number
+
+
+def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
+                  now: datetime) -> int:
+    """Append an inbound mail and its attachments to a ticket."""
+    row = tq.add_message(ctx.store, {
+        "ticket_id": ticket_id, "direction": direction, "message_id": msg.message_id,
+        "from_addr": msg.from_addr, "from_name": msg.from_name, "to_addrs": list(msg.recipients),
+        "subject": msg.subject, "body": msg.text, "html": msg.html,
+        "spool_sha256": msg.raw_sha256, "created_at": now})
+    for attachment in msg.attachments:
+        tq.add_attachment(ctx.store, {"message_row": row, "filename": attachment.filename,
+                                      "content_type": attachment.content_type,
+                                      "size": attachment.size, "sha256": attachment.sha256})
+    return row
+
+
+def save_attachments(ctx: Context, msg: Message) -> None:
+    """Write attachment payloads to disk by content hash (before the transaction)."""
+    for attachment in msg.attachments:
+        spool.put(ctx.files_dir, attachment.payload, attachment.sha256)
+
+
+def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
+                       match: threads.ThreadMatch, ticket: dict | None) -> Outcome:
+    """File a mail from a customer (or a robot, without acknowledgement)."""
+    now = ctx.clock()
+    identity = identify(ctx.store, msg.from_addr, triage.customer_numbers(ctx.config, msg))
+    contact_id = _ensure_contact(ctx, msg, identity)
+    if ticket is not None:
+        action = _followup_action(ctx, msg, ticket, identity, now)
+        if action in ("append", "reopen"):
+            return append_followup(ctx, msg, ticket, match, now)
+        parent = ticket
+    else:
+        parent = None
+    return create_ticket(ctx, msg, identity, contact_id, acknowledge, parent, now)
+
+
+def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.ThreadMatch,
+                    now: datetime) -> Outcome:
+    """Append a customer's follow-up to its ticket, reopening it where the lifecycle says."""
+    store_message(ctx, ticket["id"], msg, "in", now)
+    tq.add_event(ctx.store, ticket["id"], "customer_reply",
+                 {"from": msg.from_addr, "threaded_by": match.how}, now, actor=msg.from_addr)
+    target = lifecycle.after_customer_reply(ticket["status"])
+    if ticket["status"] == "closed":
+        target = "open"
+    change_status(ctx, ticket, target, now, actor=msg.from_addr)
+    triage.after_customer_reply(ctx, ticket, now)
+    return Outcome("followup", ticket["number"], f"threaded by {match.how}")
+
+
+def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
+                  actor: str = "system") -> bool:
+    """Move a ticket to ``target`` status with an event; False when it already was there."""
+    if target == ticket["status"]:
+        return False
+    lifecycle.check_transition(ticket["status"], target)
+    fields: dict = {"status": target, "updated_at": now}
+    fields["closed_at"] = now if target == "closed" else None
+    tq.update(ctx.store, ticket["id"], **fields)
+    tq.add_event(ctx.store, ticket["id"], "status",
+                 {"from": ticket["status"], "to": target}, now, actor=actor)
+    triage.after_status_change(ctx, ticket, ticket["status"], target, now)
+    ticket["status"] = target
+    return True
+
+
+def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: int | None,
+                  acknowledge: bool, parent: dict | None, now: datetime) -> Outcome:
+    """Open a new ticket for ``msg`` and queue its acknowledgement."""
+    assessed = triage.assess(ctx, msg, identity, now)
+    number = new_ticket_number(ctx, now)
+    account = identity.account or {}
+    language = account.get("language") or (identity.contact or {}).get("language") \
+        or ctx.config.service.language
+    ticket_id = ctx.store.insert("tickets", {
+        "number": number, "subject": msg.subject or "(no subject)", "status": "new",
+        "priority": assessed.priority, "contact_id": contact_id,
+        "account_id": account.get("id"), "contract": account.get("contract"),
+        "entitled": int(assessed.entitled), "language": language,
+        "parent_id": parent["id"] if parent else None, "created_at": now, "updated_at": now,
+        **assessed.fields})
+    store_message(ctx, ticket_id, msg, "in", now)
+    tq.add_event(ctx.store, ticket_id, "created",
+                 {"from": msg.from_addr, "identified_by": identity.matched_by,
+                  "parent": parent["number"] if parent else None}, now, actor=msg.from_addr)
+    for kind, data in assessed.events:
+        tq.add_event(ctx.store, ticket_id, kind, data, now)
+    ticket = tq.by_id(ctx.store, ticket_id)
+    if acknowledge:
+        queue_acknowledgement(ctx, ticket, msg, assessed.ack_values, now)
+    return Outcome("created", number, f"linked to {parent['number']}" if parent else "")
+
+
+def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict,
+                          now: datetime) -> None:
+    """Put the acknowledgement of a new ticket into the outbox, unless policy holds it back."""
+    reason = triage.hold_acknowledgement(ctx, msg, now)
+    if reason:
+        tq.add_event(ctx.store, ticket["id"], "acknowledgement_held", {"reason": reason}, now)
+        return
+    number = ticket["number"]
+    envelope = Envelope(to=(msg.from_addr,), from_name=ctx.config.support.name,
+                        in_reply_to=msg.message_id, references=msg.references)
+    outgoing = ctx.composer.build("acknowledgement", ticket["language"], number, envelope, {
+        **values, "subject": msg.subject or "(no subject)", "customer_name": msg.from_name,
+        "support_name": ctx.config.support.name, "ticket_url": ctx.link("ticket", number),
+        "escalation_url": ctx.link("escalate", number)}, now)
+    enqueue(ctx, ticket["id"], outgoing, now)
+
+
+def enqueue(ctx: Context, ticket_id: int | None, outgoing, now: datetime) -> int:
+    """Write a composed mail to the outbox (inside the caller's transaction)."""
+    return mq.enqueue(ctx.store, {
+        "ticket_id": ticket_id, "kind": outgoing.kind, "message_id": outgoing.message_id,
+        "sender": outgoing.sender, "recipients": outgoing.recipients, "raw": outgoing.raw,
+        "status": "pending", "next_attempt_at": now, "created_at": now})
+
+
+def _ensure_contact(ctx: Context, msg: Message, identity: Identity) -> int | None:
+    if not msg.from_addr:
+        return None
+    account_id = identity.account["id"] if identity.account else None
+    if identity.contact and (identity.contact["account_id"] or not account_id):
+        return identity.contact["id"]
+    return dq.upsert_contact(ctx.store, {"address": msg.from_addr, "name": msg.from_name,
+                                         "account_id": account_id, "phone": "", "language": ""})
+
+
+def _followup_action(ctx: Context, msg: Message, ticket: dict, identity: Identity,
+                     now: datetime) -> str:
+    if ticket["status"] == "closed":
+        closed_at = datetime.fromisoformat(ticket["closed_at"] or ticket["updated_at"])
+        days = (now - closed_at).total_seconds() / 86400
+        return lifecycle.closed_followup_action(ctx.config.tickets.closed_followup, days,
+                                                ctx.config.tickets.reopen_days)
+    if triage.is_stranger(ctx, msg, ticket, identity):
+        return "new_linked"
+    return "append"

@@ -1,0 +1,138 @@
+"""What the CLI shows: tickets in work order, ticket details, outbox and quarantine tables."""
+
+from __future__ import annotations
+
+from mailbot import lifecycle
+from mailbot.config import Config
+from mailbot.context import Context
+from mailbot.store import directory as dq
+from mailbot.store import tickets as tq
+
+OPEN_STATUSES = ("new", "open", "waiting")
+
+
+def work_order(row: dict) -> tuple:
+    """Sort key: entitled customers first, then priority, then the earliest deadline."""
+    rank = lifecycle.PRIORITIES.index(row["priority"]) if row["priority"] in \
+        lifecycle.PRIORITIES else len(lifecycle.PRIORITIES)
+    return (0 if row["entitled"] else 1, rank, row["first_response_due"] or "9999", row["id"])
+
+
+def ticket_list(ctx: Context, show_all: bool) -> list[dict]:
+    """Tickets as agents should work them, as plain dicts."""
+    statuses = lifecycle.STATUSES if show_all else OPEN_STATUSES
+    rows = sorted(tq.listing(ctx.store, statuses), key=work_order)
+    keys = ("number", "subject", "status", "priority", "entitled", "contact", "account",
+            "contract", "owner", "first_response_due", "created_at")
+    return [{k: (bool(r[k]) if k == "entitled" else r[k]) for k in keys} for r in rows]
+
+
+def ticket_list_text(rows: list[dict]) -> str:
+    """A table of tickets for the terminal."""
+    if not rows:
+        return "no tickets"
+    lines = [f"{'NUMBER':<14} {'PRIO':<7} {'STATUS':<9} {'DUE':<17} {'CONTACT':<28} SUBJECT"]
+    for r in rows:
+        due = (r["first_response_due"] or "")[:16]
+        mark = "*" if r["entitled"] else " "
+        lines.append(f"{r['number']:<14} {r['priority']:<7} {r['status']:<9} {due:<17} "
+                     f"{(r['contact'] or ''):<28}{mark}{r['subject'][:60]}")
+    return "\n".join(lines)
+
+
+def ticket_detail(ctx: Context, number: str) -> dict | None:
+    """Everything about one ticket, as plain data (the `tickets show --json` document)."""
+    ticket = tq.by_number(ctx.store, number)
+    if ticket is None:
+        return None
+    contact = ctx.store.row("SELECT * FROM contacts WHERE id = ?", (ticket["contact_id"],)) \
+        if ticket["contact_id"] else None
+    account = dq.account_by_id(ctx.store, ticket["account_id"])
+    parent = tq.by_id(ctx.store, ticket["parent_id"]) if ticket["parent_id"] else None
+    return {
+        **{k: ticket[k] for k in ("number", "subject", "status", "priority", "owner",
+                                  "created_at", "updated_at", "closed_at", "language",
+                                  "first_response_due", "first_response_at",
+                                  "first_response_met", "update_due", "resolution_due",
+                                  "facts", "missing", "escalated_at", "escalation_phone")},
+        "entitled": bool(ticket["entitled"]),
+        "contact": contact["address"] if contact else None,
+        "contact_name": contact["name"] if contact else None,
+        "account": account["name"] if account else None,
+        "customer_number": account["customer_number"] if account else None,
+        "contract": ticket["contract"],
+        "parent": parent["number"] if parent else None,
+        "messages": [_message(m) for m in tq.messages(ctx.store, ticket["id"])],
+        "events": [{k: e[k] for k in ("kind", "data", "actor", "created_at")}
+                   for e in tq.events(ctx.store, ticket["id"])],
+    }
+
+
+def _message(row: dict) -> dict:
+    return {"direction": row["direction"], "from": row["from_addr"],
+            "from_name": row["from_name"], "to": row["to_addrs"], "subject": row["subject"],
+            "body": row["body"], "message_id": row["message_id"],
+            "created_at": row["created_at"], "attachments": row["attachments"]}
+
+
+def ticket_detail_text(data: dict) -> str:
+    """A readable ticket for the terminal."""
+    lines = [f"Ticket {data['number']}: {data['subject']}",
+             f"  status {data['status']}, priority {data['priority']}, owner "
+             f"{data['owner'] or '-'}",
+             f"  contact {data['contact'] or '-'}, account {data['account'] or '-'}, "
+             f"contract {data['contract'] or '-'}",
+             f"  created {data['created_at']}, first response due "
+             f"{data['first_response_due'] or '-'}, resolution due "
+             f"{data['resolution_due'] or '-'}"]
+    if data["facts"]:
+        lines.append(f"  facts {data['facts']}")
+    if data["missing"]:
+        lines.append(f"  missing {', '.join(data['missing'])}")
+    if data["parent"]:
+        lines.append(f"  follows up on {data['parent']}")
+    for m in data["messages"]:
+        lines += ["", f"--- {m['direction']} from {m['from']} at {m['created_at']}",
+                  m["body"].rstrip()]
+        lines += [f"    [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)"
+                  for a in m["attachments"]]
+    lines += ["", "Events:"] + [f"  {e['created_at']} {e['kind']} {e['data']}"
+                                for e in data["events"]]
+    return "\n".join(lines)
+
+
+def outbox_text(rows: list[dict]) -> str:
+    """A table of outbound mails."""
+    if not rows:
+        return "outbox is empty"
+    return "\n".join(f"{r['id']:>6} {r['status']:<8} {r['kind']:<16} {r['ticket'] or '-':<14} "
+                     f"{', '.join(r['recipients'])} tries={r['attempts']} {r['last_error']}"
+                     for r in rows)
+
+
+def quarantine_text(rows: list[dict]) -> str:
+    """A table of quarantined mails."""
+    if not rows:
+        return "quarantine is empty"
+    return "\n".join(f"{r['id']:>6} {r['created_at'][:19]} {r['source']:<12} {r['sha256'][:12]} "
+                     f"{r['error']}" for r in rows)
+
+
+def config_summary(config: Config) -> str:
+    """What a config means, in a few lines, for `mailbot check-config`."""
+    relay = f"SMTP relay {config.relay.host}:{config.relay.port} ({config.relay.security})" \
+        if config.relay.host else f"Maildir {config.maildir}"
+    listener = config.listener
+    lines = [
+        "config OK",
+        f"  data directory: {config.data_dir}",
+        f"  support address: {', '.join(config.support.addresses)}",
+        f"  listener: {listener.protocol} on {listener.host}:{listener.port}"
+        if listener.enabled else "  listener: off",
+        f"  outbound: {relay}",
+        f"  web: {config.web.base_url}" if config.web.enabled else "  web: off",
+        f"  signing secret: {'configured' if config.support.signing_secret else 'generated'}",
+    ]
+    lines += [f"  imap: {c.label} folder {c.folder} ({c.security}) -> "
+              f"{c.done_folder or 'flag Seen'}" for c in config.imap]
+    return "\n".join(lines)
