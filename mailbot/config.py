@@ -136,6 +136,27 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class AgentConfig:
+    """One support agent: answers by mail, may send commands."""
+
+    address: str
+    name: str = ""
+    team: str = ""
+
+    def __post_init__(self) -> None:
+        if "@" not in self.address:
+            raise ValueError(f"agent address {self.address!r} is not an email address")
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    """The agents; a separate file is re-read on SIGHUP or when it changes."""
+
+    agents: tuple[AgentConfig, ...] = ()
+    file: str = ""
+
+
+@dataclass(frozen=True)
 class HygieneConfig:
     """Protection against loops, robots and strangers."""
 
@@ -157,6 +178,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     limits: Limits = field(default_factory=Limits)
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
+    team: TeamConfig = field(default_factory=TeamConfig)
     source_path: str = ""
 
     @property

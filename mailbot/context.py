@@ -10,6 +10,7 @@ from pathlib import Path
 from mailbot.compose import Composer, text_environment
 from mailbot.config import Config, signing_secret
 from mailbot.store import Store
+from mailbot.team import Team
 from mailbot.tokens import Signer
 
 
@@ -26,6 +27,7 @@ class Context:
     store: Store
     signer: Signer
     composer: Composer
+    team: Team
     clock: Callable[[], datetime] = utc_now
     on_outbox: Callable[[], None] = field(default=lambda: None)
     metrics: object | None = None
@@ -55,4 +57,5 @@ def open_context(config: Config, clock: Callable[[], datetime] = utc_now) -> Con
                     support.token_max_age_days * 86400)
     composer = Composer(text_environment(config.templates_dir), signer, support.address,
                         config.service.instance_id, config.tickets.tag_prefix)
-    return Context(config=config, store=store, signer=signer, composer=composer, clock=clock)
+    return Context(config=config, store=store, signer=signer, composer=composer,
+                   team=Team(config), clock=clock)

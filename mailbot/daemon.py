@@ -52,10 +52,14 @@ class Daemon:
         threads = [asyncio.create_task(asyncio.to_thread(src.run)) for src in self.imap]
         sender = asyncio.create_task(self.sender.run(self.stop))
         self.scheduler = self._start_scheduler()
+        runner = await self._start_web()
         log.info("mailbot running: %s", self.describe())
         await self.stop.wait()
         log.info("shutting down: no new mail accepted, finishing the mail in hand")
         await self._shutdown(server, threads, sender)
+        if runner is not None:
+            await runner.cleanup()
+        self.ctx.store.close()
 
     def describe(self) -> str:
         """A one-line summary of what this instance serves."""
@@ -75,6 +79,13 @@ class Daemon:
         self.health.set(f"{listener.protocol}:{listener.host}:{listener.port}", "connected")
         return server
 
+    async def _start_web(self):
+        if not self.config.web.enabled:
+            return None
+        from mailbot import web
+
+        return await web.start_web(self.ctx, self.health)
+
     def _start_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(self.sender.notify, "interval", seconds=30, id="outbox-retry")
@@ -92,7 +103,6 @@ class Daemon:
         await sender
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
-        self.ctx.store.close()
         log.info("mailbot stopped")
 
     async def _drain_listener(self) -> None:

@@ -47,6 +47,8 @@ def quarantine(ctx: Context, sha: str, source: str, error: str) -> Outcome:
     with ctx.store.transaction():
         mq.add_quarantine(ctx.store, sha, source, error[:2000], now)
         mq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
+    if ctx.metrics is not None:
+        ctx.metrics.ingested(Outcome("quarantined"))
     return Outcome("quarantined", "", error)
 
 
@@ -75,6 +77,8 @@ def _process(ctx: Context, raw: bytes, sha: str, source: str) -> Outcome:
         mq.record_ingest(ctx.store, sha, msg.message_id, outcome.status,
                          ticket["id"] if ticket else None, source, ctx.clock())
     ctx.on_outbox()
+    if ctx.metrics is not None:
+        ctx.metrics.ingested(outcome)
     log.info("mail %s from %s via %s: %s %s %s", msg.message_id or sha[:12], msg.from_addr,
              source, outcome.status, outcome.ticket_number, outcome.detail)
     return outcome

@@ -104,6 +104,25 @@ def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.Thr
     return Outcome("followup", ticket["number"], f"threaded by {match.how}")
 
 
+def append_customer_text(ctx: Context, ticket: dict, text: str, via: str,
+                         now: datetime) -> int:
+    """Add a customer message that did not come by mail (the ticket page) like a follow-up."""
+    contact = ctx.store.row("SELECT address, name FROM contacts WHERE id = ?",
+                            (ticket["contact_id"],)) if ticket["contact_id"] else None
+    address = contact["address"] if contact else ""
+    row = tq.add_message(ctx.store, {
+        "ticket_id": ticket["id"], "direction": "in", "from_addr": address,
+        "from_name": contact["name"] if contact else "", "to_addrs": [],
+        "subject": ticket["subject"], "body": text, "created_at": now})
+    tq.add_event(ctx.store, ticket["id"], "customer_reply", {"from": address, "via": via}, now,
+                 actor=address or "customer")
+    target = "open" if ticket["status"] == "closed" else \
+        lifecycle.after_customer_reply(ticket["status"])
+    change_status(ctx, ticket, target, now, actor=address or "customer")
+    triage.after_customer_reply(ctx, ticket, now)
+    return row
+
+
 def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
                   actor: str = "system") -> bool:
     """Move a ticket to ``target`` status with an event; False when it already was there."""

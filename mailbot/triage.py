@@ -54,6 +54,11 @@ def after_status_change(ctx: Context, ticket: dict, old: str, new: str, now: dat
     """Pause or resume deadline clocks when a ticket starts or stops waiting."""
 
 
+def on_escalation(ctx: Context, ticket: dict, now: datetime) -> dict:
+    """Ticket fields an escalation sets: urgent priority and a new response deadline."""
+    return {"priority": "urgent"}
+
+
 def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:
     """Why an acknowledgement must not be sent (rate limit, bounced address), or ``""``."""
     contact = trq.contact_bounce(ctx.store, msg.from_addr)
