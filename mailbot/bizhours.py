@@ -163,7 +163,8 @@ def _check_holidays(cfg: CalendarConfig, path: str) -> None:
             categories=cfg.holidays_categories, years=2000,
         )  # fmt: skip
     except (NotImplementedError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}.holidays_*: {exc}") from None
+        keys = f"{path}.holidays_country/holidays_subdiv/holidays_categories"
+        raise ValueError(f"{keys}: {exc}") from None
 
 
 class BusinessCalendar:

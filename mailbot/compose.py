@@ -43,6 +43,7 @@ class Envelope:
     references: tuple[str, ...] = ()
     reply_to: str = ""
     auto_submitted: str = "auto-replied"
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
 
 
 def text_environment(templates_dir: Path) -> jinja2.Environment:
@@ -84,19 +85,30 @@ class Composer:
               values: dict, now: datetime) -> Outgoing:
         """A complete mail of template ``kind`` about ticket ``number``."""
         subject, body = self.render(kind, language, {**values, "number": number})
+        return self.build_text(kind, language, number, envelope, (subject, body), now)
+
+    def build_text(self, kind: str, language: str, number: str, envelope: Envelope,
+                   text: tuple[str, str], now: datetime) -> Outgoing:
+        """A complete mail with a given subject and body about ticket ``number``."""
+        subject, body = text
         message_id = self.signer.message_id(number, self.domain)
         msg = EmailMessage()
-        msg["From"] = Address(envelope.from_name, addr_spec=self.support_address)
+        msg["From"] = str(Address(envelope.from_name, addr_spec=self.support_address))
         msg["To"] = ", ".join(envelope.to)
         msg["Subject"] = tagged_subject(self.tag_prefix, number, subject)
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = f"<{message_id}>"
         self._thread_headers(msg, envelope)
-        msg["Auto-Submitted"] = envelope.auto_submitted
-        msg["X-Auto-Response-Suppress"] = "All"
+        if envelope.auto_submitted:
+            msg["Auto-Submitted"] = envelope.auto_submitted
+            msg["X-Auto-Response-Suppress"] = "All"
         msg[LOOP_HEADER] = self.instance_id
         msg["Content-Language"] = language
         msg.set_content(body, cte="quoted-printable")
+        for filename, content_type, payload in envelope.attachments:
+            maintype, _, subtype = content_type.partition("/")
+            msg.add_attachment(payload, maintype=maintype or "application",
+                               subtype=subtype or "octet-stream", filename=filename)
         return Outgoing(kind=kind, message_id=message_id, sender=self.support_address,
                         recipients=envelope.to, raw=msg.as_bytes())
 

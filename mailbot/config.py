@@ -133,6 +133,19 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     base_url: str = "http://127.0.0.1:8080"
+    escalation_notice_de: str = (
+        "Bitte beachten Sie: Der Rückruf-Service ist kostenpflichtig, wenn sich herausstellt, "
+        "dass das Problem nicht auf einen Fehler unserer Systeme zurückzuführen ist.")
+    escalation_notice_en: str = (
+        "Please note: the call-back service is charged if the problem turns out not to be "
+        "caused by our systems.")
+    max_source_failures: int = 5
+    max_body_bytes: int = 65536
+    form_max_age_seconds: int = 86400
+
+    def escalation_notice(self, language: str) -> str:
+        """The call-back charging note in ``language`` (German unless English)."""
+        return self.escalation_notice_en if language == "en" else self.escalation_notice_de
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,19 @@ class TeamConfig:
 
     agents: tuple[AgentConfig, ...] = ()
     file: str = ""
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    """What customers and agents hear from the scheduler, and when."""
+
+    statuses: tuple[Literal["open", "waiting", "resolved", "closed"], ...] = (
+        "open", "waiting", "resolved", "closed")
+    coalesce_seconds: float = 60.0
+    warning_minutes: int = 60
+    waiting_reminder_days: int = 3
+    auto_close_days: int = 7
+    interval_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +205,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     team: TeamConfig = field(default_factory=TeamConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     source_path: str = ""
 
     @property

@@ -145,13 +145,12 @@ def _value(m: re.Match[str]) -> str:
 
 
 def _find(patterns: tuple[re.Pattern[str], ...], text: str, limit: int) -> tuple[str, ...]:
-    """Distinct values (case-insensitively) found by patterns in text, at most limit."""
+    """Distinct values (case-insensitively) found by patterns, in text order, at most limit."""
+    matches = sorted((m.start(), _value(m)) for p in patterns for m in p.finditer(text))
     found: dict[str, str] = {}
-    for pattern in patterns:
-        for m in pattern.finditer(text):
-            value = _value(m)
-            if value and len(found) < limit:
-                found.setdefault(value.casefold(), value)
+    for _start, value in matches:
+        if value and len(found) < limit:
+            found.setdefault(value.casefold(), value)
     return tuple(found.values())
 
 

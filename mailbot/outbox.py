@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0
 
 
+def enqueue(ctx: Context, ticket_id: int | None, outgoing, now: datetime) -> int:
+    """Write a composed mail to the outbox (inside the caller's transaction)."""
+    return mq.enqueue(ctx.store, {
+        "ticket_id": ticket_id, "kind": outgoing.kind, "message_id": outgoing.message_id,
+        "sender": outgoing.sender, "recipients": outgoing.recipients, "raw": outgoing.raw,
+        "status": "pending", "next_attempt_at": now, "created_at": now})
+
+
 def backoff(attempts: int, base: float, ceiling: float) -> timedelta:
     """Wait before attempt ``attempts + 1``: exponential from ``base``, capped at ``ceiling``."""
     return timedelta(seconds=min(ceiling, base * (2 ** max(0, attempts - 1))))

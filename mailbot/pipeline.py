@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from mailbot import classify, message, spool, tickets
+from mailbot import agents, classify, message, spool, tickets
 from mailbot.context import Context
 from mailbot.message import Message
 from mailbot.store import TemporaryStoreError
@@ -87,7 +87,8 @@ def _process(ctx: Context, raw: bytes, sha: str, source: str) -> Outcome:
 def classify_context(ctx: Context) -> classify.ClassifyContext:
     """What classification needs to know about this instance."""
     return classify.ClassifyContext(own_addresses=ctx.config.support.addresses,
-                                    loop_id=ctx.config.service.instance_id)
+                                    loop_id=ctx.config.service.instance_id,
+                                    agent_addresses=ctx.team.addresses())
 
 
 def _file(ctx: Context, msg: Message, verdict: classify.Verdict, source: str) -> Outcome:
@@ -97,6 +98,10 @@ def _file(ctx: Context, msg: Message, verdict: classify.Verdict, source: str) ->
     if verdict.kind == "loop":
         return Outcome("ignored", "", verdict.reason)
     match, ticket = tickets.find_ticket(ctx, msg)
+    if verdict.kind == "agent":
+        if match.reply_token and ticket is not None:
+            return agents.handle_reply(ctx, msg, ticket)
+        return agents.suspicious(ctx, msg, ticket, "agent address without a valid reply address")
     if verdict.kind == "auto_reply":
         return _auto_reply(ctx, msg, ticket, verdict)
     return tickets.file_customer_mail(ctx, msg, verdict.acknowledge, match, ticket)

@@ -103,11 +103,13 @@ class PolicyConfig:
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
     # Further calendars by name, chosen by a contract's `calendar` key.
     calendars: dict[str, CalendarConfig] = field(default_factory=_default_calendars)
-    # Priority rules; tried urgent first, then high, normal, low, each group in this order.
+    # Priority rules (replace the defaults when given); tried urgent first, then high,
+    # normal, low, each group in the order given here.
     rules: tuple[PriorityRule, ...] = DEFAULT_RULES
     # Priority of a mail that matches no rule.
     default_priority: Priority = "normal"
-    # Response targets per priority; missing entries use the built-in defaults.
+    # Response targets per priority; missing priorities and empty fields use the defaults
+    # (urgent 4h/4h/2d, high 1d/1d/5d, normal 2d/2d/10d, low 5d/5d/20d).
     targets: dict[str, Targets] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
     # Characters of the body read for the priority rules (quoted lines are skipped).
     scan_chars: int = 4096

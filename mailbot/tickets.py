@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from mailbot import lifecycle, spool, threads, triage
+from mailbot import lifecycle, notify, spool, threads, triage
 from mailbot.compose import Envelope
 from mailbot.context import Context
 from mailbot.directory import Identity, identify
 from mailbot.message import Message
+from mailbot.outbox import enqueue
 from mailbot.store import directory as dq
-from mailbot.store import mail as mq
 from mailbot.store import tickets as tq
 
 
@@ -84,6 +84,8 @@ def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
         action = _followup_action(ctx, msg, ticket, identity, now)
         if action in ("append", "reopen"):
             return append_followup(ctx, msg, ticket, match, now)
+        if action == "note":
+            return _stranger_note(ctx, msg, ticket, now)
         parent = ticket
     else:
         parent = None
@@ -101,14 +103,14 @@ def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.Thr
         target = "open"
     change_status(ctx, ticket, target, now, actor=msg.from_addr)
     triage.after_customer_reply(ctx, ticket, now)
+    notify.agents_about_message(ctx, ticket, msg, "agent_followup", now)
     return Outcome("followup", ticket["number"], f"threaded by {match.how}")
 
 
 def append_customer_text(ctx: Context, ticket: dict, text: str, via: str,
                          now: datetime) -> int:
     """Add a customer message that did not come by mail (the ticket page) like a follow-up."""
-    contact = ctx.store.row("SELECT address, name FROM contacts WHERE id = ?",
-                            (ticket["contact_id"],)) if ticket["contact_id"] else None
+    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
     address = contact["address"] if contact else ""
     row = tq.add_message(ctx.store, {
         "ticket_id": ticket["id"], "direction": "in", "from_addr": address,
@@ -120,6 +122,7 @@ def append_customer_text(ctx: Context, ticket: dict, text: str, via: str,
         lifecycle.after_customer_reply(ticket["status"])
     change_status(ctx, ticket, target, now, actor=address or "customer")
     triage.after_customer_reply(ctx, ticket, now)
+    notify.agents_about_message(ctx, ticket, None, "agent_followup", now, text=text)
     return row
 
 
@@ -163,6 +166,7 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
     ticket = tq.by_id(ctx.store, ticket_id)
     if acknowledge:
         queue_acknowledgement(ctx, ticket, msg, assessed.ack_values, now)
+    notify.agents_about_message(ctx, ticket, msg, "agent_new_ticket", now)
     return Outcome("created", number, f"linked to {parent['number']}" if parent else "")
 
 
@@ -183,14 +187,6 @@ def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict
     enqueue(ctx, ticket["id"], outgoing, now)
 
 
-def enqueue(ctx: Context, ticket_id: int | None, outgoing, now: datetime) -> int:
-    """Write a composed mail to the outbox (inside the caller's transaction)."""
-    return mq.enqueue(ctx.store, {
-        "ticket_id": ticket_id, "kind": outgoing.kind, "message_id": outgoing.message_id,
-        "sender": outgoing.sender, "recipients": outgoing.recipients, "raw": outgoing.raw,
-        "status": "pending", "next_attempt_at": now, "created_at": now})
-
-
 def _ensure_contact(ctx: Context, msg: Message, identity: Identity) -> int | None:
     if not msg.from_addr:
         return None
@@ -209,5 +205,12 @@ def _followup_action(ctx: Context, msg: Message, ticket: dict, identity: Identit
         return lifecycle.closed_followup_action(ctx.config.tickets.closed_followup, days,
                                                 ctx.config.tickets.reopen_days)
     if triage.is_stranger(ctx, msg, ticket, identity):
-        return "new_linked"
+        mode = ctx.config.hygiene.stranger_followup
+        return "note" if mode == "note" else "new_linked"
     return "append"
+
+
+def _stranger_note(ctx: Context, msg: Message, ticket: dict, now: datetime) -> Outcome:
+    store_message(ctx, ticket["id"], msg, "note", now)
+    tq.add_event(ctx.store, ticket["id"], "stranger_mail", {"from": msg.from_addr}, now)
+    return Outcome("note", ticket["number"], f"mail from stranger {msg.from_addr} kept as note")

@@ -50,6 +50,19 @@ def after_customer_reply(ctx: Context, ticket: dict, now: datetime) -> None:
     """Start the update clock after a customer's follow-up."""
 
 
+def after_agent_answer(ctx: Context, ticket: dict, now: datetime) -> None:
+    """Stop the first-response clock (recording whether it was met) and the update clock."""
+    if not ticket.get("first_response_at"):
+        due = ticket.get("first_response_due")
+        met = None if not due else int(now <= datetime.fromisoformat(due))
+        tq.update(ctx.store, ticket["id"], first_response_at=now, first_response_met=met,
+                  update_due=None)
+        tq.add_event(ctx.store, ticket["id"], "first_response", {"met": met}, now)
+        ticket["first_response_at"] = now
+    else:
+        tq.update(ctx.store, ticket["id"], update_due=None)
+
+
 def after_status_change(ctx: Context, ticket: dict, old: str, new: str, now: datetime) -> None:
     """Pause or resume deadline clocks when a ticket starts or stops waiting."""
 

@@ -45,8 +45,7 @@ def ticket_detail(ctx: Context, number: str) -> dict | None:
     ticket = tq.by_number(ctx.store, number)
     if ticket is None:
         return None
-    contact = ctx.store.row("SELECT * FROM contacts WHERE id = ?", (ticket["contact_id"],)) \
-        if ticket["contact_id"] else None
+    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
     account = dq.account_by_id(ctx.store, ticket["account_id"])
     parent = tq.by_id(ctx.store, ticket["parent_id"]) if ticket["parent_id"] else None
     return {

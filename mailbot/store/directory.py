@@ -12,6 +12,13 @@ def contact_by_address(store: Store, address: str) -> dict | None:
     return store.row("SELECT * FROM contacts WHERE address = ?", (address.lower(),))
 
 
+def contact_by_id(store: Store, contact_id: int | None) -> dict | None:
+    """The contact with this row id, or None."""
+    if contact_id is None:
+        return None
+    return store.row("SELECT * FROM contacts WHERE id = ?", (contact_id,))
+
+
 def account_by_id(store: Store, account_id: int | None) -> dict | None:
     """The account with this row id, or None."""
     if account_id is None:

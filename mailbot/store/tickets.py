@@ -87,10 +87,14 @@ def messages(store: Store, ticket_id: int) -> list[dict]:
     rows = store.rows("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
     for row in rows:
         row["to_addrs"] = json.loads(row["to_addrs"])
-        row["attachments"] = store.rows(
-            "SELECT filename, content_type, size, sha256 FROM attachments "
-            "WHERE message_row = ? ORDER BY id", (row["id"],))
+        row["attachments"] = attachments_of(store, row["id"])
     return rows
+
+
+def attachments_of(store: Store, message_row: int) -> list[dict]:
+    """The attachments of one stored message."""
+    return store.rows("SELECT filename, content_type, size, sha256 FROM attachments "
+                      "WHERE message_row = ? ORDER BY id", (message_row,))
 
 
 def events(store: Store, ticket_id: int) -> list[dict]:

@@ -1,0 +1,53 @@
+"""Queries of the web layer: the public thread of a ticket, its downloads, metrics figures.
+
+"Public" means what the customer may see: messages with direction ``in`` or ``out``.
+Internal notes (``note``) and robot mail (``auto``) never leave this module.
+"""
+
+from __future__ import annotations
+
+from mailbot.store import Store
+
+PUBLIC_DIRECTIONS = ("in", "out")
+
+
+def public_messages(store: Store, ticket_id: int) -> list[dict]:
+    """The customer-visible messages of a ticket in order, each with its attachments."""
+    rows = store.rows(
+        "SELECT id, direction, from_addr, from_name, subject, body, created_at FROM messages "
+        "WHERE ticket_id = ? AND direction IN (?, ?) ORDER BY id",
+        (ticket_id, *PUBLIC_DIRECTIONS))
+    for row in rows:
+        row["attachments"] = store.rows(
+            "SELECT id, filename, content_type, size FROM attachments WHERE message_row = ? "
+            "ORDER BY id", (row["id"],))
+    return rows
+
+
+def public_attachment(store: Store, ticket_id: int, attachment_id: int) -> dict | None:
+    """One attachment of a public message of this ticket, or None (also for other tickets)."""
+    return store.row(
+        "SELECT a.id, a.filename, a.content_type, a.size, a.sha256 FROM attachments a "
+        "JOIN messages m ON m.id = a.message_row "
+        "WHERE a.id = ? AND m.ticket_id = ? AND m.direction IN (?, ?)",
+        (attachment_id, ticket_id, *PUBLIC_DIRECTIONS))
+
+
+def contact_of(store: Store, contact_id: int | None) -> dict | None:
+    """Address, name and phone of a ticket's contact, or None."""
+    if contact_id is None:
+        return None
+    return store.row("SELECT address, name, phone FROM contacts WHERE id = ?", (contact_id,))
+
+
+def first_message_id(store: Store, ticket_id: int) -> str:
+    """The Message-ID of the customer's first mail on a ticket, to thread our mails to it."""
+    row = store.row("SELECT message_id FROM messages WHERE ticket_id = ? AND direction = 'in' "
+                    "AND message_id != '' ORDER BY id LIMIT 1", (ticket_id,))
+    return row["message_id"] if row else ""
+
+
+def outbox_sent_at(store: Store, row_id: int) -> str | None:
+    """When an outbox row was delivered (stored ISO time), or None."""
+    row = store.row("SELECT sent_at FROM outbox WHERE id = ?", (row_id,))
+    return row["sent_at"] if row else None
