@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 from mailbot.configschema import ConfigError, Secret, build
+from mailbot.facts import FactsConfig, compile_facts
 from mailbot.message import Limits
+from mailbot.policy import PolicyConfig, build_policy
 
 DEFAULT_PATH = "mailbot.toml"
 SECRET_ENV = "MAILBOT_SECRET"  # noqa: S105 - the variable name, not a secret
@@ -206,6 +208,8 @@ class Config:
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     team: TeamConfig = field(default_factory=TeamConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    facts: FactsConfig = field(default_factory=FactsConfig)
     source_path: str = ""
 
     @property
@@ -243,9 +247,20 @@ def load(path: Path, require_file: bool = False) -> Config:
         raise ConfigError("", "file not found", str(path))
     try:
         config = build(Config, data)
+        _check_policy(config)
     except ConfigError as exc:
         raise ConfigError(exc.path, exc.reason, str(path)) from exc
     return _anchor(config, path.resolve().parent)
+
+
+def _check_policy(config: Config) -> None:
+    """Compile rules, calendars and fact patterns once, so a bad one stops the start."""
+    for section, check in (("policy", build_policy), ("facts", compile_facts)):
+        try:
+            check(getattr(config, section))
+        except (ValueError, KeyError) as exc:
+            key, _, reason = str(exc).strip("'\"").partition(": ")
+            raise ConfigError(key if reason else section, reason or str(exc)) from exc
 
 
 def _anchor(config: Config, base: Path) -> Config:

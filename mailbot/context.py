@@ -9,6 +9,8 @@ from pathlib import Path
 
 from mailbot.compose import Composer, text_environment
 from mailbot.config import Config, signing_secret
+from mailbot.facts import FactPatterns, compile_facts
+from mailbot.policy import Policy, build_policy
 from mailbot.store import Store
 from mailbot.team import Team
 from mailbot.tokens import Signer
@@ -28,6 +30,8 @@ class Context:
     signer: Signer
     composer: Composer
     team: Team
+    policy: Policy
+    facts: FactPatterns
     clock: Callable[[], datetime] = utc_now
     on_outbox: Callable[[], None] = field(default=lambda: None)
     metrics: object | None = None
@@ -58,4 +62,5 @@ def open_context(config: Config, clock: Callable[[], datetime] = utc_now) -> Con
     composer = Composer(text_environment(config.templates_dir), signer, support.address,
                         config.service.instance_id, config.tickets.tag_prefix)
     return Context(config=config, store=store, signer=signer, composer=composer,
-                   team=Team(config), clock=clock)
+                   team=Team(config), policy=build_policy(config.policy),
+                   facts=compile_facts(config.facts), clock=clock)

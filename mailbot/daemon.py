@@ -12,7 +12,7 @@ import signal
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from mailbot import pipeline
+from mailbot import jobs, pipeline
 from mailbot.config import Config
 from mailbot.context import Context, open_context
 from mailbot.health import Health
@@ -48,6 +48,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.ctx.team.reload)
         server = await self._start_listener()
         threads = [asyncio.create_task(asyncio.to_thread(src.run)) for src in self.imap]
         sender = asyncio.create_task(self.sender.run(self.stop))
@@ -89,8 +90,15 @@ class Daemon:
     def _start_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(self.sender.notify, "interval", seconds=30, id="outbox-retry")
+        scheduler.add_job(self._run_jobs, "interval", id="ticket-jobs",
+                          seconds=self.config.notifications.interval_seconds)
+        scheduler.add_job(self.ctx.team.reload_if_changed, "interval", seconds=5,
+                          id="agents-reload")
         scheduler.start()
         return scheduler
+
+    async def _run_jobs(self) -> None:
+        await asyncio.to_thread(jobs.run_all, self.ctx, self.ctx.clock())
 
     async def _shutdown(self, server, threads, sender) -> None:
         self.handler.accepting = False

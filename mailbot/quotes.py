@@ -121,14 +121,18 @@ def _cut_from(first: EmailReply, shaped: list[str]) -> int:
 
 def _reply_end(lines: list[str], library_cut: int) -> int:
     """Index of the first line of quoted history, letting inline answers extend the reply."""
-    start, cut = 0, min(library_cut, _first_marker(lines, 0))
+    cut = min(_skip_blank(lines, library_cut), _first_marker(lines, 0))
     while cut < len(lines) and _is_quote_intro(lines, cut):
         after = _after_quote_block(lines, cut)
         if after >= len(lines) or _is_marker(lines, after):
             return cut
-        start = after
-        cut = _first_marker(lines, start)
+        cut = _first_marker(lines, after)
     return cut
+
+
+def _skip_blank(lines: list[str], i: int) -> int:
+    """Index of the first non-blank line at or after ``i``, or len(lines)."""
+    return next((k for k in range(i, len(lines)) if lines[k].strip()), len(lines))
 
 
 def _first_marker(lines: list[str], start: int) -> int:

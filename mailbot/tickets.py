@@ -78,7 +78,8 @@ def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
                        match: threads.ThreadMatch, ticket: dict | None) -> Outcome:
     """File a mail from a customer (or a robot, without acknowledgement)."""
     now = ctx.clock()
-    identity = identify(ctx.store, msg.from_addr, triage.customer_numbers(ctx.config, msg))
+    facts = triage.extract(ctx, msg)
+    identity = identify(ctx.store, msg.from_addr, facts.get("customer_number", ()))
     contact_id = _ensure_contact(ctx, msg, identity)
     if ticket is not None:
         action = _followup_action(ctx, msg, ticket, identity, now)
@@ -89,7 +90,7 @@ def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
         parent = ticket
     else:
         parent = None
-    return create_ticket(ctx, msg, identity, contact_id, acknowledge, parent, now)
+    return create_ticket(ctx, msg, identity, contact_id, (acknowledge, facts), parent, now)
 
 
 def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.ThreadMatch,
@@ -143,13 +144,14 @@ def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
 
 
 def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: int | None,
-                  acknowledge: bool, parent: dict | None, now: datetime) -> Outcome:
-    """Open a new ticket for ``msg`` and queue its acknowledgement."""
-    assessed = triage.assess(ctx, msg, identity, now)
-    number = new_ticket_number(ctx, now)
+                  ack_facts: tuple[bool, dict], parent: dict | None, now: datetime) -> Outcome:
+    """Open a new ticket for ``msg`` and queue its acknowledgement (when asked to)."""
+    acknowledge, facts = ack_facts
     account = identity.account or {}
     language = account.get("language") or (identity.contact or {}).get("language") \
         or ctx.config.service.language
+    assessed = triage.assess(ctx, msg, identity, facts, now, language)
+    number = new_ticket_number(ctx, now)
     ticket_id = ctx.store.insert("tickets", {
         "number": number, "subject": msg.subject or "(no subject)", "status": "new",
         "priority": assessed.priority, "contact_id": contact_id,

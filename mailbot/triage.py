@@ -9,9 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from mailbot import facts as facts_mod
+from mailbot import policy as policy_mod
+from mailbot import wording
+from mailbot.bizhours import BusinessCalendar, add_business_time, business_time_between
+from mailbot.config import Config
 from mailbot.context import Context
 from mailbot.directory import Identity
 from mailbot.message import Message
+from mailbot.policy import ContractPolicy
+from mailbot.store import directory as dq
+from mailbot.store import iso
 from mailbot.store import tickets as tq
 from mailbot.store import triage as trq
 
@@ -27,27 +35,88 @@ class Assessed:
     ack_values: dict = field(default_factory=dict)
 
 
-def timezone_name(config) -> str:
+def timezone_name(config: Config) -> str:
     """The time zone ticket numbers and customer-facing times use."""
-    return "Europe/Berlin"
+    return config.policy.calendar.timezone
 
 
-def customer_numbers(config, msg: Message) -> tuple[str, ...]:
-    """Customer numbers named in a mail, to identify an unknown sender's account."""
-    return ()
+def extract(ctx: Context, msg: Message) -> dict[str, tuple[str, ...]]:
+    """Facts named in a mail (customer number, version, device, error message ...)."""
+    return facts_mod.extract_facts(msg.subject, msg.text, ctx.facts)
 
 
-def assess(ctx: Context, msg: Message, identity: Identity, now: datetime) -> Assessed:
+def contract_policy(contract: dict | None) -> ContractPolicy | None:
+    """A stored contract as the policy sees it."""
+    if not contract:
+        return None
+    raise_levels = contract.get("raise_levels")
+    return ContractPolicy(name=contract["name"], tier=contract.get("tier") or "none",
+                          raise_levels=-1 if raise_levels is None else raise_levels,
+                          calendar=contract.get("calendar") or "")
+
+
+def assess(ctx: Context, msg: Message, identity: Identity, facts: dict,
+           now: datetime, language: str) -> Assessed:
     """Priority, entitlement, deadlines and acknowledgement wording for a new ticket."""
-    contract = identity.contract or {}
-    entitled = bool(contract) and contract.get("tier", "none") != "none"
-    return Assessed(priority="normal", entitled=entitled,
-                    ack_values={"priority_label": "", "deadline_text": "", "hours_text": "",
-                                "next_opening_text": "", "missing": []})
+    contract = contract_policy(identity.contract)
+    result = policy_mod.assess(msg.subject, msg.text, contract, now, ctx.policy)
+    missing = facts_mod.missing_facts(facts, identity.known, result.problem_report)
+    fields = {"first_response_due": result.first_response_due,
+              "resolution_due": result.resolution_due,
+              "facts": {k: list(v) for k, v in facts.items()}, "missing": list(missing)}
+    return Assessed(priority=result.priority, entitled=result.entitled, fields=fields,
+                    events=(("priority", _priority_event(result)),
+                            ("deadlines", _deadline_event(result))),
+                    ack_values=_ack_values(ctx, result, missing, language))
+
+
+def _priority_event(result: policy_mod.Assessment) -> dict:
+    reason = f"rule {result.rule_name} matched {result.matched_text!r}" if result.rule_name \
+        else "no rule matched: default priority"
+    if result.raised_by:
+        reason += f"; raised from {result.base_priority} by contract {result.raised_by}"
+    return {"priority": result.priority, "base_priority": result.base_priority,
+            "rule": result.rule_name, "matched": result.matched_text,
+            "raised_by": result.raised_by, "reason": reason}
+
+
+def _deadline_event(result: policy_mod.Assessment) -> dict:
+    return {"calendar": result.calendar, "first_response_due": iso(result.first_response_due),
+            "resolution_due": iso(result.resolution_due),
+            "received_in_hours": result.received_in_hours}
+
+
+def _ack_values(ctx: Context, result: policy_mod.Assessment, missing: tuple[str, ...],
+                language: str) -> dict:
+    calendar = ctx.policy.calendars[result.calendar].config
+    tz = calendar.timezone
+    return {
+        "priority_label": wording.priority_label(result.priority, language),
+        "deadline_text": wording.moment(result.first_response_due, tz, language),
+        "hours_text": wording.hours(calendar, language),
+        "next_opening_text": wording.moment(result.next_opening, tz, language)
+        if result.next_opening else "",
+        "missing": wording.missing(missing, language),
+    }
+
+
+def calendar_of(ctx: Context, ticket: dict) -> BusinessCalendar:
+    """The business-hours calendar that applies to a ticket (its contract's, else default)."""
+    contract = contract_policy(dq.contract(ctx.store, ticket.get("contract")))
+    try:
+        return policy_mod.calendar_for(ctx.policy, contract)[1]
+    except ValueError:
+        return policy_mod.calendar_for(ctx.policy, None)[1]
 
 
 def after_customer_reply(ctx: Context, ticket: dict, now: datetime) -> None:
-    """Start the update clock after a customer's follow-up."""
+    """Start the update clock after a customer's follow-up (once the first answer went out)."""
+    if not ticket.get("first_response_at") or ticket.get("update_due"):
+        return
+    contract = contract_policy(dq.contract(ctx.store, ticket.get("contract")))
+    due = policy_mod.update_due(ctx.policy, contract, ticket["priority"], now)
+    tq.update(ctx.store, ticket["id"], update_due=due)
+    ticket["update_due"] = iso(due)
 
 
 def after_agent_answer(ctx: Context, ticket: dict, now: datetime) -> None:
@@ -64,12 +133,36 @@ def after_agent_answer(ctx: Context, ticket: dict, now: datetime) -> None:
 
 
 def after_status_change(ctx: Context, ticket: dict, old: str, new: str, now: datetime) -> None:
-    """Pause or resume deadline clocks when a ticket starts or stops waiting."""
+    """Resume deadline clocks after waiting: push them back by the business time paused."""
+    paused = ctx.policy.config.paused_statuses
+    if old not in paused or new in paused:
+        return
+    since = next((datetime.fromisoformat(e["created_at"]) for e in
+                  reversed(tq.events(ctx.store, ticket["id"]))
+                  if e["kind"] == "status" and e["data"].get("to") == old), None)
+    if since is None:
+        return
+    cal = calendar_of(ctx, ticket)
+    gap = business_time_between(cal, since, now)
+    if gap <= timedelta(0):
+        return
+    keys = ["resolution_due", "update_due"] + ([] if ticket.get("first_response_at")
+                                              else ["first_response_due"])
+    moved = {k: add_business_time(cal, datetime.fromisoformat(ticket[k]), gap)
+             for k in keys if ticket.get(k)}
+    if moved:
+        tq.update(ctx.store, ticket["id"], **moved)
+        ticket.update({k: iso(v) for k, v in moved.items()})
 
 
 def on_escalation(ctx: Context, ticket: dict, now: datetime) -> dict:
     """Ticket fields an escalation sets: urgent priority and a new response deadline."""
-    return {"priority": "urgent"}
+    contract = contract_policy(dq.contract(ctx.store, ticket.get("contract")))
+    cal = calendar_of(ctx, ticket)
+    targets = policy_mod.resolve_targets(ctx.policy, "urgent", contract)
+    due = add_business_time(cal, now, targets.first_response)
+    key = "update_due" if ticket.get("first_response_at") else "first_response_due"
+    return {"priority": "urgent", key: due}
 
 
 def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:

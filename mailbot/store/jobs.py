@@ -1,0 +1,46 @@
+"""Queries of the scheduler's jobs: pending events, deadlines, waiting and resolved tickets."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from mailbot.store import Store, iso
+
+
+def pending_status_events(store: Store) -> dict[int, list[dict]]:
+    """Status events no customer has been told about yet, grouped by ticket, in order."""
+    grouped: dict[int, list[dict]] = {}
+    for row in store.rows("SELECT * FROM events WHERE kind = 'status' AND notified_at IS NULL "
+                          "ORDER BY ticket_id, id"):
+        row["data"] = json.loads(row["data"])
+        grouped.setdefault(row["ticket_id"], []).append(row)
+    return grouped
+
+
+def mark_notified(store: Store, event_ids: list[int], at: datetime) -> int:
+    """Mark events as told; only those still pending (so a second run changes nothing)."""
+    return store.execute("UPDATE events SET notified_at = ? WHERE notified_at IS NULL AND id IN "
+                         "(SELECT value FROM json_each(?))", (iso(at), json.dumps(event_ids)))
+
+
+def tickets_with_deadlines(store: Store) -> list[dict]:
+    """Tickets whose first-response or update deadline is running."""
+    return store.rows("SELECT * FROM tickets WHERE status IN ('new', 'open') AND "
+                      "((first_response_at IS NULL AND first_response_due IS NOT NULL) "
+                      "OR update_due IS NOT NULL)")
+
+
+def has_event(store: Store, ticket_id: int, kind: str, key: str, value: str) -> bool:
+    """Whether a ticket already has an event of ``kind`` whose data ``key`` equals ``value``."""
+    return store.row("SELECT 1 AS x FROM events WHERE ticket_id = ? AND kind = ? AND "
+                     "json_extract(data, '$.' || ?) = ?", (ticket_id, kind, key, value)) \
+        is not None
+
+
+def tickets_in_status_since(store: Store, status: str) -> list[dict]:
+    """Tickets in ``status`` with the time they entered it (``since``)."""
+    return store.rows(
+        "SELECT t.*, (SELECT MAX(e.created_at) FROM events e WHERE e.ticket_id = t.id AND "
+        "e.kind = 'status' AND json_extract(e.data, '$.to') = ?) AS since "
+        "FROM tickets t WHERE t.status = ?", (status, status))
