@@ -230,7 +230,7 @@ def robot_sender(msg: Message, ctx: ClassifyContext) -> Verdict | None:
 
 def agent_sender(msg: Message, ctx: ClassifyContext) -> Verdict | None:
     """From a configured agent (whether the agent may act is decided by the reply token)."""
-    if msg.from_addr and msg.from_addr in ctx.agent_addresses:
+    if msg.from_addr and msg.from_addr in {a.lower() for a in ctx.agent_addresses}:
         return _verdict(AGENT, f"From is agent {msg.from_addr}")
     return None
 

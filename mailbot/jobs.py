@@ -19,7 +19,6 @@ from mailbot.outbox import enqueue
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
 from mailbot.store import tickets as tq
-from mailbot.store import triage as trq
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,9 @@ def run_all(ctx: Context, now: datetime) -> dict[str, int]:
 
 
 def customer_mail(ctx: Context, ticket: dict, kind: str, values: dict, now: datetime) -> bool:
-    """Queue a mail to the ticket's contact; False when there is none or it bounced."""
+    """Queue a mail to the ticket's contact (held if the address bounced); False without one."""
     contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
-    if contact is None or trq.contact_bounce(ctx.store, contact["address"]):
+    if contact is None:
         return False
     envelope = Envelope(to=(contact["address"],), from_name=ctx.config.support.name,
                         auto_submitted="auto-generated")

@@ -11,7 +11,6 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailbot.health import Health
 from mailbot.store import Store
@@ -21,7 +20,6 @@ from mailbot.store import web as wq
 OUTCOMES = ("created", "followup", "duplicate", "note", "ignored", "quarantined")
 OUTBOX_GAUGED = ("pending", "failed")
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ScrapeTimeCollector:

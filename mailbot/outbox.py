@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 
 from mailbot.context import Context
 from mailbot.store import mail as mq
+from mailbot.store import tickets as tq
+from mailbot.store import triage as trq
 from mailbot.transports import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -21,11 +23,24 @@ IDLE_POLL_SECONDS = 1.0
 
 
 def enqueue(ctx: Context, ticket_id: int | None, outgoing, now: datetime) -> int:
-    """Write a composed mail to the outbox (inside the caller's transaction)."""
-    return mq.enqueue(ctx.store, {
+    """Write a composed mail to the outbox (inside the caller's transaction).
+
+    A mail to an address that bounced permanently is held, with the reason, and the
+    ticket gets an event so agents see why the customer heard nothing.
+    """
+    bounced = [(a, trq.contact_bounce(ctx.store, a)) for a in outgoing.recipients]
+    bounced = [(a, why) for a, why in bounced if why]
+    row = mq.enqueue(ctx.store, {
         "ticket_id": ticket_id, "kind": outgoing.kind, "message_id": outgoing.message_id,
         "sender": outgoing.sender, "recipients": outgoing.recipients, "raw": outgoing.raw,
-        "status": "pending", "next_attempt_at": now, "created_at": now})
+        "status": "held" if bounced else "pending", "next_attempt_at": now,
+        "last_error": "; ".join(f"{a} bounced: {why}" for a, why in bounced),
+        "created_at": now})
+    if bounced and ticket_id is not None:
+        tq.add_event(ctx.store, ticket_id, "mail_held", {
+            "kind": outgoing.kind, "recipients": [a for a, _ in bounced],
+            "reason": "; ".join(why for _, why in bounced)}, now)
+    return row
 
 
 def backoff(attempts: int, base: float, ceiling: float) -> timedelta:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from mailbot import agents, classify, message, spool, tickets
+from mailbot import agents, bounces, classify, message, spool, tickets
 from mailbot.context import Context
 from mailbot.message import Message
 from mailbot.store import TemporaryStoreError
@@ -97,6 +97,8 @@ def _file(ctx: Context, msg: Message, verdict: classify.Verdict, source: str) ->
         return Outcome("duplicate", _number(ctx, earlier["ticket_id"]), "same Message-ID")
     if verdict.kind == "loop":
         return Outcome("ignored", "", verdict.reason)
+    if verdict.kind == "bounce":
+        return bounces.handle(ctx, msg, verdict)
     match, ticket = tickets.find_ticket(ctx, msg)
     if verdict.kind == "agent":
         if match.reply_token and ticket is not None:

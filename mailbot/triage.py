@@ -167,9 +167,6 @@ def on_escalation(ctx: Context, ticket: dict, now: datetime) -> dict:
 
 def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:
     """Why an acknowledgement must not be sent (rate limit, bounced address), or ``""``."""
-    contact = trq.contact_bounce(ctx.store, msg.from_addr)
-    if contact:
-        return f"address bounced permanently: {contact}"
     limit = ctx.config.hygiene.max_acks_per_hour
     sent = trq.acknowledgements_since(ctx.store, msg.from_addr, now - timedelta(hours=1))
     if sent >= limit:

@@ -85,11 +85,12 @@ def security_headers(download: bool = False) -> dict[str, str]:
 class Pages:
     """Renders the customer pages in the ticket's language."""
 
-    def __init__(self, templates_dir: Path, default_language: str) -> None:
+    def __init__(self, templates_dir: Path, default_language: str, site_name: str) -> None:
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)),
                                       autoescape=True, undefined=jinja2.StrictUndefined,
                                       trim_blocks=True, lstrip_blocks=True)
         self.default_language = default_language
+        self.site_name = site_name
 
     def language(self, wanted: str | None) -> str:
         """``wanted`` if we have pages in it, else the configured language."""
@@ -100,7 +101,8 @@ class Pages:
         """An HTML response from template ``<lang>/web/<name>.html``."""
         lang = self.language(language)
         template = self.env.get_template(f"{lang}/web/{name}.html")
-        html = template.render(**values, lang=lang, style=Markup(STYLE))  # noqa: S704
+        html = template.render(**values, lang=lang, site_name=self.site_name,
+                               style=Markup(STYLE))  # noqa: S704
         return web.Response(text=html, status=status, content_type="text/html",
                             charset="utf-8")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
-from mailbot.store import Store
+from mailbot.store import Store, iso
 
 
 def contact_by_address(store: Store, address: str) -> dict | None:
@@ -73,6 +74,19 @@ def upsert_account(store: Store, record: dict) -> int:
         store.execute("INSERT OR REPLACE INTO account_domains(domain, account_id) VALUES (?, ?)",
                       (domain.lower(), account_id))
     return account_id
+
+
+def flag_bounce(store: Store, address: str, reason: str, at: datetime) -> None:
+    """Mark an address whose mail bounced permanently (creating the contact if needed)."""
+    store.execute("INSERT INTO contacts(address, bounced_at, bounce_reason) VALUES (?, ?, ?) "
+                  "ON CONFLICT(address) DO UPDATE SET bounced_at = excluded.bounced_at, "
+                  "bounce_reason = excluded.bounce_reason", (address.lower(), iso(at), reason))
+
+
+def clear_bounce(store: Store, address: str) -> None:
+    """Forget a bounce: the address just proved it works by writing to us."""
+    store.execute("UPDATE contacts SET bounced_at = NULL, bounce_reason = '' "
+                  "WHERE address = ? AND bounced_at IS NOT NULL", (address.lower(),))
 
 
 def upsert_contact(store: Store, record: dict) -> int:

@@ -56,6 +56,12 @@ def enqueue(store: Store, record: dict) -> int:
     return store.insert("outbox", record)
 
 
+def outbox_by_message_id(store: Store, message_id: str) -> dict | None:
+    """The outbox row of the mail we sent with this Message-ID, or None."""
+    return store.row("SELECT id, ticket_id, kind, status FROM outbox WHERE message_id = ?",
+                     (message_id,))
+
+
 def due(store: Store, now: datetime, limit: int) -> list[dict]:
     """Pending outbox rows whose next attempt is due, oldest first."""
     rows = store.rows("SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
