@@ -6,7 +6,7 @@ A permanent failure flags the recipient's address so further mails to it are hel
 
 from __future__ import annotations
 
-from mailbot import classify
+from mailbot import classify, dsn
 from mailbot.context import Context
 from mailbot.message import Message
 from mailbot.store import directory as dq
@@ -17,7 +17,7 @@ from mailbot.tickets import Outcome, store_message
 
 def handle(ctx: Context, msg: Message, verdict: classify.Verdict) -> Outcome:
     """File a bounce: outbox row bounced, contact flagged, internal note on the ticket."""
-    report = classify.parse_bounce(msg)
+    report = dsn.parse_bounce(msg)
     if report is None:
         return Outcome("ignored", "", f"{verdict.reason}; no delivery report found")
     now = ctx.clock()
@@ -39,7 +39,7 @@ def handle(ctx: Context, msg: Message, verdict: classify.Verdict) -> Outcome:
     return Outcome("bounce", ticket["number"], f"{report.status} {report.reason}".strip())
 
 
-def _ticket(ctx: Context, row: dict | None, report: classify.Bounce) -> dict | None:
+def _ticket(ctx: Context, row: dict | None, report: dsn.Bounce) -> dict | None:
     if row is not None and row["ticket_id"] is not None:
         return tq.by_id(ctx.store, row["ticket_id"])
     number = ctx.signer.read_message_id(report.original_message_id)
