@@ -33,7 +33,7 @@ def handle_reply(ctx: Context, msg: Message, ticket: dict) -> Outcome:
                             to=(agent.address,))
         return Outcome("note", ticket["number"], "; ".join(errors))
     public = bool(parsed.text) and not parsed.is_note
-    _apply(ctx, ticket, parsed, agent.address, now)
+    apply_commands(ctx, ticket, parsed, agent.address, now)
     if public:
         answer(ctx, ticket, parsed.text, agent.name or agent.address, agent.address, now)
     else:
@@ -86,8 +86,9 @@ def suspicious(ctx: Context, msg: Message, ticket: dict | None, reason: str) -> 
     return Outcome("suspicious", ticket["number"] if ticket else "", reason)
 
 
-def _apply(ctx: Context, ticket: dict, parsed: commands.Parsed, actor: str,
-           now: datetime) -> None:
+def apply_commands(ctx: Context, ticket: dict, parsed: commands.Parsed, actor: str,
+                   now: datetime) -> None:
+    """Apply checked commands (priority, owner, then status) to a ticket, each with its event."""
     for command in parsed.commands:
         if command.name == "priority":
             _set_field(ctx, ticket, "priority", command.argument.lower(), actor, now)

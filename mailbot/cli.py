@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from mailbot import config as config_mod
-from mailbot import directory, pipeline, views
+from mailbot import directory, operator, pipeline, views
 from mailbot.configschema import ConfigError
 from mailbot.context import Context, open_context
 from mailbot.outbox import deliver_due
@@ -32,10 +32,16 @@ def _load(obj: dict) -> config_mod.Config:
         sys.exit(EX_CONFIG)
 
 
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mail.log", "apscheduler", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
 def _context(obj: dict) -> Context:
     config = _load(obj)
-    logging.basicConfig(level=config.service.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(config.service.log_level)
     return open_context(config)
 
 
@@ -59,8 +65,7 @@ def run(obj: dict) -> None:
     from mailbot import daemon
 
     config = _load(obj)
-    logging.basicConfig(level=config.service.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(config.service.log_level)
     daemon.run(config)
 
 
@@ -123,6 +128,52 @@ def tickets_show(obj: dict, number: str, as_json: bool) -> None:
     _emit(data, as_json, views.ticket_detail_text(data))
 
 
+def _operate(action) -> str:
+    """Run an operator action, turning a refusal into a message and exit status 65."""
+    try:
+        return action()
+    except operator.OperatorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+
+
+@tickets.command("set-status")
+@click.argument("number")
+@click.argument("status")
+@click.pass_obj
+def tickets_set_status(obj: dict, number: str, status: str) -> None:
+    """Change a ticket's status (the customer is told like after a mail command)."""
+    ctx = _context(obj)
+    changed = _operate(lambda: operator.set_status(ctx, number, status))
+    click.echo(f"{number}: {'status ' + status.lower() if changed else 'unchanged'}")
+
+
+@tickets.command("assign")
+@click.argument("number")
+@click.argument("agent_address")
+@click.pass_obj
+def tickets_assign(obj: dict, number: str, agent_address: str) -> None:
+    """Make a configured agent the owner of a ticket."""
+    ctx = _context(obj)
+    changed = _operate(lambda: operator.assign(ctx, number, agent_address))
+    click.echo(f"{number}: {'assigned to ' + agent_address.lower() if changed else 'unchanged'}")
+
+
+@tickets.command("reply")
+@click.argument("number")
+@click.option("--file", "text_file", type=click.File("r", encoding="utf-8"),
+              help="Read the text from this file (default: stdin).")
+@click.option("--agent", "agent_address", default="", help="Sign as this configured agent.")
+@click.option("--note", is_flag=True, help="An internal note the customer never sees.")
+@click.pass_obj
+def tickets_reply(obj: dict, number: str, text_file, agent_address: str, note: bool) -> None:
+    """Answer the customer of a ticket (queued in the outbox), or add an internal note."""
+    ctx = _context(obj)
+    text = (text_file or click.get_text_stream("stdin")).read()
+    done = _operate(lambda: operator.reply(ctx, number, text, agent_address, note))
+    click.echo(f"{number}: {done} recorded" + ("" if note else ", queued in the outbox"))
+
+
 @main.group()
 def accounts() -> None:
     """Manage accounts, contacts and contracts."""
@@ -134,7 +185,8 @@ def accounts() -> None:
 def accounts_import(obj: dict, file: Path) -> None:
     """Import contracts, accounts and contacts from a TOML or CSV file."""
     try:
-        counts = directory.import_file(_context(obj).store, file)
+        ctx = _context(obj)
+        counts = directory.import_file(ctx.store, file, ctx.policy)
     except (directory.DirectoryImportError, ValueError) as exc:
         click.echo(f"import failed: {exc}", err=True)
         sys.exit(EX_DATAERR)

@@ -8,6 +8,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailbot.configschema import ConfigError, convert
+from mailbot.policy import ContractPolicy, Policy, Targets, validate_contract
 from mailbot.store import Store
 from mailbot.store import directory as q
 
@@ -54,8 +56,11 @@ def _with_account(store: Store, contact: dict | None, account: dict, how: str) -
                     contract=q.contract(store, account.get("contract")), matched_by=how)
 
 
-def import_file(store: Store, path: Path) -> dict[str, int]:
-    """Import contracts, accounts and contacts from a TOML or CSV file; counts per kind."""
+def import_file(store: Store, path: Path, policy: Policy | None = None) -> dict[str, int]:
+    """Import contracts, accounts and contacts from a TOML or CSV file; counts per kind.
+
+    With a policy, contract calendars and targets are checked against it first.
+    """
     if path.suffix.lower() == ".toml":
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     elif path.suffix.lower() == ".csv":
@@ -63,16 +68,19 @@ def import_file(store: Store, path: Path) -> dict[str, int]:
     else:
         raise DirectoryImportError(f"{path}: unsupported file type (use .toml or .csv)")
     with store.transaction():
-        return _import(store, data, str(path))
+        return _import(store, data, str(path), policy)
 
 
-def _import(store: Store, data: dict, source: str) -> dict[str, int]:
+def _import(store: Store, data: dict, source: str, policy: Policy | None) -> dict[str, int]:
     for i, row in enumerate(data.get("contracts", [])):
-        _require(row, ("name",), f"{source}: contracts[{i}]")
-        q.upsert_contract(store, {"name": row["name"], "tier": row.get("tier", "none"),
-                                  "raise_levels": row.get("raise_levels"),
-                                  "calendar": row.get("calendar", ""),
-                                  "description": row.get("description", "")})
+        where = f"{source}: contracts[{i}]"
+        _require(row, ("name",), where)
+        record = {"name": row["name"], "tier": row.get("tier", "none"),
+                  "raise_levels": row.get("raise_levels"), "calendar": row.get("calendar", ""),
+                  "description": row.get("description", ""), "targets": row.get("targets", {})}
+        if policy is not None:
+            _check_contract(record, policy, where)
+        q.upsert_contract(store, record)
     keys = {}
     for i, row in enumerate(data.get("accounts", [])):
         where = f"{source}: accounts[{i}]"
@@ -80,7 +88,7 @@ def _import(store: Store, data: dict, source: str) -> dict[str, int]:
         if row.get("contract") and not q.contract(store, row["contract"]):
             q.upsert_contract(store, {"name": row["contract"], "tier": row.get(
                 "contract_tier", "maintenance"), "raise_levels": None, "calendar": "",
-                "description": ""})
+                "description": "", "targets": {}})
         account_id = q.upsert_account(store, {
             "name": row["name"], "customer_number": str(row.get("customer_number") or "") or None,
             "domains": [d.lower() for d in row.get("domains", [])],
@@ -99,6 +107,18 @@ def _import(store: Store, data: dict, source: str) -> dict[str, int]:
                                  "account_id": keys.get(account), "phone": row.get("phone", ""),
                                  "language": row.get("language", "")})
     return {k: len(data.get(k, [])) for k in ("contracts", "accounts", "contacts")}
+
+
+def _check_contract(record: dict, policy: Policy, where: str) -> None:
+    try:
+        targets = convert(dict[str, Targets], record["targets"], "targets")
+        contract = ContractPolicy(name=record["name"], tier=record["tier"],
+                                  raise_levels=-1 if record["raise_levels"] is None
+                                  else record["raise_levels"],
+                                  calendar=record["calendar"], targets=targets)
+        validate_contract(contract, policy, "contract")
+    except (ConfigError, ValueError) as exc:
+        raise DirectoryImportError(f"{where}: {exc}") from exc
 
 
 def _require(row: dict, keys: tuple[str, ...], where: str) -> None:

@@ -17,7 +17,7 @@ from mailbot.config import Config
 from mailbot.context import Context
 from mailbot.directory import Identity
 from mailbot.message import Message
-from mailbot.policy import ContractPolicy
+from mailbot.policy import ContractPolicy, Targets
 from mailbot.store import directory as dq
 from mailbot.store import iso
 from mailbot.store import tickets as tq
@@ -50,9 +50,10 @@ def contract_policy(contract: dict | None) -> ContractPolicy | None:
     if not contract:
         return None
     raise_levels = contract.get("raise_levels")
+    targets = {k: Targets(**v) for k, v in (contract.get("targets") or {}).items()}
     return ContractPolicy(name=contract["name"], tier=contract.get("tier") or "none",
                           raise_levels=-1 if raise_levels is None else raise_levels,
-                          calendar=contract.get("calendar") or "")
+                          calendar=contract.get("calendar") or "", targets=targets)
 
 
 def assess(ctx: Context, msg: Message, identity: Identity, facts: dict,

@@ -42,16 +42,21 @@ def contract(store: Store, name: str | None) -> dict | None:
     """The contract with this name, or None."""
     if not name:
         return None
-    return store.row("SELECT * FROM contracts WHERE name = ?", (name,))
+    row = store.row("SELECT * FROM contracts WHERE name = ?", (name,))
+    if row is not None:
+        row["targets"] = json.loads(row["targets"] or "{}")
+    return row
 
 
 def upsert_contract(store: Store, record: dict) -> None:
     """Create or replace a contract by name."""
     store.execute(
-        "INSERT INTO contracts(name, tier, raise_levels, calendar, description) "
-        "VALUES (:name, :tier, :raise_levels, :calendar, :description) ON CONFLICT(name) DO "
-        "UPDATE SET tier = excluded.tier, raise_levels = excluded.raise_levels, "
-        "calendar = excluded.calendar, description = excluded.description", record)
+        "INSERT INTO contracts(name, tier, raise_levels, calendar, description, targets) "
+        "VALUES (:name, :tier, :raise_levels, :calendar, :description, :targets) "
+        "ON CONFLICT(name) DO UPDATE SET tier = excluded.tier, "
+        "raise_levels = excluded.raise_levels, calendar = excluded.calendar, "
+        "description = excluded.description, targets = excluded.targets",
+        {**record, "targets": json.dumps(record.get("targets") or {}, sort_keys=True)})
 
 
 def upsert_account(store: Store, record: dict) -> int:

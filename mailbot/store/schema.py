@@ -150,6 +150,12 @@ def m001_core(db: Database) -> None:
         """)
 
 
+@migrations()
+def m002_contract_targets(db: Database) -> None:
+    """Contracts may carry their own response targets per priority (JSON)."""
+    db.execute("ALTER TABLE contracts ADD COLUMN targets TEXT NOT NULL DEFAULT '{}'")
+
+
 def _run(db: Database, script: str) -> None:
     """Execute each statement on its own: executescript() would commit mid-migration."""
     for statement in script.split(";"):
