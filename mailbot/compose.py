@@ -7,11 +7,16 @@ Each mail template ``templates/<lang>/mail/<kind>.txt`` defines a ``subject`` an
 
 from __future__ import annotations
 
+import email.policy
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email import charset as email_charset
+from email.encoders import encode_base64
+from email.header import Header
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr
 from pathlib import Path
 
 import jinja2
@@ -20,6 +25,9 @@ from mailbot.tokens import Signer
 
 LOOP_HEADER = "X-Mailbot-Loop"
 LANGUAGES = ("de", "en")
+_CRLF = email.policy.compat32.clone(linesep="\r\n")
+_UTF8_QP = email_charset.Charset("utf-8")
+_UTF8_QP.body_encoding = email_charset.QP
 
 
 @dataclass(frozen=True)
@@ -92,39 +100,68 @@ class Composer:
         """A complete mail with a given subject and body about ticket ``number``."""
         subject, body = text
         message_id = self.signer.message_id(number, self.domain)
-        msg = EmailMessage()
-        msg["From"] = str(Address(envelope.from_name, addr_spec=self.support_address))
-        msg["To"] = ", ".join(envelope.to)
-        msg["Subject"] = tagged_subject(self.tag_prefix, number, subject)
-        msg["Date"] = format_datetime(now)
-        msg["Message-ID"] = f"<{message_id}>"
-        self._thread_headers(msg, envelope)
-        if envelope.auto_submitted:
-            msg["Auto-Submitted"] = envelope.auto_submitted
-            msg["X-Auto-Response-Suppress"] = "All"
-        msg[LOOP_HEADER] = self.instance_id
-        msg["Content-Language"] = language
-        msg.set_content(body, cte="quoted-printable")
-        for filename, content_type, payload in envelope.attachments:
-            maintype, _, subtype = content_type.partition("/")
-            msg.add_attachment(payload, maintype=maintype or "application",
-                               subtype=subtype or "octet-stream", filename=filename)
+        headers = [
+            ("From", formataddr((envelope.from_name, self.support_address), charset="utf-8")),
+            ("To", ", ".join(envelope.to)),
+            ("Subject", tagged_subject(self.tag_prefix, number, subject)),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<{message_id}>"),
+            *_thread_headers(envelope),
+            *_auto_headers(envelope.auto_submitted),
+            (LOOP_HEADER, self.instance_id),
+            ("Content-Language", language),
+        ]
+        raw = _header_block(headers) + _body_part(body, envelope.attachments).as_bytes(policy=_CRLF)
         return Outgoing(kind=kind, message_id=message_id, sender=self.support_address,
-                        recipients=envelope.to, raw=msg.as_bytes())
+                        recipients=envelope.to, raw=raw)
 
     def reply_address(self, number: str) -> str:
         """The signed per-ticket reply address (plus-addressing on the support address)."""
         local, _, domain = self.support_address.partition("@")
         return f"{local}+{self.signer.reply_tag(number)}@{domain}"
 
-    @staticmethod
-    def _thread_headers(msg: EmailMessage, envelope: Envelope) -> None:
-        if envelope.in_reply_to:
-            msg["In-Reply-To"] = f"<{envelope.in_reply_to}>"
-        refs = [*envelope.references]
-        if envelope.in_reply_to and envelope.in_reply_to not in refs:
-            refs.append(envelope.in_reply_to)
-        if refs:
-            msg["References"] = " ".join(f"<{r}>" for r in refs[-20:])
-        if envelope.reply_to:
-            msg["Reply-To"] = envelope.reply_to
+
+def _thread_headers(envelope: Envelope) -> list[tuple[str, str]]:
+    """In-Reply-To, References (the last 20, folded) and Reply-To."""
+    headers = []
+    if envelope.in_reply_to:
+        headers.append(("In-Reply-To", f"<{envelope.in_reply_to}>"))
+    refs = [*envelope.references]
+    if envelope.in_reply_to and envelope.in_reply_to not in refs:
+        refs.append(envelope.in_reply_to)
+    if refs:
+        headers.append(("References", "\r\n ".join(f"<{r}>" for r in refs[-20:])))
+    if envelope.reply_to:
+        headers.append(("Reply-To", envelope.reply_to))
+    return headers
+
+
+def _auto_headers(auto_submitted: str) -> list[tuple[str, str]]:
+    """RFC 3834 marks on automatic mail, and the Exchange hint not to auto-answer it."""
+    if not auto_submitted:
+        return []
+    return [("Auto-Submitted", auto_submitted), ("X-Auto-Response-Suppress", "All")]
+
+
+def _header_block(headers: list[tuple[str, str]]) -> bytes:
+    """Header lines as bytes; non-ASCII values as RFC 2047 encoded words."""
+    lines = (f"{name}: {value if value.isascii() else Header(value, 'utf-8').encode()}"
+             for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _body_part(body: str, attachments: tuple[tuple[str, str, bytes], ...]) -> MIMEBase:
+    """The text (quoted-printable UTF-8), wrapped in multipart/mixed when files are attached."""
+    text = MIMEText(body, "plain", _UTF8_QP)
+    if not attachments:
+        return text
+    mixed = MIMEMultipart("mixed")
+    mixed.attach(text)
+    for filename, content_type, payload in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        part = MIMEBase(maintype or "application", subtype or "octet-stream")
+        part.set_payload(payload)
+        encode_base64(part)
+        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
+        mixed.attach(part)
+    return mixed

@@ -18,7 +18,10 @@ def load_agents(config: Config) -> tuple[AgentConfig, ...]:
     agents = list(config.team.agents)
     path = agents_file(config)
     if path is not None:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("", f"not valid TOML: {exc}", str(path)) from exc
         unknown = set(data) - {"agents"}
         if unknown:
             raise ConfigError(sorted(unknown)[0], "unknown key; expected [[agents]]", str(path))
@@ -65,7 +68,7 @@ class Team:
         """Re-read the agents; on a bad file log the error and keep the current agents."""
         try:
             agents = load_agents(self.config)
-        except (ConfigError, OSError, tomllib.TOMLDecodeError) as exc:
+        except (ConfigError, OSError) as exc:
             log.error("agents not reloaded, keeping the current ones: %s", exc)
             return False
         with self._lock:

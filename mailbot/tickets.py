@@ -6,6 +6,7 @@ ingest record) is written in the same transaction, so a crash leaves all or noth
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -18,6 +19,8 @@ from mailbot.message import Message
 from mailbot.outbox import enqueue
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict
     reason = triage.hold_acknowledgement(ctx, msg, now)
     if reason:
         tq.add_event(ctx.store, ticket["id"], "acknowledgement_held", {"reason": reason}, now)
+        log.warning("no acknowledgement for ticket %s: %s", ticket["number"], reason)
         return
     number = ticket["number"]
     envelope = Envelope(to=(msg.from_addr,), from_name=ctx.config.support.name,

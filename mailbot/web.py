@@ -28,7 +28,7 @@ ERROR_KINDS = MappingProxyType({403: "form", 404: "notfound", 405: "method", 410
 
 def make_app(ctx: Context, health: Health | None = None) -> web.Application:
     """The web application; creates ``ctx.metrics`` when the daemon has not set one."""
-    if not isinstance(ctx.metrics, Metrics):
+    if ctx.metrics is None:
         ctx.metrics = Metrics(ctx.store, health)
     config = ctx.config
     app = web.Application(client_max_size=config.web.max_body_bytes,

@@ -39,6 +39,7 @@ margin:0 0 1rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}
 dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 article.out{border-left:4px solid #1f4e79}article.in{border-left:4px solid #8a9199}
+section>p{margin:0}
 .meta{color:#59626b;font-size:.9rem;margin:0 0 .5rem}
 .body{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font:inherit}
 .notice{background:#fff7e0;border-color:#e8c766}

@@ -95,11 +95,15 @@ class Store:
 
     def insert(self, table: str, record: dict[str, Any]) -> int:
         """Insert one row into a known table; dict/list values are stored as JSON."""
-        if table not in _TABLES:
+        if table not in _INSERTS:
             raise ValueError(f"unknown table {table}")
-        values = {k: _encode(v) for k, v in record.items()}
+        columns, sql = _INSERTS[table]
+        unknown = set(record) - set(columns)
+        if unknown:
+            raise ValueError(f"{table} has no columns {sorted(unknown)}")
+        values = {**columns, **{k: _encode(v) for k, v in record.items()}}
         with self._lock:
-            return self.db[table].insert(values).last_rowid
+            return self.db.conn.execute(sql, values).lastrowid
 
     def update_row(self, table: str, row_id: int, values: dict[str, Any]) -> None:
         """Change some columns of one row of a known table."""
@@ -114,6 +118,14 @@ class Store:
             self.execute("UPDATE ticket_counters SET counter = counter WHERE day = ''")
 
 
+def _insert_sql(table: str, columns: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A fixed INSERT statement for a table, built once from our own column list."""
+    names = ", ".join(columns)
+    marks = ", ".join(f":{c}" for c in columns)
+    return {k: _encode(v) for k, v in columns.items()}, \
+        f"INSERT INTO {table}({names}) VALUES ({marks})"  # noqa: S608 - our own names
+
+
 _TABLES = frozenset({
     "contracts", "accounts", "contacts", "account_domains", "tickets", "messages",
     "attachments", "events", "outbox", "ingest", "quarantine", "imap_state",
@@ -121,6 +133,7 @@ _TABLES = frozenset({
 
 
 def _encode(value: Any) -> Any:
+    """Python values as SQLite stores them: JSON for containers, ISO 8601 UTC for times."""
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     if isinstance(value, datetime):
@@ -131,3 +144,23 @@ def _encode(value: Any) -> Any:
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+_INSERTS = {table: _insert_sql(table, columns) for table, columns in {
+    "events": {"ticket_id": None, "kind": None, "data": {}, "actor": "system",
+               "created_at": None},
+    "outbox": {"ticket_id": None, "kind": None, "message_id": None, "sender": None,
+               "recipients": None, "raw": None, "status": "pending", "next_attempt_at": None,
+               "last_error": "", "created_at": None},
+    "messages": {"ticket_id": None, "direction": None, "message_id": "", "from_addr": "",
+                 "from_name": "", "to_addrs": [], "subject": "", "body": "", "html": "",
+                 "spool_sha256": None, "created_at": None},
+    "attachments": {"message_row": None, "filename": None, "content_type": None, "size": None,
+                    "sha256": None},
+    "quarantine": {"sha256": None, "source": None, "error": None, "created_at": None},
+    "tickets": {"number": None, "subject": None, "status": None, "priority": None,
+                "contact_id": None, "account_id": None, "contract": None, "entitled": 0,
+                "language": None, "parent_id": None, "owner": "", "created_at": None,
+                "updated_at": None, "first_response_due": None, "resolution_due": None,
+                "facts": {}, "missing": []},
+}.items()}
