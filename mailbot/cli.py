@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from mailbot import config as config_mod
-from mailbot import directory, operator, pipeline, views
+from mailbot import directory, operator, pipeline, team, views
 from mailbot.configschema import ConfigError
 from mailbot.context import Context, open_context
 from mailbot.outbox import deliver_due
@@ -25,8 +25,10 @@ EX_CONFIG = 78
 
 def _load(obj: dict) -> config_mod.Config:
     try:
-        return config_mod.load(config_mod.config_path(obj["config_path"]),
-                               require_file=obj["config_path"] is not None)
+        config = config_mod.load(config_mod.config_path(obj["config_path"]),
+                                 require_file=obj["config_path"] is not None)
+        team.load_agents(config)  # a broken agents file stops the start like a bad config
+        return config
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         sys.exit(EX_CONFIG)

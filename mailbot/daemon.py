@@ -16,6 +16,7 @@ from mailbot import jobs, pipeline
 from mailbot.config import Config
 from mailbot.context import Context, open_context
 from mailbot.health import Health
+from mailbot.metrics import Metrics
 from mailbot.outbox import Sender
 from mailbot.sources.imap import ImapSource
 from mailbot.sources.smtp import IngestHandler, start_listener
@@ -34,6 +35,7 @@ class Daemon:
         self.config = config
         self.ctx = ctx or open_context(config)
         self.health = Health()
+        self.ctx.metrics = Metrics(self.ctx.store, self.health)
         self.stop = asyncio.Event()
         self.sender = Sender(self.ctx, transport_for(config))
         self.ctx.on_outbox = self.sender.notify

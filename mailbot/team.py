@@ -15,22 +15,27 @@ log = logging.getLogger(__name__)
 
 def load_agents(config: Config) -> tuple[AgentConfig, ...]:
     """The agents named in the config plus those in the agents file (if any)."""
-    agents = list(config.team.agents)
     path = agents_file(config)
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("", f"not valid TOML: {exc}", str(path)) from exc
-        unknown = set(data) - {"agents"}
-        if unknown:
-            raise ConfigError(sorted(unknown)[0], "unknown key; expected [[agents]]", str(path))
-        try:
-            agents += convert(tuple[AgentConfig, ...], data.get("agents", []), "agents")
-        except ConfigError as exc:
-            raise ConfigError(exc.path, exc.reason, str(path)) from exc
+    agents = [*config.team.agents, *(read_agents_file(path) if path is not None else ())]
     unique = {a.address.lower(): a for a in agents}
     return tuple(AgentConfig(address=k, name=a.name, team=a.team) for k, a in unique.items())
+
+
+def read_agents_file(path: Path) -> tuple[AgentConfig, ...]:
+    """The ``[[agents]]`` of one agents file; a ConfigError naming the file when it is bad."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("", f"cannot read the agents file: {exc.strerror}", str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"not valid TOML: {exc}", str(path)) from exc
+    unknown = set(data) - {"agents"}
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "unknown key; expected [[agents]]", str(path))
+    try:
+        return convert(tuple[AgentConfig, ...], data.get("agents", []), "agents")
+    except ConfigError as exc:
+        raise ConfigError(exc.path, exc.reason, str(path)) from exc
 
 
 def agents_file(config: Config) -> Path | None:
@@ -68,7 +73,7 @@ class Team:
         """Re-read the agents; on a bad file log the error and keep the current agents."""
         try:
             agents = load_agents(self.config)
-        except (ConfigError, OSError) as exc:
+        except ConfigError as exc:
             log.error("agents not reloaded, keeping the current ones: %s", exc)
             return False
         with self._lock:
@@ -78,8 +83,15 @@ class Team:
         return True
 
     def reload_if_changed(self) -> bool:
-        """Reload when the agents file's modification time changed (a periodic job)."""
-        return self._file_mtime() != self._mtime and self.reload()
+        """Reload when the agents file's modification time changed (a periodic job).
+
+        A broken file is reported once per change, not at every check.
+        """
+        mtime = self._file_mtime()
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        return self.reload()
 
     def _file_mtime(self) -> float | None:
         path = agents_file(self.config)

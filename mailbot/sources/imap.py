@@ -59,17 +59,16 @@ class ImapSource:
         self.health = health
         self.factory = factory
         self.stop = threading.Event()
+        self.failures = 0  # connection failures in a row; the backoff grows with it
 
     def run(self) -> None:
         """Serve the mailbox until :attr:`stop` is set, reconnecting with backoff."""
-        failures = 0
         while not self.stop.is_set():
             try:
                 self._session()
-                failures = 0
             except (IMAPClientError, OSError, Reconnect, TimeoutError) as exc:
-                failures += 1
-                wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (failures - 1))
+                self.failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1))
                 self.health.set(self._name, "retrying", f"{type(exc).__name__}: {exc}")
                 log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, exc, wait)
                 self.stop.wait(wait)
@@ -92,6 +91,7 @@ class ImapSource:
         client = self.factory(self.cfg)
         try:
             self._prepare(client)
+            self.failures = 0
             self.health.set(self._name, "connected")
             log.info("IMAP %s: connected, folder %s", self.cfg.label, self.cfg.folder)
             can_idle = self.cfg.idle and b"IDLE" in client.capabilities()
@@ -157,7 +157,12 @@ class ImapSource:
         started = time.monotonic()
         try:
             while not self.stop.is_set() and time.monotonic() - started < IDLE_RENEW_SECONDS:
+                asked = time.monotonic()
                 responses = client.idle_check(timeout=1)
+                if not responses and time.monotonic() - asked < 0.5:
+                    # Woken without a response: the server closed the connection (imapclient
+                    # swallows the EOF). idle_done() below raises then, and we reconnect.
+                    break
                 if any((r and r[0] == b"BYE") or (len(r) > 1 and r[1] == b"BYE")
                        for r in responses if isinstance(r, tuple)):
                     raise Reconnect("server said BYE during IDLE")
