@@ -115,7 +115,7 @@ def source_problem(state: SourceState, max_failures: int) -> str:
     """Why a source makes mailbot unhealthy, or ``""`` (connected, or retrying within limits)."""
     if state.state == "connected":
         return ""
-    if state.state == "retrying" and state.failures < max_failures:
+    if state.state in ("retrying", "connecting") and state.failures < max_failures:
         return ""
     failures = f" after {state.failures} failures" if state.failures else ""
     detail = f": {state.detail}" if state.detail else ""
