@@ -5,10 +5,22 @@ The servers themselves live in `tests/servers.py`; keep this file to thin fixtur
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 
 import pytest
+from daemon_util import Instance
 from servers import Dovecot, ImapAccount, SmtpSink
+
+from mailbot import pipeline
+from mailbot.config import load
+from mailbot.context import Context, open_context
+from mailbot.store import tickets as tq
+from mailbot.tickets import Outcome
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +52,67 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
     finally:
         sink.stop()
+
+
+# -- an in-process mailbot with a settable clock (ticket, lifecycle and scheduler tests) -------
+
+AGENTS = ({"address": "anna@example.com", "name": "Anna Agent"},
+          {"address": "ben@example.com", "name": "Ben Agent"})
+
+
+class Desk:
+    """mailbot in this process on its own data directory; ``desk.now`` is its clock."""
+
+    def __init__(self, instance: Instance, now: datetime) -> None:
+        self.instance = instance
+        self.now = now
+        self.ctx = open_context(load(instance.config_path), clock=lambda: self.now)
+
+    def receive(self, raw: bytes) -> Outcome:
+        """File one raw mail as the sources do."""
+        return pipeline.ingest(self.ctx, raw, "test")
+
+    def run(self, job: Callable[[Context, datetime], int]) -> int:
+        """Run one scheduler job at the desk's current time."""
+        return job(self.ctx, self.now)
+
+    def ticket(self, number: str) -> dict:
+        """The ticket's current row."""
+        return tq.by_number(self.ctx.store, number)
+
+    def events(self, number: str, kind: str) -> list[dict]:
+        """The ticket's events of one kind, in order."""
+        return [e for e in tq.events(self.ctx.store, self.ticket(number)["id"])
+                if e["kind"] == kind]
+
+    def outbox(self, kind: str = "", to: str = "") -> list[EmailMessage]:
+        """Queued mails (optionally of one kind, to one address), parsed, in order."""
+        rows = self.ctx.store.rows("SELECT kind, recipients, raw FROM outbox ORDER BY id")
+        return [message_from_bytes(r["raw"], policy=email_policy.default) for r in rows
+                if kind in ("", r["kind"]) and (not to or to in json.loads(r["recipients"]))]
+
+    def reply_address(self, number: str) -> str:
+        """The signed address agents answer ticket ``number`` through."""
+        return self.ctx.composer.reply_address(number)
+
+
+@pytest.fixture
+def make_desk(tmp_path) -> Iterator[Callable[..., Desk]]:
+    """``make_desk(now, section={key: value}, ...)``: a Desk with two agents, Anna and Ben."""
+    desks: list[Desk] = []
+
+    def make(now: datetime, **sections: dict) -> Desk:
+        root = tmp_path / f"desk{len(desks)}"
+        root.mkdir()
+        instance = Instance(root)
+        instance.settings["listener"]["enabled"] = False
+        instance.settings["team.agents"] = list(AGENTS)
+        for name, values in sections.items():
+            instance.settings.setdefault(name, {}).update(values)
+        instance.write()
+        desks.append(Desk(instance, now))
+        return desks[-1]
+
+    yield make
+    for desk in desks:
+        desk.ctx.store.close()

@@ -133,6 +133,8 @@ class ImapSource:
         done, held = [], []
         fetched = client.fetch(uids, ["BODY.PEEK[]"])
         for uid in uids:
+            if self.stop.is_set():
+                return done, held, True
             raw = fetched.get(uid, {}).get(b"BODY[]")
             if raw is None:
                 continue
