@@ -32,6 +32,7 @@ class ServiceConfig:
     language: Literal["de", "en"] = "de"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     templates_dir: str = ""
+    busy_timeout_seconds: float = 5.0
 
 
 @dataclass(frozen=True)

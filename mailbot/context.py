@@ -55,7 +55,7 @@ class Context:
 
 def open_context(config: Config, clock: Callable[[], datetime] = utc_now) -> Context:
     """Open the store (running migrations) and build the context for one process."""
-    store = Store(config.data_dir / "mailbot.sqlite3")
+    store = Store(config.data_dir / "mailbot.sqlite3", config.service.busy_timeout_seconds)
     support = config.support
     signer = Signer(signing_secret(config), support.signing_secrets_old,
                     support.token_max_age_days * 86400)

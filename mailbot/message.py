@@ -172,6 +172,7 @@ def html_to_text(html: str, max_chars: int) -> str:
     converter.body_width = 0
     converter.ignore_images = True
     converter.ignore_emphasis = True
+    converter.unicode_snob = True  # &uuml; is "ü", not "u"
     return converter.handle(html[:max_chars]).strip()
 
 

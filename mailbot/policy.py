@@ -247,10 +247,11 @@ def is_entitled(contract: ContractPolicy | None) -> bool:
 def work_order_key(
     entitled: bool, priority: Priority, deadline: datetime | None
 ) -> tuple[int, int, datetime]:
-    """Sort key for the order agents work tickets: entitled first, then urgent first, then
-    the earliest response deadline (tickets without one last)."""
+    """Sort key for the order agents work tickets: urgent first; within a priority, entitled
+    customers first (seeds 003/004: no contract, no entitlement); then the earliest response
+    deadline (tickets without one last)."""
     due = deadline.astimezone(UTC) if deadline is not None else _FAR_FUTURE
-    return (0 if entitled else 1, priority_rank(priority), due)
+    return (priority_rank(priority), 0 if entitled else 1, due)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from mailbot import lifecycle
 from mailbot.config import Config
 from mailbot.context import Context
+from mailbot.policy import work_order_key
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 
@@ -12,10 +15,10 @@ OPEN_STATUSES = ("new", "open", "waiting")
 
 
 def work_order(row: dict) -> tuple:
-    """Sort key: entitled customers first, then priority, then the earliest deadline."""
-    rank = lifecycle.PRIORITIES.index(row["priority"]) if row["priority"] in \
-        lifecycle.PRIORITIES else len(lifecycle.PRIORITIES)
-    return (0 if row["entitled"] else 1, rank, row["first_response_due"] or "9999", row["id"])
+    """Sort key: priority, entitled customers first within it, then the earliest deadline."""
+    due = datetime.fromisoformat(row["first_response_due"]) if row["first_response_due"] \
+        else None
+    return (*work_order_key(bool(row["entitled"]), row["priority"], due), row["id"])
 
 
 def ticket_list(ctx: Context, show_all: bool) -> list[dict]:

@@ -136,7 +136,8 @@ def test_entitlement(contract, entitled):
 
 
 def test_work_order():
-    """Agents work entitled tickets first, then by priority, then by earliest deadline."""
+    """Agents work urgent tickets first, entitled ones first within a priority, then by
+    earliest deadline."""
     tickets = [
         ("stranger urgent", False, "urgent", at("2026-11-23 10:00")),
         ("contract low", True, "low", at("2026-11-20 10:00")),
@@ -148,8 +149,8 @@ def test_work_order():
     ]
     ordered = sorted(tickets, key=lambda t: work_order_key(t[1], t[2], t[3]))
     assert [t[0] for t in ordered] == [
-        "contract urgent sooner", "contract urgent later", "contract high",
-        "contract high no deadline", "contract low", "stranger urgent", "stranger normal",
+        "contract urgent sooner", "contract urgent later", "stranger urgent", "contract high",
+        "contract high no deadline", "stranger normal", "contract low",
     ]  # fmt: skip
 
 

@@ -1,0 +1,186 @@
+"""The scheduler's jobs, run in-process with a clock the test sets: status mails to customers,
+deadline warnings to agents, waiting reminders and auto-close."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from mails import CUSTOMER, build_mail
+
+from mailbot import jobs, operator
+
+TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+TUESDAY_1230 = datetime(2026, 11, 24, 11, 30, tzinfo=UTC)
+WEDNESDAY_0930 = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def new_ticket(desk, text: str = "Hallo,\nder Drucker druckt nicht mehr schön.\n") -> str:
+    """File a customer mail at the desk's time and return its ticket number."""
+    return desk.receive(build_mail(subject="Drucker", text=text)).ticket_number
+
+
+def urgent_ticket(desk) -> str:
+    """A ticket from an outage report (4 business hours to respond)."""
+    return new_ticket(desk, "Totalausfall: die Kasse funktioniert nicht.\n")
+
+
+def runs(desk, job, *moments: datetime) -> list[int]:
+    """Run ``job`` at each moment in turn; what each run produced."""
+    counts = []
+    for moment in moments:
+        desk.now = moment
+        counts.append(desk.run(job))
+    return counts
+
+
+def status_mails(desk) -> list[str]:
+    """The status mails queued for the customer, as their bodies."""
+    return [m.get_content() for m in desk.outbox(kind="status_changed", to=CUSTOMER[1])]
+
+
+def test_deadline_warning_fires_once_before_and_once_at_breach(make_desk):
+    """Agents hear once an hour before the response deadline and once when it passes."""
+    desk = make_desk(TUESDAY_10)
+    number = urgent_ticket(desk)
+    due = datetime.fromisoformat(desk.ticket(number)["first_response_due"])
+    assert due == TUESDAY_10 + timedelta(hours=4)
+    lead = timedelta(minutes=60)
+    assert runs(desk, jobs.deadline_warnings, due - lead - MINUTE, due - lead, due - lead / 2,
+                due, due + lead) == [0, 1, 0, 1, 0]
+    subjects = [m["Subject"] for m in desk.outbox(kind="deadline_warning")]
+    assert subjects == [f"[Ticket#{number}] Frist läuft ab: Drucker",
+                        f"[Ticket#{number}] Frist überschritten: Drucker"]
+    assert [e["kind"] for e in desk.ctx.store.rows(
+        "SELECT kind FROM events WHERE kind LIKE 'deadline%' ORDER BY id")] == \
+        ["deadlines", "deadline_warning", "deadline_breached"]
+
+
+def test_deadline_warning_waits_for_business_hours(make_desk):
+    """A warning due at night or before opening is sent when support opens, not earlier."""
+    desk = make_desk(TUESDAY_1230)
+    number = urgent_ticket(desk)
+    assert datetime.fromisoformat(desk.ticket(number)["first_response_due"]) == WEDNESDAY_0930
+    tuesday_night = TUESDAY_1230 + timedelta(hours=9)
+    before_opening = WEDNESDAY_0930 - timedelta(minutes=45)
+    opening = WEDNESDAY_0930 - timedelta(minutes=30)
+    assert runs(desk, jobs.deadline_warnings, tuesday_night, before_opening, opening,
+                WEDNESDAY_0930) == [0, 0, 1, 1]
+
+
+def test_no_deadline_warning_once_answered(make_desk):
+    """An answered ticket raises no first-response warnings."""
+    desk = make_desk(TUESDAY_10)
+    number = urgent_ticket(desk)
+    desk.now += timedelta(hours=1)
+    operator.reply(desk.ctx, number, "Wir sind dran.", "anna@example.com")
+    assert desk.ticket(number)["first_response_met"] == 1
+    assert runs(desk, jobs.deadline_warnings, TUESDAY_10 + timedelta(hours=5)) == [0]
+
+
+def test_status_changes_within_the_window_make_one_mail(make_desk):
+    """Two quick status changes reach the customer as one mail with the final status."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    operator.set_status(desk.ctx, number, "open")
+    desk.now += timedelta(seconds=10)
+    operator.set_status(desk.ctx, number, "waiting")
+    settled = desk.now + timedelta(seconds=60)
+    assert runs(desk, jobs.status_notifications, settled - MINUTE / 60, settled,
+                settled + MINUTE) == [0, 1, 0]
+    [body] = status_mails(desk)
+    assert "Wir benötigen weitere Informationen von Ihnen" in body
+
+
+def test_status_change_and_back_sends_nothing(make_desk):
+    """A change that is undone within the window is not worth a mail."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    operator.set_status(desk.ctx, number, "waiting")
+    desk.now += timedelta(minutes=5)
+    desk.run(jobs.status_notifications)
+    operator.set_status(desk.ctx, number, "open")
+    operator.set_status(desk.ctx, number, "waiting")
+    assert runs(desk, jobs.status_notifications, desk.now + 2 * MINUTE,
+                desk.now + 60 * MINUTE) == [0, 0]
+    assert len(status_mails(desk)) == 1
+
+
+def test_customer_is_not_told_about_their_own_reply(make_desk):
+    """The ticket reopened by the customer's own reply brings them no status mail."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    operator.set_status(desk.ctx, number, "waiting")
+    desk.now += timedelta(minutes=5)
+    assert desk.run(jobs.status_notifications) == 1
+    desk.receive(build_mail(subject=f"Re: [Ticket#{number}] Drucker", text="Version 4.2"))
+    assert desk.ticket(number)["status"] == "open"
+    assert runs(desk, jobs.status_notifications, desk.now + 5 * MINUTE) == [0]
+    assert len(status_mails(desk)) == 1
+
+
+def test_only_configured_statuses_are_announced(make_desk):
+    """Statuses the configuration does not name change silently."""
+    desk = make_desk(TUESDAY_10, notifications={"statuses": ["resolved"]})
+    number = new_ticket(desk)
+    operator.set_status(desk.ctx, number, "waiting")
+    assert runs(desk, jobs.status_notifications, desk.now + 5 * MINUTE) == [0]
+    operator.set_status(desk.ctx, number, "resolved")
+    assert runs(desk, jobs.status_notifications, desk.now + 5 * MINUTE) == [1]
+
+
+def test_waiting_reminder_after_business_days_once(make_desk):
+    """After three business days of waiting the customer is reminded, once."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    operator.set_status(desk.ctx, number, "waiting")
+    friday_10 = TUESDAY_10 + timedelta(days=3)
+    assert runs(desk, jobs.waiting_reminders, friday_10 - MINUTE, friday_10,
+                friday_10 + timedelta(hours=2), friday_10 + timedelta(days=3)) == [0, 1, 0, 0]
+    [reminder] = desk.outbox(kind="waiting_reminder")
+    assert reminder["To"] == CUSTOMER[1]
+    assert reminder["Subject"] == f"[Ticket#{number}] Erinnerung: Drucker"
+
+
+def test_auto_close_after_days_with_one_final_mail(make_desk):
+    """A ticket resolved for seven days closes with one final mail and no extra status mail."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    operator.set_status(desk.ctx, number, "resolved")
+    resolved_at = desk.now
+    assert runs(desk, jobs.status_notifications, resolved_at + 2 * MINUTE) == [1]
+    week = resolved_at + timedelta(days=7)
+    assert runs(desk, jobs.auto_close, week - MINUTE, week, week + MINUTE) == [0, 1, 0]
+    assert desk.ticket(number)["status"] == "closed"
+    desk.now = week + timedelta(hours=1)
+    jobs.run_all(desk.ctx, desk.now)
+    assert [m["Subject"] for m in desk.outbox(to=CUSTOMER[1])][1:] == [
+        f"[Ticket#{number}] Neuer Status: Drucker",
+        f"[Ticket#{number}] Ticket geschlossen: Drucker"]
+
+
+def test_notification_run_interrupted_midway_sends_each_mail_once(make_desk, monkeypatch):
+    """A notification run that dies halfway, run again, tells every customer exactly once."""
+    desk = make_desk(TUESDAY_10)
+    numbers = [new_ticket(desk) for _ in range(3)]
+    for number in numbers:
+        operator.set_status(desk.ctx, number, "waiting")
+    real_build, calls = desk.ctx.composer.build, []
+
+    def crash_on_second(kind, *args, **kwargs):
+        calls.append(kind)
+        if len(calls) == 2:
+            raise RuntimeError("process killed while composing")
+        return real_build(kind, *args, **kwargs)
+
+    monkeypatch.setattr(desk.ctx.composer, "build", crash_on_second)
+    desk.now += 5 * MINUTE
+    assert jobs.run_all(desk.ctx, desk.now).get("status_notifications") is None
+    assert len(status_mails(desk)) == 1
+    monkeypatch.setattr(desk.ctx.composer, "build", real_build)
+    assert runs(desk, jobs.status_notifications, desk.now + MINUTE, desk.now + 2 * MINUTE) == \
+        [2, 0]
+    per_ticket = desk.ctx.store.rows(
+        "SELECT t.number, COUNT(o.id) AS n FROM tickets t LEFT JOIN outbox o ON "
+        "o.ticket_id = t.id AND o.kind = 'status_changed' GROUP BY t.id ORDER BY t.id")
+    assert per_ticket == [{"number": n, "n": 1} for n in numbers]
