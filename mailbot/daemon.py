@@ -37,7 +37,7 @@ class Daemon:
         self.health = Health()
         self.ctx.metrics = Metrics(self.ctx.store, self.health)
         self.stop = asyncio.Event()
-        self.sender = Sender(self.ctx, transport_for(config))
+        self.sender = Sender(self.ctx, transport_for(config), self.health)
         self.ctx.on_outbox = self.sender.notify
         self.ingest = functools.partial(pipeline.ingest, self.ctx)
         self.handler = IngestHandler(self.ingest, config.listener.protocol == "lmtp")

@@ -13,6 +13,7 @@ import binascii
 import email
 import email.policy
 import hashlib
+import html as htmllib
 import mimetypes
 import re
 import unicodedata
@@ -112,6 +113,10 @@ class Message:
 
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
 _UNSAFE_NAME_RE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+_NESTING_TAG_RE = re.compile(r"<(/?)(?:ul|ol|dl|dir|menu|blockquote)\b", re.IGNORECASE)
+_TAG_RE = re.compile(r"<[^>]*>")
+# Deeper list/quote nesting than this is converted by stripping tags only.
+MAX_HTML_NESTING = 32
 
 
 def parse(raw: bytes, limits: Limits | None = None) -> Message:
@@ -121,10 +126,15 @@ def parse(raw: bytes, limits: Limits | None = None) -> Message:
         raise ParseError("empty message")
     if len(raw) > limits.max_message_bytes:
         raise ParseError(f"message is {len(raw)} bytes, over the limit of "
-                         f"{limits.max_message_bytes}")
+                         f"{limits.max_message_bytes} (limits.max_message_bytes)")
     tree = email.message_from_bytes(raw, policy=email.policy.compat32)
     _check_tree(tree, limits)
-    parsed = mailparser.parse_from_bytes(raw)
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+    except (ValueError, LookupError, RecursionError, email.errors.MessageError) as exc:
+        # e.g. a NUL in a charset name, bad base64 in an encoded-word of an address
+        raise ParseError(f"mail-parser cannot read the mail: {type(exc).__name__}: "
+                         f"{exc}") from exc
     headers = _headers(tree)
     from_name, from_addr = _sender(parsed, headers)
     html = "\n".join(parsed.text_html)
@@ -167,22 +177,46 @@ def safe_filename(name: str, content_type: str, index: int) -> str:
 
 
 def html_to_text(html: str, max_chars: int) -> str:
-    """Readable plain text for an HTML-only mail, bounded in input size."""
+    """Readable plain text for an HTML-only mail, bounded in input size.
+
+    html2text indents every line by its list/quote depth, so deep nesting makes its
+    output (and time) grow with the square of the input: such HTML is only stripped.
+    """
+    html = html[:max_chars]
+    if _html_nesting(html) > MAX_HTML_NESTING:
+        return _strip_tags(html)
     converter = html2text.HTML2Text()
     converter.body_width = 0
     converter.ignore_images = True
     converter.ignore_emphasis = True
     converter.unicode_snob = True  # &uuml; is "ü", not "u"
-    return converter.handle(html[:max_chars]).strip()
+    return converter.handle(html).strip()
+
+
+def _html_nesting(html: str) -> int:
+    """The deepest nesting of list and quote elements (which html2text indents)."""
+    depth = deepest = 0
+    for match in _NESTING_TAG_RE.finditer(html):
+        depth = max(0, depth - 1) if match.group(1) else depth + 1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _strip_tags(html: str) -> str:
+    """Plain text of hostile HTML in linear time: tags dropped, entities decoded."""
+    text = htmllib.unescape(_TAG_RE.sub(" ", html))
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def _check_tree(tree: email.message.Message, limits: Limits) -> None:
     if len(tree.keys()) > limits.max_headers:
         raise ParseError(f"{len(tree.keys())} header lines, over the limit of "
-                         f"{limits.max_headers}")
+                         f"{limits.max_headers} (limits.max_headers)")
     depth = _depth(tree, 0, limits.max_mime_depth)
     if depth > limits.max_mime_depth:
-        raise ParseError(f"MIME nesting deeper than {limits.max_mime_depth}")
+        raise ParseError(f"MIME nesting deeper than {limits.max_mime_depth} "
+                         "(limits.max_mime_depth)")
 
 
 def _depth(part: email.message.Message, level: int, ceiling: int) -> int:
@@ -257,13 +291,14 @@ def _body_text(parsed: mailparser.MailParser, html: str, limits: Limits) -> str:
 def _attachments(parsed: mailparser.MailParser, limits: Limits) -> tuple[Attachment, ...]:
     items = parsed.attachments or []
     if len(items) > limits.max_attachments:
-        raise ParseError(f"{len(items)} attachments, over the limit of {limits.max_attachments}")
+        raise ParseError(f"{len(items)} attachments, over the limit of "
+                         f"{limits.max_attachments} (limits.max_attachments)")
     result = []
     for index, item in enumerate(items, start=1):
         payload = _payload(item)
         if len(payload) > limits.max_attachment_bytes:
             raise ParseError(f"attachment {index} is {len(payload)} bytes, over the limit of "
-                             f"{limits.max_attachment_bytes}")
+                             f"{limits.max_attachment_bytes} (limits.max_attachment_bytes)")
         content_type = (item.get("mail_content_type") or "application/octet-stream").lower()
         name = safe_filename(_decode(item.get("filename") or ""), content_type, index)
         result.append(Attachment(filename=name, content_type=content_type, payload=payload))

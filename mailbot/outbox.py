@@ -12,6 +12,7 @@ import logging
 from datetime import datetime, timedelta
 
 from mailbot.context import Context
+from mailbot.health import Health
 from mailbot.store import mail as mq
 from mailbot.store import tickets as tq
 from mailbot.store import triage as trq
@@ -94,11 +95,24 @@ def _failed(ctx: Context, row: dict, exc: DeliveryError) -> None:
 class Sender:
     """The long-running sender task; woken at once when the pipeline queues a mail."""
 
-    def __init__(self, ctx: Context, transport) -> None:
+    def __init__(self, ctx: Context, transport, health: Health | None = None) -> None:
         self.ctx = ctx
         self.transport = transport
+        self.health = health
         self.wake = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        """Send through the transport, recording on the health board whether the relay works."""
+        name = f"relay:{self.transport.label}"
+        try:
+            await self.transport.send(sender, recipients, raw)
+        except DeliveryError as exc:
+            if self.health is not None and not exc.permanent:
+                self.health.set(name, "retrying", str(exc))
+            raise
+        if self.health is not None:
+            self.health.set(name, "connected")
 
     def notify(self) -> None:
         """Wake the sender; safe to call from any thread."""
@@ -111,7 +125,7 @@ class Sender:
         while not stop.is_set():
             self.wake.clear()
             try:
-                await deliver_due(self.ctx, self.transport)
+                await deliver_due(self.ctx, self)
             except Exception:
                 log.exception("outbox run failed; retrying")
             await _wait_any(self.wake, stop, self._sleep_seconds())

@@ -33,11 +33,14 @@ def ingest(ctx: Context, raw: bytes, source: str) -> Outcome:
         known = mq.ingest_by_sha(ctx.store, sha)
         if known is not None and known["outcome"] != "quarantined":
             return Outcome("duplicate", _number(ctx, known["ticket_id"]), "same bytes")
-        return _process(ctx, raw, sha, source)
-    except TemporaryStoreError as exc:
+        try:
+            return _process(ctx, raw, sha, source)
+        except TemporaryStoreError:
+            raise
+        except Exception as exc:
+            return quarantine(ctx, sha, source, f"{type(exc).__name__}: {exc}")
+    except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
         raise TemporaryFailure(f"database busy: {exc}") from exc
-    except Exception as exc:
-        return quarantine(ctx, sha, source, f"{type(exc).__name__}: {exc}")
 
 
 def quarantine(ctx: Context, sha: str, source: str, error: str) -> Outcome:

@@ -167,7 +167,9 @@ def on_escalation(ctx: Context, ticket: dict, now: datetime) -> dict:
 
 
 def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:
-    """Why an acknowledgement must not be sent (rate limit, bounced address), or ``""``."""
+    """Why an acknowledgement must not be sent (rate limit, no sender address), or ``""``."""
+    if not msg.from_addr:
+        return "no sender address to answer to"
     limit = ctx.config.hygiene.max_acks_per_hour
     sent = trq.acknowledgements_since(ctx.store, msg.from_addr, now - timedelta(hours=1))
     if sent >= limit:

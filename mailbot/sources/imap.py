@@ -157,8 +157,11 @@ class ImapSource:
     def _idle(self, client: IMAPClient) -> None:
         client.idle()
         started = time.monotonic()
+        # A mail that arrived between the last SEARCH and IDLE is only reported when IDLE
+        # ends (seen with Dovecot): renew at least every poll_seconds so it waits no longer.
+        renew = min(IDLE_RENEW_SECONDS, self.cfg.poll_seconds)
         try:
-            while not self.stop.is_set() and time.monotonic() - started < IDLE_RENEW_SECONDS:
+            while not self.stop.is_set() and time.monotonic() - started < renew:
                 asked = time.monotonic()
                 responses = client.idle_check(timeout=1)
                 if not responses and time.monotonic() - asked < 0.5:

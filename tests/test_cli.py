@@ -1,0 +1,140 @@
+"""The `mailbot` command line: ingest exit codes for MTAs, and the inspection commands."""
+
+from __future__ import annotations
+
+import mailbox
+
+import pytest
+from daemon_util import REPO, Instance
+from mails import CUSTOMER, build_mail
+
+EX_OK, EX_DATAERR, EX_TEMPFAIL = 0, 65, 75
+
+
+@pytest.fixture
+def bot(tmp_path) -> Instance:
+    """An instance without a relay (outbound mail goes to its Maildir)."""
+    return Instance(tmp_path)
+
+
+def test_ingest_from_stdin_files_the_mail_and_exits_0(bot):
+    """An MTA piping a mail into `mailbot ingest` gets 0 and a ticket exists."""
+    result = bot.run("ingest", input=build_mail(subject="Per Pipe"))
+    assert result.returncode == EX_OK, result.stderr.decode()
+    assert "created" in result.stdout.decode()
+    assert [t["subject"] for t in bot.tickets()] == ["Per Pipe"]
+
+
+def test_ingest_of_a_mail_that_cannot_be_processed_exits_65_and_quarantines_it(bot):
+    """An empty mail is quarantined (EX_DATAERR): the MTA does not retry, the mail is kept."""
+    result = bot.run("ingest", input=b"")
+    assert result.returncode == EX_DATAERR
+    [held] = bot.cli_json("quarantine", "list")
+    assert (held["error"], held["source"]) == ("ParseError: empty message", "cli")
+
+
+def test_ingest_while_the_database_is_locked_exits_75_so_the_mta_retries(bot):
+    """A busy database is a temporary failure (EX_TEMPFAIL); nothing is filed or quarantined."""
+    bot.update("service", busy_timeout_seconds=0.2)
+    raw = build_mail(subject="Später bitte")
+    with bot.write_locked():
+        result = bot.run("ingest", input=raw)
+    assert result.returncode == EX_TEMPFAIL, result.stderr.decode()
+    assert "temporary failure" in result.stderr.decode()
+    assert bot.tickets() == [] and bot.cli_json("quarantine", "list") == []
+    assert bot.run("ingest", input=raw).returncode == EX_OK  # the MTA's retry works
+    assert [t["subject"] for t in bot.tickets()] == ["Später bitte"]
+
+
+def test_ingest_of_several_files_files_each(bot, tmp_path):
+    """`mailbot ingest FILE...` files every file and exits 65 if any was quarantined."""
+    good, bad = tmp_path / "good.eml", tmp_path / "bad.eml"
+    good.write_bytes(build_mail(subject="Aus Datei"))
+    bad.write_bytes(b"   \r\n")
+    result = bot.cli("ingest", str(good), str(bad))
+    assert result.exit_code == EX_DATAERR
+    assert [t["subject"] for t in bot.tickets()] == ["Aus Datei"]
+
+
+def test_ingesting_the_same_mail_twice_is_a_no_op(bot):
+    """An MTA that delivers twice does not create a second ticket."""
+    raw = build_mail(subject="Doppelt")
+    assert bot.cli("ingest", input=raw).exit_code == EX_OK
+    again = bot.cli("ingest", input=raw)
+    assert again.exit_code == EX_OK and "duplicate" in again.stdout
+    assert len(bot.tickets()) == 1
+
+
+def test_tickets_show_json_has_everything_about_a_ticket(bot):
+    """`tickets show --json` has the fields agents and scripts rely on."""
+    bot.cli("ingest", input=build_mail(subject="Lizenzfrage", text="Wie verlängere ich?\n",
+                                       attachments=(("lizenz.txt", "text/plain", b"ABC-123"),)))
+    [row] = bot.tickets()
+    ticket = bot.ticket(row["number"])
+    assert {"number", "subject", "status", "priority", "contact", "account", "contract",
+            "created_at", "messages"} <= set(ticket)
+    assert (ticket["subject"], ticket["status"], ticket["contact"], ticket["account"]) == \
+        ("Lizenzfrage", "new", CUSTOMER[1], None)
+    [msg] = ticket["messages"]
+    assert (msg["direction"], msg["from"], msg["subject"], msg["body"]) == \
+        ("in", CUSTOMER[1], "Lizenzfrage", "Wie verlängere ich?")
+    [attachment] = msg["attachments"]
+    assert (attachment["filename"], attachment["content_type"], attachment["size"]) == \
+        ("lizenz.txt", "text/plain", 7)
+    assert len(attachment["sha256"]) == 64
+
+
+def test_tickets_show_of_an_unknown_number_fails(bot):
+    """Asking for a ticket that does not exist says so and exits non-zero."""
+    result = bot.cli("tickets", "show", "199901010001")
+    assert result.exit_code == 1 and "no ticket 199901010001" in result.output
+
+
+def test_ticket_of_an_imported_account_shows_account_and_contract(bot):
+    """A sender from an imported customer's domain is filed under that account and contract."""
+    imported = bot.cli("accounts", "import", str(REPO / "config" / "accounts.example.toml"))
+    assert imported.exit_code == 0, imported.output
+    sender = ("Max Muster", "max@muster-maschinenbau.de")
+    bot.cli("ingest", input=build_mail(subject="Maschine steht", sender=sender))
+    [row] = bot.tickets()
+    ticket = bot.ticket(row["number"])
+    assert (ticket["account"], ticket["contract"]) == ("Muster Maschinenbau GmbH", "wartung")
+
+
+def test_outbox_list_and_flush_deliver_the_acknowledgement_into_the_maildir(bot, tmp_path):
+    """`outbox list` shows the queued acknowledgement; `outbox flush` delivers it now."""
+    bot.cli("ingest", input=build_mail(subject="Bitte antworten"))
+    [pending] = bot.cli_json("outbox", "list")
+    assert (pending["status"], pending["kind"], pending["recipients"]) == \
+        ("pending", "acknowledgement", [CUSTOMER[1]])
+    flushed = bot.cli("outbox", "flush")
+    assert flushed.exit_code == 0, flushed.output
+    assert "delivered 1, still pending 0" in flushed.output
+    assert [r["status"] for r in bot.cli_json("outbox", "list")] == ["sent"]
+    [ack] = list(mailbox.Maildir(tmp_path / "data" / "maildir"))
+    assert ack["Subject"].startswith(f"[Ticket#{pending['ticket']}]")
+
+
+def test_quarantine_retry_files_held_mail_after_the_limit_is_raised(bot):
+    """A mail held for a limit is filed by `quarantine retry` once the operator raised it."""
+    bot.update("limits", max_attachments=1)
+    files = tuple((f"bild{i}.png", "image/png", b"png") for i in range(2))
+    assert bot.cli("ingest", input=build_mail(subject="Zwei Bilder", attachments=files)) \
+        .exit_code == EX_DATAERR
+    [held] = bot.cli_json("quarantine", "list")
+    assert "2 attachments, over the limit of 1" in held["error"]
+    assert bot.cli("quarantine", "retry").exit_code == EX_DATAERR  # still too many
+    bot.update("limits", max_attachments=50)
+    [held] = bot.cli_json("quarantine", "list")
+    retried = bot.cli("quarantine", "retry", str(held["id"]))
+    assert retried.exit_code == 0, retried.output
+    assert [t["subject"] for t in bot.tickets()] == ["Zwei Bilder"]
+    assert bot.cli_json("quarantine", "list") == []
+
+
+def test_broken_mail_while_the_database_is_locked_is_a_temporary_failure(bot):
+    """Even a mail bound for quarantine gets 75 while the database is busy, not a crash."""
+    bot.update("service", busy_timeout_seconds=0.2)
+    with bot.write_locked():
+        result = bot.run("ingest", input=b"")
+    assert result.returncode == EX_TEMPFAIL, result.stderr.decode()
