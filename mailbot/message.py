@@ -131,8 +131,10 @@ def parse(raw: bytes, limits: Limits | None = None) -> Message:
     _check_tree(tree, limits)
     try:
         parsed = mailparser.parse_from_bytes(raw)
-    except (ValueError, LookupError, RecursionError, email.errors.MessageError) as exc:
-        # e.g. a NUL in a charset name, bad base64 in an encoded-word of an address
+    except (ValueError, LookupError, RecursionError, AttributeError, TypeError,
+            IndexError, email.errors.MessageError) as exc:
+        # seen: a NUL in a charset name, bad base64 in an encoded-word of an address,
+        # a multipart whose boundary is broken (mail-parser's epilogue search)
         raise ParseError(f"mail-parser cannot read the mail: {type(exc).__name__}: "
                          f"{exc}") from exc
     headers = _headers(tree)

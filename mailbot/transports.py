@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mailbox
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,23 +33,64 @@ class SmtpTransport:
         """Where mail goes, for logs and health."""
         return f"smtp://{self.relay.host}:{self.relay.port}"
 
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[SmtpSession]:
+        """One relay connection for a batch of mails, closed at the end."""
+        session = SmtpSession(self.relay)
+        try:
+            yield session
+        finally:
+            await session.close()
+
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
         """Hand one mail to the relay or raise :class:`DeliveryError`."""
-        relay = self.relay
+        async with self.session() as session:
+            await session.send(sender, recipients, raw)
+
+
+class SmtpSession:
+    """A relay connection reused across mails; dropped after any failure, reopened on use."""
+
+    def __init__(self, relay: RelayConfig) -> None:
+        self.relay = relay
+        self.client: aiosmtplib.SMTP | None = None
+
+    async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        """Hand one mail to the relay or raise :class:`DeliveryError`."""
         try:
-            await aiosmtplib.send(
-                raw, sender=sender, recipients=recipients, hostname=relay.host,
-                port=relay.port, use_tls=relay.security == "tls",
-                start_tls=relay.security == "starttls",
-                username=relay.username or None, password=relay.password or None,
-                timeout=relay.timeout_seconds)
+            if self.client is None:
+                self.client = self._client()
+                await self.client.connect()
+            await self.client.sendmail(sender, recipients, raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
+            await self.close()
             codes = [r.code for r in exc.recipients]
             raise DeliveryError(str(exc), permanent=all(c >= 500 for c in codes)) from exc
         except aiosmtplib.SMTPResponseException as exc:
+            await self.close()
             raise DeliveryError(f"{exc.code} {exc.message}", permanent=exc.code >= 500) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()
             raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+
+    async def close(self) -> None:
+        """Say goodbye to the relay (or just drop a broken connection)."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+
+    def _client(self) -> aiosmtplib.SMTP:
+        relay = self.relay
+        return aiosmtplib.SMTP(hostname=relay.host, port=relay.port,
+                               use_tls=relay.security == "tls",
+                               start_tls=relay.security == "starttls",
+                               username=relay.username or None,
+                               password=relay.password or None,
+                               timeout=relay.timeout_seconds)
 
 
 @dataclass(frozen=True)
@@ -60,6 +103,11 @@ class MaildirTransport:
     def label(self) -> str:
         """Where mail goes, for logs and health."""
         return f"maildir:{self.path}"
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[MaildirTransport]:
+        """Nothing to open for a Maildir: the transport itself serves the batch."""
+        yield self
 
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
         """Store one mail in the Maildir's ``new`` folder."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -58,11 +59,18 @@ class Store:
             self.db.conn.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """One atomic write; a busy database becomes :class:`TemporaryStoreError`."""
+    def transaction(self, durable: bool = True) -> Iterator[Store]:
+        """One atomic write; a busy database becomes :class:`TemporaryStoreError`.
+
+        ``durable=False`` skips the fsync of this commit (WAL keeps it safe from a crash of
+        the process, not from power loss): for bookkeeping whose loss only causes a resend,
+        or for a batch made durable at once with :meth:`sync` before it is acknowledged.
+        """
         with self._lock:
             conn = self.db.conn
             nested = conn.in_transaction
+            if not nested and not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 if not nested:
                     conn.execute("BEGIN IMMEDIATE")
@@ -75,6 +83,20 @@ class Store:
                 if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
                     raise TemporaryStoreError(str(exc)) from exc
                 raise
+            finally:
+                if not nested and not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+
+    def sync(self) -> None:
+        """Make every commit so far durable (fsync the write-ahead log)."""
+        with self._lock:
+            wal = Path(f"{self.path}-wal")
+            if wal.exists():
+                fd = os.open(wal, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     def rows(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         """Rows of a query as plain dicts."""

@@ -156,6 +156,12 @@ def m002_contract_targets(db: Database) -> None:
     db.execute("ALTER TABLE contracts ADD COLUMN targets TEXT NOT NULL DEFAULT '{}'")
 
 
+@migrations()
+def m003_outbox_ack_index(db: Database) -> None:
+    """The per-sender acknowledgement rate limit looks rows up by kind, recipient and time."""
+    db.execute("CREATE INDEX outbox_ack ON outbox(kind, recipients, created_at)")
+
+
 def _run(db: Database, script: str) -> None:
     """Execute each statement on its own: executescript() would commit mid-migration."""
     for statement in script.split(";"):
