@@ -92,13 +92,15 @@ def ingest(obj: dict, files: tuple[Path, ...]) -> None:
     code = 0
     for name, read in sources:
         try:
-            outcome = pipeline.ingest(ctx, read(), "cli")
+            outcome = pipeline.ingest(ctx, read(), "cli", durable=False)
         except pipeline.TemporaryFailure as exc:
+            pipeline.flush(ctx)
             click.echo(f"{name}: temporary failure: {exc}", err=True)
             sys.exit(EX_TEMPFAIL)
         if outcome.status == "quarantined":
             code = EX_DATAERR
         click.echo(f"{name}: {outcome.status} {outcome.ticket_number} {outcome.detail}".rstrip())
+    pipeline.flush(ctx)
     sys.exit(code)
 
 

@@ -41,7 +41,9 @@ class Daemon:
         self.ctx.on_outbox = self.sender.notify
         self.ingest = functools.partial(pipeline.ingest, self.ctx)
         self.handler = IngestHandler(self.ingest, config.listener.protocol == "lmtp")
-        self.imap = [ImapSource(cfg, self.ingest, self._uidvalidity, self.health)
+        batch_ingest = functools.partial(pipeline.ingest, self.ctx, durable=False)
+        flush = functools.partial(pipeline.flush, self.ctx)
+        self.imap = [ImapSource(cfg, batch_ingest, self._uidvalidity, self.health, flush=flush)
                      for cfg in config.imap]
         self.scheduler: AsyncIOScheduler | None = None
 

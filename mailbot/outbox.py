@@ -8,7 +8,9 @@ at most resend the one mail that was in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 from mailbot.context import Context
@@ -50,31 +52,46 @@ def backoff(attempts: int, base: float, ceiling: float) -> timedelta:
 
 
 async def deliver_due(ctx: Context, transport, now: datetime | None = None) -> int:
-    """Try every due outbox row once; the number delivered."""
-    now = now or ctx.clock()
-    rows = mq.due(ctx.store, now, ctx.config.outbox.batch_size)
+    """Try every due outbox row once, over one relay session; the number delivered."""
+    rows = await asyncio.to_thread(claim_due, ctx, now or ctx.clock())
     delivered = 0
-    for row in rows:
-        delivered += await _deliver(ctx, transport, row)
+    if not rows:
+        return 0
+    async with transport.session() as session:
+        for row in rows:
+            delivered += await _deliver(ctx, session, row)
     return delivered
 
 
+def claim_due(ctx: Context, now: datetime) -> list[dict]:
+    """Take the due rows for this sender, so no other sender (daemon or CLI) sends them too.
+
+    The claim is a lease of twice the relay timeout: if this process dies mid-delivery, the
+    row becomes due again after it.  The bookkeeping commits skip the fsync: a process
+    crash keeps them (WAL), a power loss can only cause a resend.
+    """
+    lease = now + timedelta(seconds=2 * ctx.config.relay.timeout_seconds)
+    with ctx.store.transaction(durable=False):
+        rows = mq.due(ctx.store, now, ctx.config.outbox.batch_size)
+        return [r for r in rows if mq.claim(ctx.store, r["id"], r["next_attempt_at"], lease)]
+
+
 async def _deliver(ctx: Context, transport, row: dict) -> int:
-    lease = ctx.clock() + timedelta(seconds=2 * ctx.config.relay.timeout_seconds)
-    with ctx.store.transaction():
-        if not mq.claim(ctx.store, row["id"], row["next_attempt_at"], lease):
-            return 0
     try:
         await transport.send(row["sender"], row["recipients"], row["raw"])
     except DeliveryError as exc:
-        _failed(ctx, row, exc)
+        await asyncio.to_thread(_failed, ctx, row, exc)
         return 0
-    with ctx.store.transaction():
-        mq.mark_sent(ctx.store, row["id"], ctx.clock())
+    await asyncio.to_thread(_sent, ctx, row["id"])
     log.info("sent %s %s to %s", row["kind"], row["message_id"], ", ".join(row["recipients"]))
     if ctx.metrics is not None:
         ctx.metrics.sent(row)
     return 1
+
+
+def _sent(ctx: Context, row_id: int) -> None:
+    with ctx.store.transaction(durable=False):
+        mq.mark_sent(ctx.store, row_id, ctx.clock())
 
 
 def _failed(ctx: Context, row: dict, exc: DeliveryError) -> None:
@@ -102,17 +119,11 @@ class Sender:
         self.wake = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        """Send through the transport, recording on the health board whether the relay works."""
-        name = f"relay:{self.transport.label}"
-        try:
-            await self.transport.send(sender, recipients, raw)
-        except DeliveryError as exc:
-            if self.health is not None and not exc.permanent:
-                self.health.set(name, "retrying", str(exc))
-            raise
-        if self.health is not None:
-            self.health.set(name, "connected")
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[_Watched]:
+        """A transport session whose deliveries report the relay's state to health."""
+        async with self.transport.session() as inner:
+            yield _Watched(inner, self.health, f"relay:{self.transport.label}")
 
     def notify(self) -> None:
         """Wake the sender; safe to call from any thread."""
@@ -128,7 +139,7 @@ class Sender:
                 await deliver_due(self.ctx, self)
             except Exception:
                 log.exception("outbox run failed; retrying")
-            await _wait_any(self.wake, stop, self._sleep_seconds())
+            await _wait_any(self.wake, stop, await asyncio.to_thread(self._sleep_seconds))
 
     def _sleep_seconds(self) -> float:
         due_at = mq.next_due_at(self.ctx.store)
@@ -136,6 +147,26 @@ class Sender:
             return IDLE_POLL_SECONDS
         seconds = (datetime.fromisoformat(due_at) - self.ctx.clock()).total_seconds()
         return min(IDLE_POLL_SECONDS, max(0.01, seconds))
+
+
+class _Watched:
+    """Sends through a transport session and tells health whether the relay works."""
+
+    def __init__(self, inner, health: Health | None, name: str) -> None:
+        self.inner = inner
+        self.health = health
+        self.name = name
+
+    async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        """Deliver one mail; a temporary failure marks the relay as retrying."""
+        try:
+            await self.inner.send(sender, recipients, raw)
+        except DeliveryError as exc:
+            if self.health is not None and not exc.permanent:
+                self.health.set(self.name, "retrying", str(exc))
+            raise
+        if self.health is not None:
+            self.health.set(self.name, "connected")
 
 
 async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:

@@ -23,10 +23,14 @@ class TemporaryFailure(Exception):
     """The mail could not be filed now but may be later; do not acknowledge its delivery."""
 
 
-def ingest(ctx: Context, raw: bytes, source: str) -> Outcome:
-    """File one raw mail; the returned outcome is final once this returns."""
+def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True) -> Outcome:
+    """File one raw mail; the returned outcome is final once this returns.
+
+    With ``durable=False`` (a batch of mails) nothing is fsynced: the caller must call
+    :func:`flush` before it acknowledges the batch to the mail's source.
+    """
     try:
-        sha = spool.put(ctx.spool_dir, raw)
+        sha = spool.put(ctx.spool_dir, raw, sync=durable)
     except OSError as exc:
         raise TemporaryFailure(f"cannot write the spool: {exc}") from exc
     try:
@@ -34,20 +38,27 @@ def ingest(ctx: Context, raw: bytes, source: str) -> Outcome:
         if known is not None and known["outcome"] != "quarantined":
             return Outcome("duplicate", _number(ctx, known["ticket_id"]), "same bytes")
         try:
-            return _process(ctx, raw, sha, source)
+            return _process(ctx, raw, sha, source, durable)
         except TemporaryStoreError:
             raise
         except Exception as exc:
-            return quarantine(ctx, sha, source, f"{type(exc).__name__}: {exc}")
+            return quarantine(ctx, sha, source, f"{type(exc).__name__}: {exc}", durable)
     except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
         raise TemporaryFailure(f"database busy: {exc}") from exc
 
 
-def quarantine(ctx: Context, sha: str, source: str, error: str) -> Outcome:
+def flush(ctx: Context) -> None:
+    """Make everything filed so far durable (spool files and database) in one go."""
+    spool.sync_filesystem(ctx.config.data_dir)
+    ctx.store.sync()
+
+
+def quarantine(ctx: Context, sha: str, source: str, error: str,
+               durable: bool = True) -> Outcome:
     """Hold a mail that could not be processed; its raw bytes stay in the spool."""
     now = ctx.clock()
     log.warning("quarantined mail %s from %s: %s", sha[:12], source, error)
-    with ctx.store.transaction():
+    with ctx.store.transaction(durable=durable):
         mq.add_quarantine(ctx.store, sha, source, error[:2000], now)
         mq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
     if ctx.metrics is not None:
@@ -69,11 +80,11 @@ def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int
     return results
 
 
-def _process(ctx: Context, raw: bytes, sha: str, source: str) -> Outcome:
+def _process(ctx: Context, raw: bytes, sha: str, source: str, durable: bool) -> Outcome:
     msg = message.parse(raw, ctx.config.limits)
     verdict = classify.classify(msg, classify_context(ctx))
-    tickets.save_attachments(ctx, msg)
-    with ctx.store.transaction():
+    tickets.save_attachments(ctx, msg, sync=durable)
+    with ctx.store.transaction(durable=durable):
         outcome = _file(ctx, msg, verdict, source)
         ticket = tickets.tq.by_number(ctx.store, outcome.ticket_number) \
             if outcome.ticket_number else None

@@ -71,10 +71,10 @@ def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
     return row
 
 
-def save_attachments(ctx: Context, msg: Message) -> None:
+def save_attachments(ctx: Context, msg: Message, sync: bool = True) -> None:
     """Write attachment payloads to disk by content hash (before the transaction)."""
     for attachment in msg.attachments:
-        spool.put(ctx.files_dir, attachment.payload, attachment.sha256)
+        spool.put(ctx.files_dir, attachment.payload, attachment.sha256, sync=sync)
 
 
 def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,

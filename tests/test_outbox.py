@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -39,6 +41,13 @@ class FakeTransport:
     def __init__(self, *errors: DeliveryError) -> None:
         self.errors = list(errors)
         self.sent: list[tuple[str, list[str], bytes]] = []
+        self.sessions = 0
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[FakeTransport]:
+        """A batch of deliveries; counts how many sessions were opened."""
+        self.sessions += 1
+        yield self
 
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
         """Deliver one mail, or fail as scripted."""

@@ -1,6 +1,7 @@
 """IMAP source (imapclient, blocking, one worker thread per mailbox).
 
-Fetches with BODY.PEEK[], files each mail, and only then moves it to the done
+Fetches with BODY.PEEK[], files each mail of a batch (one transaction each), makes the
+batch durable with one flush, and only then moves it to the done
 folder (or flags it \\Seen); quarantined mails go to the quarantine folder.  Waits
 with IDLE when the server offers it, else polls.  A failure closes the connection,
 waits with exponential backoff and reconnects, without touching other sources.
@@ -52,9 +53,11 @@ class ImapSource:
 
     def __init__(self, cfg: ImapConfig, ingest: Callable[[bytes, str], Outcome],
                  uidvalidity: Callable[[str, int], bool], health: Health,
-                 factory: Callable[[ImapConfig], IMAPClient] = connect) -> None:
+                 factory: Callable[[ImapConfig], IMAPClient] = connect,
+                 flush: Callable[[], None] = lambda: None) -> None:
         self.cfg = cfg
         self.ingest = ingest
+        self.flush = flush
         self.uidvalidity = uidvalidity
         self.health = health
         self.factory = factory
@@ -123,6 +126,7 @@ class ImapSource:
             if not uids:
                 return filed
             done, held, deferred = self._file_batch(client, uids)
+            self.flush()
             self._finish(client, done, held)
             filed += len(done)
             if deferred:
