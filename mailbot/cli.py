@@ -173,7 +173,7 @@ def tickets_assign(obj: dict, number: str, agent_address: str) -> None:
 def tickets_reply(obj: dict, number: str, text_file, agent_address: str, note: bool) -> None:
     """Answer the customer of a ticket (queued in the outbox), or add an internal note."""
     ctx = _context(obj)
-    text = (text_file or click.get_text_stream("stdin")).read()
+    text = text_file.read() if text_file else sys.stdin.read()
     done = _operate(lambda: operator.reply(ctx, number, text, agent_address, note))
     click.echo(f"{number}: {done} recorded" + ("" if note else ", queued in the outbox"))
 

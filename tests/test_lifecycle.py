@@ -29,7 +29,7 @@ def new_ticket(desk) -> str:
     return outcome.ticket_number
 
 
-@pytest.mark.parametrize(("current", "target"), product(lifecycle.STATUSES, repeat=2))
+@pytest.mark.parametrize(("current", "target"), list(product(lifecycle.STATUSES, repeat=2)))
 def test_transition_table(current, target):
     """Tickets move forward freely, reopen to open, and never go back to new or from closed."""
     if (current, target) in FORBIDDEN:
