@@ -7,12 +7,12 @@ Each mail template ``templates/<lang>/mail/<kind>.txt`` defines a ``subject`` an
 
 from __future__ import annotations
 
+import base64
 import email.policy
 from dataclasses import dataclass
 from datetime import datetime
 from email import charset as email_charset
 from email.encoders import encode_base64
-from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -101,7 +101,7 @@ class Composer:
         subject, body = text
         message_id = self.signer.message_id(number, self.domain)
         headers = [
-            ("From", formataddr((envelope.from_name, self.support_address), charset="utf-8")),
+            ("From", _address(envelope.from_name, self.support_address)),
             ("To", ", ".join(envelope.to)),
             ("Subject", tagged_subject(self.tag_prefix, number, subject)),
             ("Date", format_datetime(now)),
@@ -145,9 +145,32 @@ def _auto_headers(auto_submitted: str) -> list[tuple[str, str]]:
 
 def _header_block(headers: list[tuple[str, str]]) -> bytes:
     """Header lines as bytes; non-ASCII values as RFC 2047 encoded words."""
-    lines = (f"{name}: {value if value.isascii() else Header(value, 'utf-8').encode()}"
+    lines = (f"{name}: {value if value.isascii() else encoded_words(value)}"
              for name, value in headers)
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _address(name: str, address: str) -> str:
+    """A From header value; a non-ASCII display name as encoded words."""
+    if name.isascii():
+        return formataddr((name, address))
+    return f"{encoded_words(name)} <{address}>"
+
+
+def encoded_words(text: str, chunk: int = 45) -> str:
+    """RFC 2047 base64 encoded words of at most ``chunk`` UTF-8 bytes each, folded.
+
+    Chunks end on character boundaries, so every word decodes on its own.
+    """
+    words, current = [], b""
+    for char in text:
+        data = char.encode("utf-8")
+        if len(current) + len(data) > chunk:
+            words.append(current)
+            current = b""
+        current += data
+    words.append(current)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
 def _body_part(body: str, attachments: tuple[tuple[str, str, bytes], ...]) -> MIMEBase:

@@ -127,8 +127,6 @@ def parse(raw: bytes, limits: Limits | None = None) -> Message:
     if len(raw) > limits.max_message_bytes:
         raise ParseError(f"message is {len(raw)} bytes, over the limit of "
                          f"{limits.max_message_bytes} (limits.max_message_bytes)")
-    tree = email.message_from_bytes(raw, policy=email.policy.compat32)
-    _check_tree(tree, limits)
     try:
         parsed = mailparser.parse_from_bytes(raw)
     except (ValueError, LookupError, RecursionError, AttributeError, TypeError,
@@ -137,6 +135,8 @@ def parse(raw: bytes, limits: Limits | None = None) -> Message:
         # a multipart whose boundary is broken (mail-parser's epilogue search)
         raise ParseError(f"mail-parser cannot read the mail: {type(exc).__name__}: "
                          f"{exc}") from exc
+    tree = parsed.message
+    _check_tree(tree, limits)
     headers = _headers(tree)
     from_name, from_addr = _sender(parsed, headers)
     html = "\n".join(parsed.text_html)

@@ -23,7 +23,8 @@ def put(root: Path, payload: bytes, sha256: str | None = None, sync: bool = True
     target = path_for(root, digest)
     if target.exists():
         return digest
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(payload)
