@@ -17,7 +17,8 @@ from typing import Literal
 from mailbot.configschema import ConfigError, Secret, build
 from mailbot.facts import FactsConfig, compile_facts
 from mailbot.message import Limits
-from mailbot.policy import PolicyConfig, build_policy
+from mailbot.policy import build_policy
+from mailbot.policyconfig import PolicyConfig
 
 DEFAULT_PATH = "mailbot.toml"
 SECRET_ENV = "MAILBOT_SECRET"  # noqa: S105 - the variable name, not a secret

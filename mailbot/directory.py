@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailbot.configschema import ConfigError, convert
-from mailbot.policy import ContractPolicy, Policy, Targets, validate_contract
+from mailbot.policy import Policy, validate_contract
+from mailbot.policyconfig import ContractPolicy, Targets
 from mailbot.store import Store
 from mailbot.store import directory as q
 

@@ -17,7 +17,7 @@ from mailbot.config import Config
 from mailbot.context import Context
 from mailbot.directory import Identity
 from mailbot.message import Message
-from mailbot.policy import ContractPolicy, Targets
+from mailbot.policyconfig import ContractPolicy, Targets
 from mailbot.store import directory as dq
 from mailbot.store import iso
 from mailbot.store import tickets as tq
