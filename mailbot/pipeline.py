@@ -7,6 +7,7 @@ other error quarantines the mail with its error and the pipeline goes on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from mailbot import agents, bounces, classify, message, spool, tickets
@@ -88,7 +89,7 @@ def _process(ctx: Context, raw: bytes, sha: str, source: str, durable: bool) -> 
         outcome = _file(ctx, msg, verdict, source)
         ticket = tickets.tq.by_number(ctx.store, outcome.ticket_number) \
             if outcome.ticket_number else None
-        mq.record_ingest(ctx.store, sha, msg.message_id, outcome.status,
+        mq.record_ingest(ctx.store, sha, identity_key(msg), outcome.status,
                          ticket["id"] if ticket else None, source, ctx.clock())
     ctx.on_outbox()
     if ctx.metrics is not None:
@@ -96,6 +97,19 @@ def _process(ctx: Context, raw: bytes, sha: str, source: str, durable: bool) -> 
     log.info("mail %s from %s via %s: %s %s %s", msg.message_id or sha[:12], msg.from_addr,
              source, outcome.status, outcome.ticket_number, outcome.detail)
     return outcome
+
+
+def identity_key(msg: Message) -> str:
+    """What makes two deliveries the same mail: its Message-ID, else a content fingerprint.
+
+    The fingerprint (sender, date, subject, text) ignores the Received headers that differ
+    between two copies of a mail without Message-ID sent to two support addresses.
+    """
+    if msg.message_id:
+        return msg.message_id
+    date = msg.date.isoformat() if msg.date else ""
+    content = "\0".join((msg.from_addr, date, msg.subject, msg.text))
+    return "fingerprint:" + hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()
 
 
 def classify_context(ctx: Context) -> classify.ClassifyContext:
@@ -106,7 +120,7 @@ def classify_context(ctx: Context) -> classify.ClassifyContext:
 
 
 def _file(ctx: Context, msg: Message, verdict: classify.Verdict, source: str) -> Outcome:
-    earlier = mq.ingest_by_message_id(ctx.store, msg.message_id)
+    earlier = mq.ingest_by_message_id(ctx.store, identity_key(msg))
     if earlier is not None:
         return Outcome("duplicate", _number(ctx, earlier["ticket_id"]), "same Message-ID")
     if verdict.kind == "loop":

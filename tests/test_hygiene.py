@@ -318,6 +318,15 @@ def test_same_mail_in_two_mailboxes_is_one_ticket(ctx: Context, dovecot: Dovecot
     assert all(dovecot.message_count(u.username) == 0 for u in users)
 
 
+def test_copies_without_message_id_are_one_ticket(ctx: Context) -> None:
+    """Two copies of a mail without Message-ID (different Received lines) make one ticket."""
+    raw = build_mail(sender=ALICE, to=SUPPORT, message_id="")
+    first = ingest(ctx, b"Received: from a.example by mx1\r\n" + raw)
+    second = ingest(ctx, b"Received: from a.example by mx2\r\n" + raw)
+    assert (first.status, second.status) == ("created", "duplicate")
+    assert ticket_count(ctx) == 1
+
+
 def imap_source(ctx: Context, user: ImapAccount) -> ImapSource:
     """An IMAP source for one Dovecot user, filing into ``ctx``."""
     cfg = ImapConfig(host=user.host, port=user.port, username=user.username,
