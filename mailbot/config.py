@@ -94,6 +94,7 @@ class ImapConfig:
     poll_seconds: float = 60.0
     batch_size: int = 100
     timeout_seconds: float = 30.0
+    ca_file: str = ""
 
     @property
     def label(self) -> str:
@@ -117,6 +118,7 @@ class RelayConfig:
     password: Secret = ""
     timeout_seconds: float = 30.0
     maildir: str = ""
+    ca_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class SmtpSession:
                                start_tls=relay.security == "starttls",
                                username=relay.username or None,
                                password=relay.password or None,
+                               cert_bundle=relay.ca_file or None,
                                timeout=relay.timeout_seconds)
 
 

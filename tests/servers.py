@@ -80,7 +80,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
 listen = {host}
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -114,7 +114,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {host}
+    port = {tls_port}
   }}
 }}
 """
@@ -178,10 +179,12 @@ class Dovecot:
     `close()` stops the server and removes the temp dir; use it as a context manager.
     """
 
-    def __init__(self, host: str = LOOPBACK, port: int | None = None) -> None:
+    def __init__(self, host: str = LOOPBACK, port: int | None = None, tls: bool = False) -> None:
         self.binary = find_dovecot()
         self.host = host
         self.port = port or free_port(host)
+        self.tls = tls
+        self.tls_port = free_port(host) if tls else 0
         self.owner = MailOwner.for_current_process()
         self.root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
         self.config_path = self.root / "dovecot.conf"
@@ -190,6 +193,8 @@ class Dovecot:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._prepare_dirs()
+        if tls:
+            self._make_certificate()
         atexit.register(self.close)
         self.config_path.write_text(self._render_config())
 
@@ -209,14 +214,33 @@ class Dovecot:
             unprivileged = UNPRIVILEGED_SETTINGS.format(
                 user=self.owner.user, group=self.owner.group
             )
+        ssl = "ssl = no"
+        if self.tls:
+            ssl = f"ssl = yes\nssl_cert = <{self.cert_path}\nssl_key = <{self.root / 'key.pem'}"
         return CONFIG_TEMPLATE.format(
             root=self.root,
             host=self.host,
             port=self.port,
+            tls_port=self.tls_port,
+            ssl=ssl,
             uid=self.owner.uid,
             gid=self.owner.gid,
             unprivileged=unprivileged,
         )
+
+    @property
+    def cert_path(self) -> Path:
+        """The self-signed certificate (for 127.0.0.1) a TLS instance serves."""
+        return self.root / "cert.pem"
+
+    def _make_certificate(self) -> None:
+        """A throwaway self-signed certificate for 127.0.0.1, made with openssl."""
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", f"/CN={self.host}", "-addext", f"subjectAltName=IP:{self.host}",
+             "-keyout", str(self.root / "key.pem"), "-out", str(self.cert_path)],
+            check=True, capture_output=True)
+        (self.root / "key.pem").chmod(0o644)
 
     def _write_passwd(self, name: str, password: str) -> None:
         """Write one user's passwd file atomically.

@@ -35,7 +35,7 @@ class Reconnect(Exception):
 
 def connect(cfg: ImapConfig) -> IMAPClient:
     """A logged-in client for one mailbox: TLS, STARTTLS or plain (for loopback)."""
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=cfg.ca_file or None)
     client = IMAPClient(cfg.host, port=cfg.effective_port, ssl=cfg.security == "tls",
                         ssl_context=context, timeout=cfg.timeout_seconds)
     try:
