@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -72,6 +73,18 @@ def wait_until(
 # --------------------------------------------------------------------------------------------
 # Dovecot
 # --------------------------------------------------------------------------------------------
+
+def self_signed_certificate(folder: Path, host: str = LOOPBACK) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for ``host`` made with openssl: (cert, key)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True)
+    key.chmod(0o644)
+    return cert, key
+
 
 CONFIG_TEMPLATE = """\
 # Throwaway Dovecot for mailbot tests; everything lives under {root}
@@ -234,13 +247,8 @@ class Dovecot:
         return self.root / "cert.pem"
 
     def _make_certificate(self) -> None:
-        """A throwaway self-signed certificate for 127.0.0.1, made with openssl."""
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", f"/CN={self.host}", "-addext", f"subjectAltName=IP:{self.host}",
-             "-keyout", str(self.root / "key.pem"), "-out", str(self.cert_path)],
-            check=True, capture_output=True)
-        (self.root / "key.pem").chmod(0o644)
+        """A throwaway self-signed certificate for the server's address."""
+        self_signed_certificate(self.root, self.host)
 
     def _write_passwd(self, name: str, password: str) -> None:
         """Write one user's passwd file atomically.
@@ -537,6 +545,7 @@ class _SinkHandler:
         if refusal:
             return refusal
         self.sink._store(envelope.mail_from, envelope.rcpt_tos, envelope.original_content)
+        self.sink._peers.add(session.peer)
         return "250 OK: queued"
 
 
@@ -553,15 +562,18 @@ class SmtpSink:
         host: str = LOOPBACK,
         port: int | None = None,
         reject_rcpt: dict[str, str] | None = None,
+        tls_files: tuple[Path, Path] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.tls_files = tls_files  # (certificate, key): offer STARTTLS and require it
         self.reject_rcpt = {k.lower(): v for k, v in (reject_rcpt or {}).items()}
         self.refusals: list[tuple[str, str]] = []  # (stage, reply) actually sent, for dumps
         self._messages: list[ReceivedMail] = []
         self._failures: list[tuple[str, str]] = []  # scripted (stage, reply), used in order
         self._changed = threading.Condition()
         self._controller: Controller | None = None
+        self._peers: set[tuple] = set()  # client (host, port) of each accepted mail
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -574,15 +586,29 @@ class SmtpSink:
                 port=self.port,
                 enable_SMTPUTF8=True,
                 ready_timeout=10.0,
+                **self._tls_options(),
             )
             controller.start()
             self._controller = controller
+
+    def _tls_options(self) -> dict:
+        """aiosmtpd options that offer and require STARTTLS with the sink's certificate."""
+        if self.tls_files is None:
+            return {}
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*map(str, self.tls_files))
+        return {"tls_context": context, "require_starttls": True}
 
     def stop(self) -> None:
         """Stop listening; connections are refused until `start()`. Safe to call twice."""
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+
+    @property
+    def connections(self) -> int:
+        """How many client connections delivered at least one accepted mail."""
+        return len(self._peers)
 
     @property
     def running(self) -> bool:
