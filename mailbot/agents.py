@@ -88,7 +88,10 @@ def suspicious(ctx: Context, msg: Message, ticket: dict | None, reason: str) -> 
 
 def apply_commands(ctx: Context, ticket: dict, parsed: commands.Parsed, actor: str,
                    now: datetime) -> None:
-    """Apply checked commands (priority, owner, then status) to a ticket, each with its event."""
+    """Apply checked commands (priority, owner, then status) to a ticket, each with its event.
+
+    Taking or assigning a new ticket opens it: an agent now works on it (seed 001).
+    """
     for command in parsed.commands:
         if command.name == "priority":
             _set_field(ctx, ticket, "priority", command.argument.lower(), actor, now)
@@ -96,6 +99,8 @@ def apply_commands(ctx: Context, ticket: dict, parsed: commands.Parsed, actor: s
             owner = command.argument.lower() if command.name == "assign" else actor
             _set_field(ctx, ticket, "owner", owner, actor, now)
     target = commands.target_status(parsed.commands)
+    if not target and ticket["status"] == "new" and ticket["owner"]:
+        target = "open"
     if target:
         tickets.change_status(ctx, ticket, target, now, actor=actor)
 

@@ -137,6 +137,16 @@ def test_take_priority_and_close_apply_with_the_answer(make_desk):
     assert "Ist in Version 4.3 behoben." in answer.get_content()
 
 
+def test_taking_a_new_ticket_opens_it(make_desk):
+    """#take alone makes the agent the owner and opens the ticket, with one status mail."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    agent_reply(desk, number, "#take\n#note\nIch schaue mir das an.")
+    ticket = desk.ticket(number)
+    assert (ticket["owner"], ticket["status"]) == (ANNA[1], "open")
+    assert [e["data"]["to"] for e in desk.events(number, "status")] == ["open"]
+
+
 def test_assigned_ticket_notifies_only_its_owner(make_desk):
     """After #assign the customer's follow-ups go to the new owner alone."""
     desk = make_desk(TUESDAY_10)
