@@ -125,11 +125,12 @@ def tickets_list(obj: dict, show_all: bool, as_json: bool) -> None:
 @click.pass_obj
 def tickets_show(obj: dict, number: str, as_json: bool) -> None:
     """One ticket with its messages and events."""
-    data = views.ticket_detail(_context(obj), number)
+    ctx = _context(obj)
+    data = views.ticket_detail(ctx, number)
     if data is None:
         click.echo(f"no ticket {number}", err=True)
         sys.exit(1)
-    _emit(data, as_json, views.ticket_detail_text(data))
+    _emit(data, as_json, views.ticket_detail_text(data, ctx.config.policy.calendar.timezone))
 
 
 def _operate(action) -> str:

@@ -19,7 +19,7 @@ from mailbot.context import Context
 from mailbot.outbox import enqueue
 from mailbot.store import tickets as tq
 from mailbot.store import web as wq
-from mailbot.webtext import local_words
+from mailbot.wording import moment
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def mail_values(ctx: Context, ticket: dict, contact: dict | None, language: str)
         "status": ticket["status"], "priority": ticket["priority"],
         "customer": contact["address"] if contact else "",
         "customer_name": contact["name"] if contact else "",
-        "escalated_text": local_words(ticket["escalated_at"], language, zone),
-        "deadline_text": local_words(ticket["first_response_due"], language, zone),
+        "escalated_text": moment(ticket["escalated_at"], zone, language),
+        "deadline_text": moment(ticket["first_response_due"], zone, language),
         "support_name": ctx.config.support.name,
         "notice": ctx.config.web.escalation_notice(language),
         "ticket_url": ctx.link("ticket", ticket["number"]),

@@ -10,6 +10,7 @@ from mailbot.context import Context
 from mailbot.policy import work_order_key
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
+from mailbot.wording import moment
 
 OPEN_STATUSES = ("new", "open", "waiting")
 
@@ -77,16 +78,20 @@ def _message(row: dict) -> dict:
             "created_at": row["created_at"], "attachments": row["attachments"]}
 
 
-def ticket_detail_text(data: dict) -> str:
-    """A readable ticket for the terminal."""
+def ticket_detail_text(data: dict, zone: str) -> str:
+    """A readable ticket for the terminal, times in the support's time zone."""
+    def when(key: str) -> str:
+        return moment(data[key], zone, "en") or "-"
+
     lines = [f"Ticket {data['number']}: {data['subject']}",
              f"  status {data['status']}, priority {data['priority']}, owner "
              f"{data['owner'] or '-'}",
              f"  contact {data['contact'] or '-'}, account {data['account'] or '-'}, "
              f"contract {data['contract'] or '-'}",
-             f"  created {data['created_at']}, first response due "
-             f"{data['first_response_due'] or '-'}, resolution due "
-             f"{data['resolution_due'] or '-'}"]
+             f"  created {when('created_at')}",
+             f"  first response due {when('first_response_due')}, answered "
+             f"{when('first_response_at')}",
+             f"  update due {when('update_due')}, resolution due {when('resolution_due')}"]
     if data["facts"]:
         lines.append(f"  facts {data['facts']}")
     if data["missing"]:
@@ -94,7 +99,8 @@ def ticket_detail_text(data: dict) -> str:
     if data["parent"]:
         lines.append(f"  follows up on {data['parent']}")
     for m in data["messages"]:
-        lines += ["", f"--- {m['direction']} from {m['from']} at {m['created_at']}",
+        lines += ["", f"--- {m['direction']} from {m['from']}, "
+                      f"{moment(m['created_at'], zone, 'en')}",
                   m["body"].rstrip()]
         lines += [f"    [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)"
                   for a in m["attachments"]]

@@ -19,7 +19,7 @@ from mailbot import escalation, spool, tickets, triage
 from mailbot.store import tickets as tq
 from mailbot.store import web as wq
 from mailbot.webkit import STATE, PageError, WebState, open_ticket, security_headers
-from mailbot.webtext import local_words
+from mailbot.wording import moment
 
 MAX_REPLY_CHARS = 20000
 CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
@@ -148,10 +148,10 @@ def ticket_values(state: WebState, ticket: dict, token: str, text: str, error: s
     return {
         "ticket": ticket, "token": quote(token, safe=""), "text": text, "error": error,
         "closed": ticket["status"] == "closed",
-        "deadline_text": local_words(ticket["first_response_due"], language, zone),
-        "escalated_text": local_words(ticket["escalated_at"], language, zone),
+        "deadline_text": moment(ticket["first_response_due"], zone, language),
+        "escalated_text": moment(ticket["escalated_at"], zone, language),
         "escalate_href": f"../escalate/{quote(escalate_token, safe='')}",
-        "messages": [{**m, "when": local_words(m["created_at"], language, zone)}
+        "messages": [{**m, "when": moment(m["created_at"], zone, language)}
                      for m in wq.public_messages(ctx.store, ticket["id"])],
         "support_name": ctx.config.support.name,
         "csrf": state.forms.field("ticket", token),
@@ -179,5 +179,5 @@ def _escalated(state: WebState, ticket: dict, already: bool) -> web.Response:
     zone = triage.timezone_name(state.ctx.config)
     return state.pages.render("escalated", language, {
         "ticket": ticket, "already": already,
-        "escalated_text": local_words(ticket["escalated_at"], language, zone),
-        "deadline_text": local_words(ticket["first_response_due"], language, zone)})
+        "escalated_text": moment(ticket["escalated_at"], zone, language),
+        "deadline_text": moment(ticket["first_response_due"], zone, language)})

@@ -19,6 +19,8 @@ WEEKDAYS = {
     "de": ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag"),
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
 }
+ENGLISH_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+                  "September", "October", "November", "December")
 SHORT_DAYS = {
     "de": {"mon": "Mo", "tue": "Di", "wed": "Mi", "thu": "Do", "fri": "Fr", "sat": "Sa",
            "sun": "So"},
@@ -54,13 +56,18 @@ def priority_label(priority: str, language: str) -> str:
     return PRIORITY_LABELS[lang(language)].get(priority, priority)
 
 
-def moment(when: datetime, timezone: str, language: str) -> str:
-    """A point in time in words: "Mittwoch, 26.11.2026, 11:00 Uhr"."""
+def moment(when: datetime | str | None, timezone: str, language: str) -> str:
+    """A point in time in local words: "Mittwoch, 26.11.2026, 11:00 Uhr"; "" for none."""
+    if not when:
+        return ""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
     local = when.astimezone(ZoneInfo(timezone))
     day = WEEKDAYS[lang(language)][local.weekday()]
     if lang(language) == "de":
         return f"{day}, {local:%d.%m.%Y}, {local:%H:%M} Uhr"
-    return f"{day}, {local.day} {local:%B %Y}, {local:%H:%M} ({timezone})"
+    return f"{day}, {local.day} {ENGLISH_MONTHS[local.month - 1]} {local.year}, " \
+        f"{local:%H:%M} ({local.tzname()})"
 
 
 def hours(calendar: CalendarConfig, language: str) -> str:

@@ -258,7 +258,7 @@ async def test_ticket_page_shows_state_deadline_and_public_thread_only(ctx, clie
                                "from_addr": "agent1@example.com", "body": "Wir schauen nach.",
                                "created_at": "2026-11-24T13:00:00+00:00"})
     html = await page(client, links(ctx)["ticket"])
-    assert "Mittwoch, 25. November 2026, 10:00 Uhr (MEZ)" in html
+    assert "Mittwoch, 25.11.2026, 10:00 Uhr" in html
     assert "<dd>neu</dd>" in html and "<dd>niedrig</dd>" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
     assert "Wir schauen nach." in html and "Example Support" in html
