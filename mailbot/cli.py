@@ -21,6 +21,7 @@ from mailbot.transports import transport_for
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
+EX_UNAVAILABLE = 69
 
 
 def _load(obj: dict) -> config_mod.Config:
@@ -68,7 +69,11 @@ def run(obj: dict) -> None:
 
     config = _load(obj)
     _setup_logging(config.service.log_level)
-    daemon.run(config)
+    try:
+        daemon.run(config)
+    except daemon.StartupError as exc:
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(EX_UNAVAILABLE)
 
 
 @main.command("check-config")

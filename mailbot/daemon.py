@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 30.0
 
 
+class StartupError(Exception):
+    """The daemon cannot start (e.g. a port is taken); the message says which and why."""
+
+
 class Daemon:
     """One running mailbot instance."""
 
@@ -54,10 +58,15 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.ctx.team.reload)
         server = await self._start_listener()
+        try:
+            runner = await self._start_web()
+        except StartupError:
+            if server is not None:
+                server.close()
+            raise
         threads = [asyncio.create_task(asyncio.to_thread(src.run)) for src in self.imap]
         sender = asyncio.create_task(self.sender.run(self.stop))
         self.scheduler = self._start_scheduler()
-        runner = await self._start_web()
         log.info("mailbot running: %s", self.describe())
         await self.stop.wait()
         log.info("shutting down: no new mail accepted, finishing the mail in hand")
@@ -79,8 +88,12 @@ class Daemon:
         listener = self.config.listener
         if not listener.enabled:
             return None
-        server = await start_listener(listener.host, listener.port, listener.protocol,
-                                      self.config.limits.max_message_bytes, self.handler)
+        try:
+            server = await start_listener(listener.host, listener.port, listener.protocol,
+                                          self.config.limits.max_message_bytes, self.handler)
+        except OSError as exc:
+            raise StartupError(f"listener {listener.host}:{listener.port}: {exc.strerror}"
+                               " (is another mailbot or MTA running there?)") from exc
         self.health.set(f"{listener.protocol}:{listener.host}:{listener.port}", "connected")
         return server
 
@@ -89,7 +102,11 @@ class Daemon:
             return None
         from mailbot import web
 
-        return await web.start_web(self.ctx, self.health)
+        try:
+            return await web.start_web(self.ctx, self.health)
+        except OSError as exc:
+            raise StartupError(f"web server {self.config.web.host}:{self.config.web.port}: "
+                               f"{exc.strerror}") from exc
 
     def _start_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,18 @@ def test_bad_config_stops_the_command_with_exit_78_before_anything_starts(tmp_pa
     assert f"{path}: imap[0].host: required value is missing" in result.stderr.decode()
     assert not (tmp_path / "data").exists()
 
+
+
+def test_run_reports_a_taken_port_and_exits(tmp_path: Path) -> None:
+    """`mailbot run` on a port another program holds says which port and exits 69."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = tmp_path / "mailbot.toml"
+        config.write_text(f'[service]\ndata_dir = "data"\n[listener]\nport = {port}\n'
+                          '[web]\nenabled = false\n')
+        result = subprocess.run([sys.executable, "-m", "mailbot", "--config", str(config), "run"],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 69
+    assert f"listener 127.0.0.1:{port}" in result.stderr
