@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from mailbot import dsn
 from mailbot.dsn import ROBOT_LOCAL_RE, local_part, parse_bounce, report_type
-from mailbot.message import Message
+from mailbot.message import Message, base_address
 
 CUSTOMER = "customer"
 AGENT = "agent"
@@ -81,12 +81,6 @@ def _first_token(value: str) -> str:
     return match.group(1).lower() if match else ""
 
 
-def _without_tag(address: str) -> str:
-    """An address without its plus tag: support+t0k3n@example.com -> support@example.com."""
-    local, _, domain = address.lower().partition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"
-
-
 def loop_header(msg: Message, ctx: ClassifyContext) -> Verdict | None:
     """Our own loop header: the mail is ours coming back (another instance's: a robot)."""
     values = [v.strip() for v in msg.header_all(ctx.loop_header)]
@@ -99,8 +93,8 @@ def loop_header(msg: Message, ctx: ClassifyContext) -> Verdict | None:
 
 def own_sender(msg: Message, ctx: ClassifyContext) -> Verdict | None:
     """From one of our own support addresses (also with a plus tag): our mail coming back."""
-    own = {_without_tag(a) for a in ctx.own_addresses}
-    if msg.from_addr and _without_tag(msg.from_addr) in own:
+    own = {base_address(a) for a in ctx.own_addresses}
+    if msg.from_addr and base_address(msg.from_addr) in own:
         return _verdict(LOOP, f"From is our own address {msg.from_addr}")
     return None
 

@@ -75,6 +75,7 @@ class ListenerConfig:
     host: str = "127.0.0.1"
     port: int = 2525
     protocol: Literal["smtp", "lmtp"] = "smtp"
+    accept_any_recipient: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,9 @@ class Daemon:
         self.sender = Sender(self.ctx, transport_for(config), self.health)
         self.ctx.on_outbox = self.sender.notify
         self.ingest = functools.partial(pipeline.ingest, self.ctx)
-        self.handler = IngestHandler(self.ingest, config.listener.protocol == "lmtp")
+        self.handler = IngestHandler(
+            self.ingest, config.listener.protocol == "lmtp",
+            () if config.listener.accept_any_recipient else config.support.addresses)
         batch_ingest = functools.partial(pipeline.ingest, self.ctx, durable=False)
         flush = functools.partial(pipeline.flush, self.ctx)
         self.imap = [ImapSource(cfg, batch_ingest, self._uidvalidity, self.health, flush=flush)

@@ -168,6 +168,12 @@ def message_ids(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_MSGID_RE.findall(value or "")))
 
 
+def base_address(address: str) -> str:
+    """An address without its +tag, lower-case: support+t1-ab@x -> support@x."""
+    local, _, domain = address.lower().partition("@")
+    return f"{local.partition('+')[0]}@{domain}"
+
+
 def safe_filename(name: str, content_type: str, index: int) -> str:
     """A display filename that can never act as a path (no separators, no dots first)."""
     base = re.split(r"[/\\]", unicodedata.normalize("NFC", name or ""))[-1]

@@ -287,10 +287,22 @@ def test_smtp_delivery_while_the_database_is_locked_gets_451_and_a_retry_works(t
     assert [t["subject"] for t in bot.tickets()] == ["Später"]
 
 
+def test_listener_refuses_mail_for_strangers_addresses(tmp_path):
+    """Mail for an address that is not ours gets 550 at RCPT and files nothing."""
+    bot = Instance(tmp_path)
+    with bot.start(), smtplib.SMTP(*bot.listener, timeout=10) as client:
+        client.ehlo()
+        client.mail(CUSTOMER[1])
+        assert client.rcpt("postmaster@elsewhere.example")[0] == 550
+        assert client.rcpt("Support+t1-abc@example.com")[0] == 250
+    assert bot.tickets() == []
+
+
 def test_lmtp_listener_answers_once_per_recipient(tmp_path):
     """In LMTP mode every recipient gets its own 250 line, and the mail is one ticket."""
     bot = Instance(tmp_path)
     bot.update("listener", protocol="lmtp")
+    bot.update("support", aliases=["hilfe@example.com"])
     with bot.start(), smtplib.LMTP(*bot.listener, timeout=10) as client:
         client.ehlo()
         client.mail(CUSTOMER[1])

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailbot.message import base_address
 from mailbot.pipeline import TemporaryFailure
 from mailbot.tickets import Outcome
 
@@ -21,16 +22,28 @@ log = logging.getLogger(__name__)
 OK = "250 2.0.0 OK: {detail}"
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, please try again later"
+UNKNOWN_RECIPIENT = "550 5.1.1 No such support mailbox here"
 
 
 class IngestHandler:
     """aiosmtpd handler that files each mail through the pipeline."""
 
-    def __init__(self, ingest: Callable[[bytes, str], Outcome], lmtp: bool) -> None:
+    def __init__(self, ingest: Callable[[bytes, str], Outcome], lmtp: bool,
+                 recipients: tuple[str, ...] = ()) -> None:
         self.ingest = ingest
         self.lmtp = lmtp
+        self.recipients = frozenset(a.lower() for a in recipients)
         self.accepting = True
         self.in_flight = 0
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        """Accept our support addresses (with any +tag); refuse others unless told not to."""
+        if self.recipients and base_address(address) not in self.recipients:
+            return UNKNOWN_RECIPIENT
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Commit the mail, then answer; never 250 before the commit."""
