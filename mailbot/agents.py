@@ -6,12 +6,13 @@ never trusted: it changes nothing, reaches no customer, and the agents are told.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from mailbot import commands, lifecycle, notify, quotes, tickets, triage
 from mailbot.compose import Envelope
 from mailbot.context import Context
-from mailbot.message import Message
+from mailbot.message import Attachment, Message
 from mailbot.outbox import enqueue
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
@@ -35,7 +36,8 @@ def handle_reply(ctx: Context, msg: Message, ticket: dict) -> Outcome:
     public = bool(parsed.text) and not parsed.is_note
     apply_commands(ctx, ticket, parsed, agent.address, now)
     if public:
-        answer(ctx, ticket, parsed.text, agent.name or agent.address, agent.address, now)
+        answer(ctx, ticket, Reply(parsed.text, agent.name or agent.address, agent.address,
+                                  msg.attachments), now)
     else:
         tickets.store_message(ctx, ticket["id"], msg, "note", now)
         tq.add_event(ctx.store, ticket["id"], "note", {"by": agent.address}, now,
@@ -43,9 +45,19 @@ def handle_reply(ctx: Context, msg: Message, ticket: dict) -> Outcome:
     return Outcome("agent_reply", ticket["number"], "answer" if public else "note")
 
 
-def answer(ctx: Context, ticket: dict, text: str, agent_name: str, actor: str,
-           now: datetime) -> None:
-    """Send an agent's answer to the customer from the support address, threaded."""
+@dataclass(frozen=True)
+class Reply:
+    """An answer for the customer: its text, who signs it, who acted, files to send along."""
+
+    text: str
+    agent_name: str
+    actor: str
+    files: tuple[Attachment, ...] = ()
+
+
+def answer(ctx: Context, ticket: dict, reply: Reply, now: datetime) -> None:
+    """Send an agent's answer (with its attachments) to the customer, threaded."""
+    text, agent_name, actor = reply.text, reply.agent_name, reply.actor
     contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
     if contact is None:
         return
@@ -55,18 +67,24 @@ def answer(ctx: Context, ticket: dict, text: str, agent_name: str, actor: str,
     refs = tuple(m["message_id"] for m in thread if m["message_id"]
                  and m["direction"] in ("in", "out"))
     envelope = Envelope(to=(contact["address"],), from_name=agent_name, in_reply_to=last_in,
-                        references=refs, auto_submitted="")
+                        references=refs, auto_submitted="",
+                        attachments=tuple((f.filename, f.content_type, f.payload)
+                                          for f in reply.files))
     values = {"text": text, "agent_name": agent_name, "subject": ticket["subject"],
               "ticket_url": ctx.link("ticket", ticket["number"]),
               "support_name": ctx.config.support.name}
     outgoing = ctx.composer.build("agent_reply", ticket["language"], ticket["number"],
                                   envelope, values, now)
     enqueue(ctx, ticket["id"], outgoing, now)
-    tq.add_message(ctx.store, {
+    row = tq.add_message(ctx.store, {
         "ticket_id": ticket["id"], "direction": "out", "message_id": outgoing.message_id,
         "from_addr": ctx.config.support.address, "from_name": agent_name,
         "to_addrs": [contact["address"]], "subject": ticket["subject"], "body": text,
         "created_at": now})
+    for file in reply.files:
+        tq.add_attachment(ctx.store, {"message_row": row, "filename": file.filename,
+                                      "content_type": file.content_type, "size": file.size,
+                                      "sha256": file.sha256})
     tq.add_event(ctx.store, ticket["id"], "agent_reply", {"by": actor}, now, actor=actor)
     triage.after_agent_answer(ctx, ticket, now)
     if ticket["status"] == "new":

@@ -65,7 +65,7 @@ def reply(ctx: Context, number: str, text: str, address: str = "", note: bool = 
         if ticket["contact_id"] is None:
             raise OperatorError(f"ticket {number} has no contact to answer; use --note")
         name = (agent.name or agent.address) if agent else ctx.config.support.name
-        agents.answer(ctx, ticket, text, name, actor, now)
+        agents.answer(ctx, ticket, agents.Reply(text, name, actor), now)
     return "answer"
 
 

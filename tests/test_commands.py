@@ -137,6 +137,23 @@ def test_take_priority_and_close_apply_with_the_answer(make_desk):
     assert "Ist in Version 4.3 behoben." in answer.get_content()
 
 
+def test_agent_attachments_reach_the_customer(make_desk):
+    """A file the agent attaches to the reply goes to the customer and is kept on the ticket."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    manual = ("Anleitung Kasse.pdf", "application/pdf", b"%PDF-1.4 manual")
+    outcome = desk.receive(build_mail(sender=ANNA, to=desk.reply_address(number),
+                                      subject="Re: Neues Ticket", attachments=(manual,),
+                                      text="Anbei die Anleitung."))
+    assert outcome.ticket_number == number
+    [answer] = desk.outbox(kind="agent_reply")
+    [sent] = list(answer.iter_attachments())
+    assert (sent.get_filename(), sent.get_content()) == (manual[0], manual[2])
+    out = [m for m in desk.instance.cli_json("tickets", "show", number)["messages"]
+           if m["direction"] == "out"]
+    assert [a["filename"] for a in out[0]["attachments"]] == [manual[0]]
+
+
 def test_taking_a_new_ticket_opens_it(make_desk):
     """#take alone makes the agent the owner and opens the ticket, with one status mail."""
     desk = make_desk(TUESDAY_10)
