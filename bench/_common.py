@@ -330,3 +330,17 @@ def table(rows: list[tuple], header: tuple) -> str:
         if index == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def clean_up(daemons: list, sink, dovecot, tmp: Path, keep: bool) -> None:
+    """Kill the daemons, stop the sink and Dovecot, and remove (or keep) the temp dir."""
+    for daemon in daemons:
+        daemon.kill()
+    if sink is not None:
+        sink.stop()
+    if dovecot is not None:
+        dovecot.close()
+    if keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from _common import (
     Db,
     Dovecot,
     TimedSink,
+    clean_up,
     imap_settings,
     load_average,
     table,
@@ -173,16 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print("OK: every mail exactly one ticket, every ack delivered, duplicates within bounds")
         return 0
     finally:
-        for daemon in daemons:
-            daemon.kill()
-        if sink is not None:
-            sink.stop()
-        if dovecot is not None:
-            dovecot.close()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(daemons, sink, dovecot, tmp, args.keep)
 
 
 if __name__ == "__main__":

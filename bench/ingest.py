@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from _common import (
     Dovecot,
     PySpy,
     TimedSink,
+    clean_up,
     imap_settings,
     load_average,
     percentile,
@@ -275,16 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(rows, ("measure", "result", "target", "")))
         return 0
     finally:
-        for daemon in daemons:
-            daemon.kill()
-        if sink is not None:
-            sink.stop()
-        if dovecot is not None:
-            dovecot.close()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(daemons, sink, dovecot, tmp, args.keep)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import queue
-import shutil
 import smtplib
 import socket
 import sys
@@ -31,6 +30,7 @@ from _common import (
     Db,
     Dovecot,
     TimedSink,
+    clean_up,
     free_port,
     imap_settings,
     load_average,
@@ -308,16 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print("OK: every mail accepted with 250 is a ticket, no 5xx, nothing lost")
         return 0
     finally:
-        if daemon is not None:
-            daemon.kill()
-        if sink is not None:
-            sink.stop()
-        if dovecot is not None:
-            dovecot.close()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up([daemon] if daemon is not None else [], sink, dovecot, tmp, args.keep)
 
 
 if __name__ == "__main__":
