@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -224,10 +225,14 @@ class Config:
 
     @property
     def templates_dir(self) -> Path:
-        """Mail and page templates, ``templates/<lang>/``."""
+        """Mail and page templates, ``templates/<lang>/``: configured, in the source tree
+        (a clone or an editable install), else where a wheel installed them."""
         if self.service.templates_dir:
             return Path(self.service.templates_dir)
-        return Path(__file__).resolve().parent.parent / "templates"
+        source_tree = Path(__file__).resolve().parent.parent / "templates"
+        if source_tree.is_dir():
+            return source_tree
+        return Path(sys.prefix) / "share" / "mailbot" / "templates"
 
     @property
     def maildir(self) -> Path:
