@@ -117,6 +117,9 @@ class Daemon:
                           seconds=self.config.notifications.interval_seconds)
         scheduler.add_job(self.ctx.team.reload_if_changed, "interval", seconds=5,
                           id="agents-reload")
+        for number, source in enumerate(self.imap):
+            scheduler.add_job(source.poll, "interval", seconds=source.cfg.poll_seconds,
+                              id=f"imap-poll-{number}")
         scheduler.start()
         return scheduler
 
@@ -129,6 +132,7 @@ class Daemon:
             server.close()
         for src in self.imap:
             src.stop.set()
+            src.poll_requested.set()
         await self._drain_listener()
         await asyncio.gather(*threads, return_exceptions=True)
         await sender

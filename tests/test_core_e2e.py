@@ -372,3 +372,14 @@ def unseen(dovecot: Dovecot, user: str, folder: str) -> int:
     with dovecot.connect(user) as client:
         client.select_folder(folder, readonly=True)
         return len(client.search("UNSEEN"))
+
+
+def test_without_idle_the_scheduler_polls_the_mailbox(bot, dovecot, imap_user, smtp_sink):
+    """With IDLE off, mail that arrives while mailbot runs is found by the polling job."""
+    bot.settings["imap"][0].update(idle=False, poll_seconds=0.5)
+    bot.write()
+    with bot.start():
+        dovecot.append(imap_user.username, "INBOX", build_mail(subject="Ohne IDLE"))
+        [row] = bot.wait_tickets(1)
+        wait_folders(dovecot, imap_user.username, processed=1)
+    assert row["subject"] == "Ohne IDLE"

@@ -62,6 +62,7 @@ class ImapSource:
         self.health = health
         self.factory = factory
         self.stop = threading.Event()
+        self.poll_requested = threading.Event()
         self.failures = 0  # connection failures in a row; the backoff grows with it
 
     def run(self) -> None:
@@ -103,10 +104,22 @@ class ImapSource:
                 if can_idle:
                     self._idle(client)
                 else:
-                    self.stop.wait(self.cfg.poll_seconds)
+                    self._wait_for_poll()
                     client.noop()
         finally:
             _close(client)
+
+    def poll(self) -> None:
+        """Ask a source without IDLE to look for new mail now (the scheduler's polling job)."""
+        self.poll_requested.set()
+
+    def _wait_for_poll(self) -> None:
+        """Sleep until the scheduler asks for a poll or the source stops.
+
+        A poll is also made after twice the interval on its own, should the scheduler stall.
+        """
+        self.poll_requested.wait(2 * self.cfg.poll_seconds)
+        self.poll_requested.clear()
 
     def _prepare(self, client: IMAPClient) -> None:
         for folder in (self.cfg.done_folder, self.cfg.quarantine_folder):
