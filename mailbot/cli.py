@@ -98,9 +98,9 @@ def ingest(obj: dict, files: tuple[Path, ...]) -> None:
     for name, read in sources:
         try:
             outcome = pipeline.ingest(ctx, read(), "cli", durable=False)
-        except pipeline.TemporaryFailure as exc:
+        except Exception as exc:  # any failure of ours must make the MTA retry, not bounce
             pipeline.flush(ctx)
-            click.echo(f"{name}: temporary failure: {exc}", err=True)
+            click.echo(f"{name}: temporary failure: {type(exc).__name__}: {exc}", err=True)
             sys.exit(EX_TEMPFAIL)
         if outcome.status == "quarantined":
             code = EX_DATAERR

@@ -56,6 +56,9 @@ class IngestHandler:
         except TemporaryFailure as exc:
             log.warning("SMTP delivery deferred: %s", exc)
             return self._per_recipient(TEMPFAIL, envelope)
+        except Exception:  # never a 5xx for our own fault: the sending MTA would bounce it
+            log.exception("SMTP delivery deferred after an unexpected error")
+            return self._per_recipient(TEMPFAIL, envelope)
         finally:
             self.in_flight -= 1
         detail = outcome.ticket_number or outcome.status

@@ -1,0 +1,49 @@
+"""The SMTP listener's answers when filing fails, against a real aiosmtpd server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+
+from mails import build_mail
+from servers import free_port
+
+from mailbot.pipeline import TemporaryFailure
+from mailbot.sources.smtp import IngestHandler, start_listener
+
+
+def deliver(port: int) -> int:
+    """Send one mail with smtplib; the code the listener answered DATA with."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        client.mail("kunde@kunde.example")
+        client.rcpt("support@example.com")
+        return client.data(build_mail())[0]
+
+
+async def answer_with(ingest) -> int:
+    """Start a listener whose pipeline is ``ingest`` and deliver one mail to it."""
+    port = free_port()
+    server = await start_listener("127.0.0.1", port, "smtp", 10_000_000,
+                                  IngestHandler(ingest, lmtp=False))
+    try:
+        return await asyncio.to_thread(deliver, port)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_unexpected_error_is_a_temporary_failure_not_a_bounce() -> None:
+    """A bug while filing answers 451, so the sending MTA keeps the mail and retries."""
+    def broken(raw: bytes, source: str):
+        raise RuntimeError("bug")
+
+    assert await answer_with(broken) == 451
+
+
+async def test_temporary_failure_answers_451() -> None:
+    """A busy database answers 451."""
+    def busy(raw: bytes, source: str):
+        raise TemporaryFailure("database busy")
+
+    assert await answer_with(busy) == 451
