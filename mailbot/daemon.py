@@ -19,7 +19,7 @@ from mailbot.health import Health
 from mailbot.metrics import Metrics
 from mailbot.outbox import Sender
 from mailbot.sources.imap import ImapSource
-from mailbot.sources.smtp import IngestHandler, start_listener
+from mailbot.sources.smtp import GroupCommit, IngestHandler, start_listener
 from mailbot.store import mail as mq
 from mailbot.transports import transport_for
 
@@ -43,12 +43,12 @@ class Daemon:
         self.stop = asyncio.Event()
         self.sender = Sender(self.ctx, transport_for(config), self.health)
         self.ctx.on_outbox = self.sender.notify
-        self.ingest = functools.partial(pipeline.ingest, self.ctx)
-        self.handler = IngestHandler(
-            self.ingest, config.listener.protocol == "lmtp",
-            () if config.listener.accept_any_recipient else config.support.addresses)
         batch_ingest = functools.partial(pipeline.ingest, self.ctx, durable=False)
         flush = functools.partial(pipeline.flush, self.ctx)
+        self.handler = IngestHandler(
+            batch_ingest, config.listener.protocol == "lmtp",
+            () if config.listener.accept_any_recipient else config.support.addresses,
+            GroupCommit(flush))
         self.imap = [ImapSource(cfg, batch_ingest, self._uidvalidity, self.health, flush=flush)
                      for cfg in config.imap]
         self.scheduler: AsyncIOScheduler | None = None

@@ -9,7 +9,8 @@ from mails import build_mail
 from servers import free_port
 
 from mailbot.pipeline import TemporaryFailure
-from mailbot.sources.smtp import IngestHandler, start_listener
+from mailbot.sources.smtp import GroupCommit, IngestHandler, start_listener
+from mailbot.tickets import Outcome
 
 
 def deliver(port: int) -> int:
@@ -47,3 +48,45 @@ async def test_temporary_failure_answers_451() -> None:
         raise TemporaryFailure("database busy")
 
     assert await answer_with(busy) == 451
+
+
+async def test_concurrent_mails_share_one_flush() -> None:
+    """Mails committed while a flush runs are made durable by the next single flush."""
+    flushes: list[int] = []
+    filed: list[int] = []
+
+    def flush() -> None:
+        flushes.append(len(filed))
+
+    commits = GroupCommit(flush)
+
+    async def one(number: int) -> None:
+        filed.append(number)
+        await commits.durable()
+
+    await asyncio.gather(*(one(n) for n in range(20)))
+    assert len(filed) == 20
+    assert 1 <= len(flushes) < 20
+    assert flushes[-1] == 20
+
+
+async def test_every_mail_is_flushed_before_its_answer() -> None:
+    """A mail's 250 comes only after a flush that started after its commit."""
+    events: list[str] = []
+    port = free_port()
+
+    def ingest(raw: bytes, source: str):
+        events.append("commit")
+        return Outcome("created", "1")
+
+    def flush() -> None:
+        events.append("flush")
+
+    server = await start_listener("127.0.0.1", port, "smtp", 10_000_000,
+                                  IngestHandler(ingest, False, (), GroupCommit(flush)))
+    try:
+        assert await asyncio.to_thread(deliver, port) == 250
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert events == ["commit", "flush"]

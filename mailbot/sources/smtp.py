@@ -1,5 +1,7 @@
-"""The built-in SMTP/LMTP listener (aiosmtpd): 250 only after the commit.
+"""The built-in SMTP/LMTP listener (aiosmtpd): 250 only after a durable commit.
 
+Mails arriving at the same time over several sessions are committed one transaction
+each and then made durable together by one group flush before each gets its 250.
 A temporary failure answers 451 so the sending MTA retries; a mail over the size
 limit gets 552 from aiosmtpd itself.  LMTP answers one line per recipient.
 """
@@ -25,12 +27,38 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, please try again later"
 UNKNOWN_RECIPIENT = "550 5.1.1 No such support mailbox here"
 
 
+class GroupCommit:
+    """Makes concurrent commits durable with one flush for all that waited on it."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+        self._lock = asyncio.Lock()
+        self._requested = 0
+        self._flushed = 0
+
+    async def durable(self) -> None:
+        """Return once everything committed before this call is on disk."""
+        self._requested += 1
+        ticket = self._requested
+        async with self._lock:
+            if self._flushed >= ticket:
+                return
+            target = self._requested
+            await asyncio.to_thread(self._flush)
+            self._flushed = target
+
+
 class IngestHandler:
-    """aiosmtpd handler that files each mail through the pipeline."""
+    """aiosmtpd handler that files each mail through the pipeline.
+
+    ``ingest`` files without syncing when ``commits`` is given; the group commit then
+    makes the mail durable before the 250.  Without it, ``ingest`` must be durable itself.
+    """
 
     def __init__(self, ingest: Callable[[bytes, str], Outcome], lmtp: bool,
-                 recipients: tuple[str, ...] = ()) -> None:
+                 recipients: tuple[str, ...] = (), commits: GroupCommit | None = None) -> None:
         self.ingest = ingest
+        self.commits = commits
         self.lmtp = lmtp
         self.recipients = frozenset(a.lower() for a in recipients)
         self.accepting = True
@@ -53,6 +81,8 @@ class IngestHandler:
         try:
             raw = envelope.original_content or envelope.content
             outcome = await asyncio.to_thread(self.ingest, bytes(raw), "smtp")
+            if self.commits is not None:
+                await self.commits.durable()
         except TemporaryFailure as exc:
             log.warning("SMTP delivery deferred: %s", exc)
             return self._per_recipient(TEMPFAIL, envelope)
