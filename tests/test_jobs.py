@@ -3,9 +3,12 @@ deadline warnings to agents, waiting reminders and auto-close."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 from mails import CUSTOMER, build_mail
+from servers import wait_until
 
 from mailbot import jobs, operator
 
@@ -184,3 +187,52 @@ def test_notification_run_interrupted_midway_sends_each_mail_once(make_desk, mon
         "SELECT t.number, COUNT(o.id) AS n FROM tickets t LEFT JOIN outbox o ON "
         "o.ticket_id = t.id AND o.kind = 'status_changed' GROUP BY t.id ORDER BY t.id")
     assert per_ticket == [{"number": n, "n": 1} for n in numbers]
+
+
+KILLABLE_RUN = """
+import sys
+from datetime import datetime
+from pathlib import Path
+from mailbot import jobs
+from mailbot.config import load
+from mailbot.context import open_context
+now = datetime.fromisoformat(sys.argv[2])
+ctx = open_context(load(Path(sys.argv[1])), clock=lambda: now)
+print("ready", flush=True)
+sys.stdin.readline()
+jobs.status_notifications(ctx, now)
+print("done", flush=True)
+"""
+
+
+def test_notification_run_killed_for_real_sends_each_mail_once(make_desk):
+    """A notification process killed with SIGKILL mid-run, then run again, tells every
+    customer exactly once."""
+    desk = make_desk(TUESDAY_10)
+    numbers = [new_ticket(desk) for _ in range(40)]
+    for number in numbers:
+        operator.set_status(desk.ctx, number, "waiting")
+    later = (desk.now + 5 * MINUTE).isoformat()
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN,
+                              str(desk.instance.config_path), later],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    wait_until(lambda: status_rows(desk) > 0 or child.poll() is not None, 20,
+               message="the first status mail of the run")
+    child.kill()
+    child.wait(10)
+    before = status_rows(desk)
+    desk.now = datetime.fromisoformat(later) + MINUTE
+    assert desk.run(jobs.status_notifications) == len(numbers) - before
+    per_ticket = desk.ctx.store.rows(
+        "SELECT COUNT(o.id) AS n FROM tickets t LEFT JOIN outbox o ON "
+        "o.ticket_id = t.id AND o.kind = 'status_changed' GROUP BY t.id")
+    assert [r["n"] for r in per_ticket] == [1] * len(numbers)
+
+
+def status_rows(desk) -> int:
+    """How many status mails are in the outbox (read by a second process's commits)."""
+    return desk.ctx.store.row("SELECT COUNT(*) AS n FROM outbox "
+                              "WHERE kind = 'status_changed'")["n"]
