@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -92,7 +93,11 @@ def ingest(obj: dict, files: tuple[Path, ...]) -> None:
 
     Exit 0 when filed, 75 on a temporary failure (the MTA retries), 65 when quarantined.
     """
-    ctx = _context(obj)
+    try:
+        ctx = _context(obj)
+    except (sqlite3.Error, OSError) as exc:  # e.g. a database locked during start-up
+        click.echo(f"temporary failure: cannot open the store: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
     sources = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
     code = 0
     for name, read in sources:
