@@ -125,8 +125,9 @@ def tickets() -> None:
 @click.pass_obj
 def tickets_list(obj: dict, show_all: bool, as_json: bool) -> None:
     """Tickets in the order agents should work them."""
-    rows = views.ticket_list(_context(obj), show_all)
-    _emit(rows, as_json, views.ticket_list_text(rows))
+    ctx = _context(obj)
+    rows = views.ticket_list(ctx, show_all)
+    _emit(rows, as_json, views.ticket_list_text(rows, ctx.config.policy.calendar.timezone))
 
 
 @tickets.command("show")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from mailbot import lifecycle
 from mailbot.config import Config
@@ -31,16 +32,18 @@ def ticket_list(ctx: Context, show_all: bool) -> list[dict]:
     return [{k: (bool(r[k]) if k == "entitled" else r[k]) for k in keys} for r in rows]
 
 
-def ticket_list_text(rows: list[dict]) -> str:
-    """A table of tickets for the terminal."""
+def ticket_list_text(rows: list[dict], zone: str) -> str:
+    """A table of tickets for the terminal; deadlines in the support's local time, and a
+    star marks customers with a contract."""
     if not rows:
         return "no tickets"
-    lines = [f"{'NUMBER':<14} {'PRIO':<7} {'STATUS':<9} {'DUE':<17} {'CONTACT':<28} SUBJECT"]
+    lines = [f"{'NUMBER':<14} {'PRIO':<7} {'STATUS':<9} {'DUE':<17} {'CONTACT':<28}  SUBJECT"]
     for r in rows:
-        due = (r["first_response_due"] or "")[:16]
+        due = datetime.fromisoformat(r["first_response_due"]).astimezone(ZoneInfo(zone)) \
+            .strftime("%Y-%m-%d %H:%M") if r["first_response_due"] else "-"
         mark = "*" if r["entitled"] else " "
         lines.append(f"{r['number']:<14} {r['priority']:<7} {r['status']:<9} {due:<17} "
-                     f"{(r['contact'] or ''):<28}{mark}{r['subject'][:60]}")
+                     f"{(r['contact'] or ''):<28} {mark}{r['subject'][:60]}")
     return "\n".join(lines)
 
 
