@@ -12,6 +12,7 @@ import secrets
 import sys
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +67,16 @@ class TicketsConfig:
     number_format: str = "{date:%Y%m%d}{counter:04d}"
     closed_followup: Literal["new_linked", "reopen", "reopen_within_days"] = "new_linked"
     reopen_days: int = 14
+
+    def __post_init__(self) -> None:
+        if "{counter" not in self.number_format:
+            raise ValueError(f"number_format {self.number_format!r} must contain {{counter}}, "
+                             "or ticket numbers would repeat")
+        try:
+            self.number_format.format(date=datetime.now(UTC), counter=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"number_format {self.number_format!r} is not usable: {exc!r}; "
+                             "use {date:...} and {counter:...}") from exc
 
 
 @dataclass(frozen=True)

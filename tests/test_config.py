@@ -150,3 +150,17 @@ def test_run_reports_a_taken_port_and_exits(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 69
     assert f"listener 127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.parametrize(("number_format", "reason"), [
+    ("{date:%Y%m%d}", "must contain {counter}"),
+    ("{customer}-{counter}", "is not usable"),
+])
+def test_unusable_ticket_number_format_is_refused(tmp_path: Path, number_format: str,
+                                                  reason: str) -> None:
+    """A ticket number format that would repeat or cannot be filled stops the start."""
+    path = tmp_path / "mailbot.toml"
+    path.write_text(f"[tickets]\nnumber_format = '{number_format}'\n")
+    with pytest.raises(ConfigError, match=reason) as error:
+        config.load(path)
+    assert error.value.path == "tickets"
