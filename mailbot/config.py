@@ -7,6 +7,7 @@ file runs the embedded defaults: SQLite under ``./data``, the SMTP listener on
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -21,6 +22,8 @@ from mailbot.facts import FactsConfig, compile_facts
 from mailbot.message import Limits
 from mailbot.policy import build_policy
 from mailbot.policyconfig import PolicyConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "mailbot.toml"
 SECRET_ENV = "MAILBOT_SECRET"  # noqa: S105 - the variable name, not a secret
@@ -308,4 +311,6 @@ def signing_secret(config: Config) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
         os.replace(tmp, key_file)
+        log.warning("generated a signing secret in %s: back it up with the data directory, "
+                    "or links and reply addresses in sent mails stop working", key_file)
     return key_file.read_text(encoding="utf-8").strip()

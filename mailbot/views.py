@@ -143,6 +143,8 @@ def config_summary(config: Config) -> str:
         f"  outbound: {relay}",
         f"  web: {config.web.base_url}" if config.web.enabled else "  web: off",
         f"  signing secret: {'configured' if config.support.signing_secret else 'generated'}",
+        f"  agents in the config: {len(config.team.agents)}"
+        + (f", plus the file {config.team.file}" if config.team.file else ""),
     ]
     lines += [f"  imap: {c.label} folder {c.folder} ({c.security}) -> "
               f"{c.done_folder or 'flag Seen'}" for c in config.imap]
