@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mailbot import spool
+from mailbot import quotes, spool
 from mailbot.compose import Envelope
 from mailbot.context import Context
 from mailbot.message import Message
@@ -47,16 +47,25 @@ def agents_about_message(ctx: Context, ticket: dict, msg: Message | None, kind: 
         return
     attachments = tuple((a.filename, a.content_type, a.payload) for a in msg.attachments) \
         if msg else ()
-    body = msg.text if msg else text
+    body, shortened = _new_text(msg, kind) if msg else (text, False)
     sender = (msg.from_name or msg.from_addr) if msg else ticket["subject"]
     envelope = Envelope(to=to, from_name=f"{sender} via {ctx.config.support.name}",
                         in_reply_to=msg.message_id if msg else "",
                         reply_to=ctx.composer.reply_address(ticket["number"]),
                         auto_submitted="auto-generated", attachments=attachments)
-    values = {**ticket_facts(ctx, ticket), "text": body, "subject": ticket["subject"]}
+    values = {**ticket_facts(ctx, ticket), "text": body, "shortened": shortened,
+              "subject": ticket["subject"]}
     outgoing = ctx.composer.build(kind, ctx.config.service.language, ticket["number"],
                                   envelope, values, now)
     enqueue(ctx, ticket["id"], outgoing, now)
+
+
+def _new_text(msg: Message, kind: str) -> tuple[str, bool]:
+    """What agents read of a customer mail: a follow-up without the quoted history."""
+    if kind != "agent_followup":
+        return msg.text, False
+    latest = quotes.latest_reply(msg.text)
+    return (latest, True) if latest and latest != msg.text.strip() else (msg.text, False)
 
 
 def agents_alert(ctx: Context, ticket: dict | None, kind: str, values: dict,

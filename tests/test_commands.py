@@ -154,6 +154,21 @@ def test_agent_attachments_reach_the_customer(make_desk):
     assert [a["filename"] for a in out[0]["attachments"]] == [manual[0]]
 
 
+def test_followup_reaches_agents_without_the_quoted_history(make_desk):
+    """Agents read only the customer's new words; the full mail stays on the ticket."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    text = ("Die Version ist 4.2.1.\n\nAm 24.11.2026 um 10:00 schrieb Support:\n"
+            "> vielen Dank für Ihre Nachricht.\n> Ticketnummer " + number + "\n")
+    desk.receive(build_mail(subject=f"Re: [Ticket#{number}] Drucker", text=text))
+    [followup] = desk.outbox(kind="agent_followup")
+    body = followup.get_content()
+    assert "Die Version ist 4.2.1." in body and "vielen Dank" not in body
+    assert "Zitierter Verlauf ausgeblendet" in body
+    stored = desk.instance.cli_json("tickets", "show", number)["messages"][-1]["body"]
+    assert "vielen Dank für Ihre Nachricht." in stored
+
+
 def test_taking_a_new_ticket_opens_it(make_desk):
     """#take alone makes the agent the owner and opens the ticket, with one status mail."""
     desk = make_desk(TUESDAY_10)
