@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from mailbot import escalation, spool, tickets, triage
+from mailbot import escalation, quotes, spool, tickets, triage
 from mailbot.store import tickets as tq
 from mailbot.store import web as wq
 from mailbot.webkit import STATE, PageError, WebState, open_ticket, security_headers
@@ -151,7 +151,8 @@ def ticket_values(state: WebState, ticket: dict, token: str, text: str, error: s
         "deadline_text": moment(ticket["first_response_due"], zone, language),
         "escalated_text": moment(ticket["escalated_at"], zone, language),
         "escalate_href": f"../escalate/{quote(escalate_token, safe='')}",
-        "messages": [{**m, "when": moment(m["created_at"], zone, language)}
+        "messages": [{**m, "when": moment(m["created_at"], zone, language),
+                      "short": _without_history(m)}
                      for m in wq.public_messages(ctx.store, ticket["id"])],
         "support_name": ctx.config.support.name,
         "csrf": state.forms.field("ticket", token),
@@ -181,3 +182,11 @@ def _escalated(state: WebState, ticket: dict, already: bool) -> web.Response:
         "ticket": ticket, "already": already,
         "escalated_text": moment(ticket["escalated_at"], zone, language),
         "deadline_text": moment(ticket["first_response_due"], zone, language)})
+
+
+def _without_history(message: dict) -> str:
+    """A customer mail's new words when it quotes earlier mails, else ``""``."""
+    if message["direction"] != "in":
+        return ""
+    latest = quotes.latest_reply(message["body"])
+    return latest if latest and latest != message["body"].strip() else ""

@@ -266,6 +266,18 @@ async def test_ticket_page_shows_state_deadline_and_public_thread_only(ctx, clie
     assert 'href="../escalate/' in html and "fehler.png" in html
 
 
+async def test_quoted_history_is_folded_away_on_the_page(ctx, client, ticket):
+    """A follow-up shows its new words; the quoted history stays behind "whole message"."""
+    tq.add_message(ctx.store, {"ticket_id": ticket["id"], "direction": "in",
+                               "body": "Neu: Version 4.2.1\n\nAm 24.11.2026 um 10:00 schrieb "
+                                       "Support:\n> Alter Text im Zitat",
+                               "created_at": "2026-11-24T13:00:00+00:00"})
+    html = await page(client, links(ctx)["ticket"])
+    shown, _, folded = html.partition("<details>")
+    assert "Neu: Version 4.2.1" in shown and "Alter Text im Zitat" not in shown
+    assert "Ganze Nachricht anzeigen" in folded and "Alter Text im Zitat" in folded
+
+
 async def test_ticket_page_never_shows_another_ticket(ctx, client, ticket):
     """My ticket link shows my ticket only, even when other tickets exist."""
     other = file_ticket(ctx, customer_mail(subject="Fremdes Anliegen", body="Nicht für Sie\n",
