@@ -196,7 +196,8 @@ def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict
 def _ensure_contact(ctx: Context, msg: Message, identity: Identity) -> int | None:
     if not msg.from_addr:
         return None
-    dq.clear_bounce(ctx.store, msg.from_addr)
+    if identity.contact and identity.contact["bounced_at"]:
+        dq.clear_bounce(ctx.store, msg.from_addr)
     account_id = identity.account["id"] if identity.account else None
     if identity.contact and (identity.contact["account_id"] or not account_id):
         return identity.contact["id"]

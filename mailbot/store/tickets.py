@@ -17,10 +17,10 @@ _UPDATABLE = frozenset({
 
 def next_counter(store: Store, day: str) -> int:
     """The next ticket counter of ``day``; call inside the ticket's transaction."""
-    store.execute(
+    return store.row(
         "INSERT INTO ticket_counters(day, counter) VALUES (?, 1) "
-        "ON CONFLICT(day) DO UPDATE SET counter = counter + 1", (day,))
-    return store.row("SELECT counter FROM ticket_counters WHERE day = ?", (day,))["counter"]
+        "ON CONFLICT(day) DO UPDATE SET counter = counter + 1 RETURNING counter",
+        (day,))["counter"]
 
 
 def number_taken(store: Store, number: str) -> bool:
