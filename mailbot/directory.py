@@ -74,40 +74,50 @@ def import_file(store: Store, path: Path, policy: Policy | None = None) -> dict[
 
 def _import(store: Store, data: dict, source: str, policy: Policy | None) -> dict[str, int]:
     for i, row in enumerate(data.get("contracts", [])):
-        where = f"{source}: contracts[{i}]"
-        _require(row, ("name",), where)
-        record = {"name": row["name"], "tier": row.get("tier", "none"),
-                  "raise_levels": row.get("raise_levels"), "calendar": row.get("calendar", ""),
-                  "description": row.get("description", ""), "targets": row.get("targets", {})}
-        if policy is not None:
-            _check_contract(record, policy, where)
-        q.upsert_contract(store, record)
-    keys = {}
+        _import_contract(store, row, f"{source}: contracts[{i}]", policy)
+    keys: dict[str, int] = {}
     for i, row in enumerate(data.get("accounts", [])):
-        where = f"{source}: accounts[{i}]"
-        _require(row, ("name",), where)
-        if row.get("contract") and not q.contract(store, row["contract"]):
-            q.upsert_contract(store, {"name": row["contract"], "tier": row.get(
-                "contract_tier", "maintenance"), "raise_levels": None, "calendar": "",
-                "description": "", "targets": {}})
-        account_id = q.upsert_account(store, {
-            "name": row["name"], "customer_number": str(row.get("customer_number") or "") or None,
-            "domains": [d.lower() for d in row.get("domains", [])],
-            "contract": row.get("contract") or None, "language": row.get("language", "")})
-        keys[row["name"]] = keys[str(row.get("customer_number") or row["name"])] = account_id
+        _import_account(store, row, f"{source}: accounts[{i}]", keys)
     for i, row in enumerate(data.get("contacts", [])):
-        where = f"{source}: contacts[{i}]"
-        _require(row, ("address",), where)
-        account = str(row.get("account") or "")
-        if account and account not in keys:
-            found = q.account_by_customer_number(store, account)
-            if not found:
-                raise DirectoryImportError(f"{where}: account {account!r} is not defined")
-            keys[account] = found["id"]
-        q.upsert_contact(store, {"address": row["address"], "name": row.get("name", ""),
-                                 "account_id": keys.get(account), "phone": row.get("phone", ""),
-                                 "language": row.get("language", "")})
+        _import_contact(store, row, f"{source}: contacts[{i}]", keys)
     return {k: len(data.get(k, [])) for k in ("contracts", "accounts", "contacts")}
+
+
+def _import_contract(store: Store, row: dict, where: str, policy: Policy | None) -> None:
+    _require(row, ("name",), where)
+    record = {"name": row["name"], "tier": row.get("tier", "none"),
+              "raise_levels": row.get("raise_levels"), "calendar": row.get("calendar", ""),
+              "description": row.get("description", ""), "targets": row.get("targets", {})}
+    if policy is not None:
+        _check_contract(record, policy, where)
+    q.upsert_contract(store, record)
+
+
+def _import_account(store: Store, row: dict, where: str, keys: dict[str, int]) -> None:
+    """Import one account; remember its id under its name and its customer number."""
+    _require(row, ("name",), where)
+    if row.get("contract") and not q.contract(store, row["contract"]):
+        q.upsert_contract(store, {"name": row["contract"], "tier": row.get(
+            "contract_tier", "maintenance"), "raise_levels": None, "calendar": "",
+            "description": "", "targets": {}})
+    account_id = q.upsert_account(store, {
+        "name": row["name"], "customer_number": str(row.get("customer_number") or "") or None,
+        "domains": [d.lower() for d in row.get("domains", [])],
+        "contract": row.get("contract") or None, "language": row.get("language", "")})
+    keys[row["name"]] = keys[str(row.get("customer_number") or row["name"])] = account_id
+
+
+def _import_contact(store: Store, row: dict, where: str, keys: dict[str, int]) -> None:
+    _require(row, ("address",), where)
+    account = str(row.get("account") or "")
+    if account and account not in keys:
+        found = q.account_by_customer_number(store, account)
+        if not found:
+            raise DirectoryImportError(f"{where}: account {account!r} is not defined")
+        keys[account] = found["id"]
+    q.upsert_contact(store, {"address": row["address"], "name": row.get("name", ""),
+                             "account_id": keys.get(account), "phone": row.get("phone", ""),
+                             "language": row.get("language", "")})
 
 
 def _check_contract(record: dict, policy: Policy, where: str) -> None:
