@@ -49,10 +49,13 @@ class Verdict:
 
 
 _OOF_SUBJECT_RE = re.compile(
-    r"(?:(?:re|aw|wg|fw|fwd|antw)\s*:\s*)*"
+    r"(?:(?:re|aw|wg|fw|fwd|antw|tr|rv|r)\s*:\s*)*"
     r"(?:abwesenheitsnotiz|automatische antwort|out of (?:the )?office|auto-?reply|"
     r"automatic reply|autoreply|i am out of the office|i'm out of the office|"
-    r"ich bin nicht im büro|abwesenheit|(?:vacation|urlaub|abwesend)\b\s*(?:[:(-]|$))",
+    r"ich bin nicht im büro|abwesenheit|(?:vacation|urlaub|abwesend)\b\s*(?:[:(-]|$)|"
+    # Exchange/Outlook out-of-office subjects in French, Spanish, Italian, Dutch, Polish
+    r"r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|"
+    r"automatisch antwoord|odpowied[źz] automatyczna)",
     re.IGNORECASE)
 # Headers of our original mail that identify it, most specific first.
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
