@@ -60,6 +60,7 @@ def wait_until(
     Raises AssertionError naming `message` (or the predicate) when `timeout` seconds pass.
     """
     deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set: its timed wait is the poll interval
     while True:
         result = predicate()
         if result:
@@ -67,7 +68,7 @@ def wait_until(
         if time.monotonic() >= deadline:
             what = message or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for: {what}")
-        time.sleep(interval)
+        pause.wait(interval)
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,15 +328,17 @@ class Dovecot:
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Wait until the IMAP port answers with a greeting; raise with the log if it fails."""
         deadline = time.monotonic() + timeout
-        while True:
+
+        def greets() -> bool:
             if self._process is None or self._process.poll() is not None:
                 raise RuntimeError(f"Dovecot is not running:\n{self._diagnostics()}")
-            if self._greets(deadline):
-                return
-            if time.monotonic() >= deadline:
-                problem = f"Dovecot did not greet within {timeout}s"
-                raise RuntimeError(f"{problem}:\n{self._diagnostics()}")
-            time.sleep(0.01)
+            return self._greets(deadline)
+
+        try:
+            wait_until(greets, timeout, interval=0.01, message="Dovecot's greeting")
+        except AssertionError as exc:
+            raise RuntimeError(f"Dovecot did not greet within {timeout}s:\n"
+                               f"{self._diagnostics()}") from exc
 
     def _greets(self, deadline: float) -> bool:
         """Return True if a TCP connect to the IMAP port gets an `* OK` greeting."""

@@ -42,6 +42,7 @@ class FakeTransport:
         self.errors = list(errors)
         self.sent: list[tuple[str, list[str], bytes]] = []
         self.sessions = 0
+        self.delivered = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[FakeTransport]:
@@ -54,6 +55,7 @@ class FakeTransport:
         if self.errors:
             raise self.errors.pop(0)
         self.sent.append((sender, recipients, raw))
+        self.delivered.set()
 
 
 TEMPORARY = DeliveryError("451 4.3.0 try later", permanent=False)
@@ -172,12 +174,10 @@ async def test_sender_task_delivers_as_soon_as_it_is_woken(tmp_path):
     transport = FakeTransport()
     sender, stop = Sender(ctx, transport), asyncio.Event()
     task = asyncio.create_task(sender.run(stop))
-    await asyncio.sleep(0)  # let it start and go idle
     queue(ctx)
     sender.notify()
     async with asyncio.timeout(5):
-        while not transport.sent:
-            await asyncio.sleep(0.01)
+        await transport.delivered.wait()
         stop.set()
         await task
     assert row(ctx)["status"] == "sent"
