@@ -8,11 +8,12 @@ that records it as done.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from mailbot import notify, tickets, triage
-from mailbot.bizhours import BusinessDuration, add_business_time, is_open
+from mailbot.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
 from mailbot.compose import Envelope
 from mailbot.context import Context
 from mailbot.outbox import enqueue
@@ -34,6 +35,19 @@ def run_all(ctx: Context, now: datetime) -> dict[str, int]:
     if any(counts.values()):
         ctx.on_outbox()
     return counts
+
+
+def _calendars(ctx: Context) -> Callable[[dict], BusinessCalendar]:
+    """A ticket's calendar for one job run: each contract's is looked up once, not per ticket."""
+    known: dict[str | None, BusinessCalendar] = {}
+
+    def calendar_of(ticket: dict) -> BusinessCalendar:
+        name = ticket.get("contract")
+        if name not in known:
+            known[name] = triage.calendar_of(ctx, ticket)
+        return known[name]
+
+    return calendar_of
 
 
 def customer_mail(ctx: Context, ticket: dict, kind: str, values: dict, now: datetime) -> bool:
@@ -79,9 +93,10 @@ def _notify_status(ctx: Context, ticket_id: int, events: list[dict], now: dateti
 def deadline_warnings(ctx: Context, now: datetime) -> int:
     """Warn agents once before a response deadline and once when it is breached."""
     lead = timedelta(minutes=ctx.config.notifications.warning_minutes)
+    calendar_of = _calendars(ctx)
     sent = 0
     for ticket in jq.tickets_with_deadlines(ctx.store):
-        if not is_open(triage.calendar_of(ctx, ticket), now):
+        if not is_open(calendar_of(ticket), now):
             continue
         for label, key in (("first response", "first_response_due"), ("update", "update_due")):
             if key == "first_response_due" and ticket["first_response_at"]:
@@ -114,11 +129,12 @@ def waiting_reminders(ctx: Context, now: datetime) -> int:
     days = ctx.config.notifications.waiting_reminder_days
     if days <= 0:
         return 0
+    calendar_of = _calendars(ctx)
     sent = 0
     for ticket in jq.tickets_in_status_since(ctx.store, "waiting"):
         if not ticket["since"]:
             continue
-        due = add_business_time(triage.calendar_of(ctx, ticket),
+        due = add_business_time(calendar_of(ticket),
                                 datetime.fromisoformat(ticket["since"]), BusinessDuration(days))
         if now < due:
             continue
@@ -147,7 +163,7 @@ def auto_close(ctx: Context, now: datetime) -> int:
             if current["status"] != "resolved":
                 continue
             tickets.change_status(ctx, current, "closed", now)
-            pending = jq.pending_status_events(ctx.store).get(current["id"], [])
+            pending = jq.pending_status_events_of(ctx.store, current["id"])
             jq.mark_notified(ctx.store, [e["id"] for e in pending], now)
             customer_mail(ctx, current, "auto_closed", {"days": days}, now)
             closed += 1

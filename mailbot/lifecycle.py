@@ -27,8 +27,9 @@ def check_transition(current: str, target: str) -> None:
 
 
 def after_customer_reply(current: str) -> str:
-    """The status a customer's follow-up leads to: waiting and resolved tickets reopen."""
-    return "open" if current in ("waiting", "resolved") else current
+    """The status a customer's follow-up leads to: waiting, resolved and closed tickets
+    reopen (a closed one only reaches here when the configuration says to reopen it)."""
+    return "open" if current in ("waiting", "resolved", "closed") else current
 
 
 def closed_followup_action(mode: str, days_closed: float, reopen_days: int) -> str:

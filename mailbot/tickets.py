@@ -100,13 +100,7 @@ def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.Thr
                     now: datetime) -> Outcome:
     """Append a customer's follow-up to its ticket, reopening it where the lifecycle says."""
     store_message(ctx, ticket["id"], msg, "in", now)
-    tq.add_event(ctx.store, ticket["id"], "customer_reply",
-                 {"from": msg.from_addr, "threaded_by": match.how}, now, actor=msg.from_addr)
-    target = lifecycle.after_customer_reply(ticket["status"])
-    if ticket["status"] == "closed":
-        target = "open"
-    change_status(ctx, ticket, target, now, actor=msg.from_addr)
-    triage.after_customer_reply(ctx, ticket, now)
+    _customer_wrote(ctx, ticket, msg.from_addr, {"threaded_by": match.how}, now)
     notify.agents_about_message(ctx, ticket, msg, "agent_followup", now)
     return Outcome("followup", ticket["number"], f"threaded by {match.how}")
 
@@ -120,14 +114,20 @@ def append_customer_text(ctx: Context, ticket: dict, text: str, via: str,
         "ticket_id": ticket["id"], "direction": "in", "from_addr": address,
         "from_name": contact["name"] if contact else "", "to_addrs": [],
         "subject": ticket["subject"], "body": text, "created_at": now})
-    tq.add_event(ctx.store, ticket["id"], "customer_reply", {"from": address, "via": via}, now,
-                 actor=address or "customer")
-    target = "open" if ticket["status"] == "closed" else \
-        lifecycle.after_customer_reply(ticket["status"])
-    change_status(ctx, ticket, target, now, actor=address or "customer")
-    triage.after_customer_reply(ctx, ticket, now)
+    _customer_wrote(ctx, ticket, address, {"via": via}, now)
     notify.agents_about_message(ctx, ticket, None, "agent_followup", now, text=text)
     return row
+
+
+def _customer_wrote(ctx: Context, ticket: dict, address: str, how: dict,
+                    now: datetime) -> None:
+    """The event, the reopening and the update clock of a customer's follow-up."""
+    actor = address or "customer"
+    tq.add_event(ctx.store, ticket["id"], "customer_reply", {"from": address, **how}, now,
+                 actor=actor)
+    change_status(ctx, ticket, lifecycle.after_customer_reply(ticket["status"]), now,
+                  actor=actor)
+    triage.after_customer_reply(ctx, ticket, now)
 
 
 def change_status(ctx: Context, ticket: dict, target: str, now: datetime,

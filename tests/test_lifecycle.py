@@ -47,6 +47,7 @@ def test_unknown_status_is_refused_with_the_known_ones():
 
 @pytest.mark.parametrize(("current", "after"), [
     ("new", "new"), ("open", "open"), ("waiting", "open"), ("resolved", "open"),
+    ("closed", "open"),
 ])
 def test_customer_reply_table(current, after):
     """A customer's reply reopens tickets that wait for them or were resolved."""

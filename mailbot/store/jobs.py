@@ -10,9 +10,20 @@ from mailbot.store import Store, iso
 
 def pending_status_events(store: Store) -> dict[int, list[dict]]:
     """Status events no customer has been told about yet, grouped by ticket, in order."""
+    return _grouped(store.rows("SELECT * FROM events WHERE kind = 'status' "
+                               "AND notified_at IS NULL ORDER BY ticket_id, id"))
+
+
+def pending_status_events_of(store: Store, ticket_id: int) -> list[dict]:
+    """One ticket's status events no customer has been told about yet, in order."""
+    return _grouped(store.rows("SELECT * FROM events WHERE kind = 'status' AND "
+                               "notified_at IS NULL AND ticket_id = ? ORDER BY id",
+                               (ticket_id,))).get(ticket_id, [])
+
+
+def _grouped(rows: list[dict]) -> dict[int, list[dict]]:
     grouped: dict[int, list[dict]] = {}
-    for row in store.rows("SELECT * FROM events WHERE kind = 'status' AND notified_at IS NULL "
-                          "ORDER BY ticket_id, id"):
+    for row in rows:
         row["data"] = json.loads(row["data"])
         grouped.setdefault(row["ticket_id"], []).append(row)
     return grouped
