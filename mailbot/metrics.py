@@ -15,7 +15,6 @@ from prometheus_client.core import GaugeMetricFamily
 from mailbot.health import Health
 from mailbot.store import Store
 from mailbot.store import mail as mq
-from mailbot.store import web as wq
 
 OUTCOMES = ("created", "followup", "duplicate", "note", "ignored", "quarantined")
 OUTBOX_GAUGED = ("pending", "failed")
@@ -77,7 +76,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=self.registry)
         for outcome in OUTCOMES:
             self.ingested_total.labels(outcome)
-        self.store = store
         self.registry.register(ScrapeTimeCollector(store, health or Health()))
 
     def ingested(self, outcome) -> None:
@@ -88,14 +86,12 @@ class Metrics:
         elif outcome.status == "created":
             self.tickets_created_total.inc()
 
-    def sent(self, row: dict) -> None:
+    def sent(self, row: dict, sent_at: datetime) -> None:
         """Observe the acknowledgement latency of a delivered outbox row (called by the sender)."""
-        if row["kind"] != "acknowledgement":
+        if row["kind"] != "acknowledgement" or not row.get("created_at"):
             return
-        sent_at = wq.outbox_sent_at(self.store, row["id"])
-        if sent_at and row.get("created_at"):
-            latency = datetime.fromisoformat(sent_at) - datetime.fromisoformat(row["created_at"])
-            self.ack_latency.observe(max(0.0, latency.total_seconds()))
+        latency = sent_at - datetime.fromisoformat(row["created_at"])
+        self.ack_latency.observe(max(0.0, latency.total_seconds()))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (reads the store)."""

@@ -82,16 +82,18 @@ async def _deliver(ctx: Context, transport, row: dict) -> int:
     except DeliveryError as exc:
         await asyncio.to_thread(_failed, ctx, row, exc)
         return 0
-    await asyncio.to_thread(_sent, ctx, row["id"])
+    sent_at = await asyncio.to_thread(_sent, ctx, row["id"])
     log.info("sent %s %s to %s", row["kind"], row["message_id"], ", ".join(row["recipients"]))
     if ctx.metrics is not None:
-        ctx.metrics.sent(row)
+        ctx.metrics.sent(row, sent_at)
     return 1
 
 
-def _sent(ctx: Context, row_id: int) -> None:
+def _sent(ctx: Context, row_id: int) -> datetime:
+    now = ctx.clock()
     with ctx.store.transaction(durable=False):
-        mq.mark_sent(ctx.store, row_id, ctx.clock())
+        mq.mark_sent(ctx.store, row_id, now)
+    return now
 
 
 def _failed(ctx: Context, row: dict, exc: DeliveryError) -> None:

@@ -45,9 +45,3 @@ def first_message_id(store: Store, ticket_id: int) -> str:
     row = store.row("SELECT message_id FROM messages WHERE ticket_id = ? AND direction = 'in' "
                     "AND message_id != '' ORDER BY id LIMIT 1", (ticket_id,))
     return row["message_id"] if row else ""
-
-
-def outbox_sent_at(store: Store, row_id: int) -> str | None:
-    """When an outbox row was delivered (stored ISO time), or None."""
-    row = store.row("SELECT sent_at FROM outbox WHERE id = ?", (row_id,))
-    return row["sent_at"] if row else None
