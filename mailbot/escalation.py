@@ -17,6 +17,7 @@ from mailbot import lifecycle, tickets, triage
 from mailbot.compose import LANGUAGES, Envelope
 from mailbot.context import Context
 from mailbot.outbox import enqueue
+from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.store import web as wq
 from mailbot.wording import moment
@@ -61,7 +62,7 @@ def escalate(ctx: Context, number: str, phone: str, via: str = "web") -> Result:
         refused = _refusal(ticket)
         if refused:
             return Result(refused, ticket)
-        contact = wq.contact_of(ctx.store, ticket["contact_id"])
+        contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
         _mark(ctx, ticket, phone, via, contact, now)
         ticket = tq.by_id(ctx.store, ticket["id"])
         _mail_agents(ctx, ticket, contact, now)

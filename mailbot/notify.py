@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mailbot import quotes, spool
+from mailbot import quotes
 from mailbot.compose import Envelope
 from mailbot.context import Context
 from mailbot.message import Message
@@ -82,10 +82,3 @@ def agents_alert(ctx: Context, ticket: dict | None, kind: str, values: dict,
     outgoing = ctx.composer.build(kind, ctx.config.service.language, number, envelope,
                                   {**facts, **values}, now)
     enqueue(ctx, ticket["id"] if ticket else None, outgoing, now)
-
-
-def stored_attachments(ctx: Context, message_row: int) -> tuple[tuple[str, str, bytes], ...]:
-    """The attachments of a stored message, read back from disk."""
-    rows = tq.attachments_of(ctx.store, message_row)
-    return tuple((r["filename"], r["content_type"], spool.get(ctx.files_dir, r["sha256"]))
-                 for r in rows)

@@ -14,6 +14,7 @@ from mailbot.store import tickets as tq
 from mailbot.wording import moment
 
 OPEN_STATUSES = ("new", "open", "waiting")
+ATTACHMENT_KEYS = ("filename", "content_type", "size", "sha256")
 
 
 def work_order(row: dict) -> tuple:
@@ -78,7 +79,8 @@ def _message(row: dict) -> dict:
     return {"direction": row["direction"], "from": row["from_addr"],
             "from_name": row["from_name"], "to": row["to_addrs"], "subject": row["subject"],
             "body": row["body"], "message_id": row["message_id"],
-            "created_at": row["created_at"], "attachments": row["attachments"]}
+            "created_at": row["created_at"],
+            "attachments": [{k: a[k] for k in ATTACHMENT_KEYS} for a in row["attachments"]]}
 
 
 def ticket_detail_text(data: dict, zone: str) -> str:

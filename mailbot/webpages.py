@@ -16,6 +16,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from mailbot import escalation, quotes, spool, tickets, triage
+from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.store import web as wq
 from mailbot.webkit import STATE, PageError, WebState, open_ticket, security_headers
@@ -65,7 +66,7 @@ def show_escalation(state: WebState, token: str) -> web.Response:
     ticket = _escalatable(state, token)
     if ticket["escalated_at"]:
         return _escalated(state, ticket, already=True)
-    phone = (wq.contact_of(state.ctx.store, ticket["contact_id"]) or {}).get("phone", "")
+    phone = (dq.contact_by_id(state.ctx.store, ticket["contact_id"]) or {}).get("phone", "")
     return _escalation_form(state, ticket, token, phone, "")
 
 

@@ -85,16 +85,22 @@ def add_event(store: Store, ticket_id: int, kind: str, data: dict, at: datetime,
 def messages(store: Store, ticket_id: int) -> list[dict]:
     """The messages of a ticket in order, each with its attachments."""
     rows = store.rows("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
+    files = attachments_by_message(store, ticket_id)
     for row in rows:
         row["to_addrs"] = json.loads(row["to_addrs"])
-        row["attachments"] = attachments_of(store, row["id"])
+        row["attachments"] = files.get(row["id"], [])
     return rows
 
 
-def attachments_of(store: Store, message_row: int) -> list[dict]:
-    """The attachments of one stored message."""
-    return store.rows("SELECT filename, content_type, size, sha256 FROM attachments "
-                      "WHERE message_row = ? ORDER BY id", (message_row,))
+def attachments_by_message(store: Store, ticket_id: int) -> dict[int, list[dict]]:
+    """The attachments of all of a ticket's messages in one query, by message row."""
+    grouped: dict[int, list[dict]] = {}
+    for row in store.rows(
+            "SELECT a.message_row, a.id, a.filename, a.content_type, a.size, a.sha256 "
+            "FROM attachments a JOIN messages m ON m.id = a.message_row "
+            "WHERE m.ticket_id = ? ORDER BY a.id", (ticket_id,)):
+        grouped.setdefault(row.pop("message_row"), []).append(row)
+    return grouped
 
 
 def events(store: Store, ticket_id: int) -> list[dict]:

@@ -7,6 +7,7 @@ Internal notes (``note``) and robot mail (``auto``) never leave this module.
 from __future__ import annotations
 
 from mailbot.store import Store
+from mailbot.store.tickets import attachments_by_message
 
 PUBLIC_DIRECTIONS = ("in", "out")
 
@@ -17,10 +18,9 @@ def public_messages(store: Store, ticket_id: int) -> list[dict]:
         "SELECT id, direction, from_addr, from_name, subject, body, created_at FROM messages "
         "WHERE ticket_id = ? AND direction IN (?, ?) ORDER BY id",
         (ticket_id, *PUBLIC_DIRECTIONS))
+    files = attachments_by_message(store, ticket_id)
     for row in rows:
-        row["attachments"] = store.rows(
-            "SELECT id, filename, content_type, size FROM attachments WHERE message_row = ? "
-            "ORDER BY id", (row["id"],))
+        row["attachments"] = files.get(row["id"], [])
     return rows
 
 
@@ -31,13 +31,6 @@ def public_attachment(store: Store, ticket_id: int, attachment_id: int) -> dict 
         "JOIN messages m ON m.id = a.message_row "
         "WHERE a.id = ? AND m.ticket_id = ? AND m.direction IN (?, ?)",
         (attachment_id, ticket_id, *PUBLIC_DIRECTIONS))
-
-
-def contact_of(store: Store, contact_id: int | None) -> dict | None:
-    """Address, name and phone of a ticket's contact, or None."""
-    if contact_id is None:
-        return None
-    return store.row("SELECT address, name, phone FROM contacts WHERE id = ?", (contact_id,))
 
 
 def first_message_id(store: Store, ticket_id: int) -> str:
