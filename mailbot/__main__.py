@@ -1,5 +1,5 @@
 """`python -m mailbot` runs the command line."""
 
-from mailbot.cli import main
+from mailbot.app.cli import main
 
 main()

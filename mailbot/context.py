@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailbot.compose import Composer, text_environment
-from mailbot.config import Config, signing_secret
-from mailbot.facts import FactPatterns, compile_facts
-from mailbot.policy import Policy, build_policy
+from mailbot.outbound.compose import Composer, text_environment
+from mailbot.outbound.tokens import Signer
+from mailbot.policy.rules import Policy, build_policy
+from mailbot.reading.facts import FactPatterns, compile_facts
+from mailbot.settings.config import Config, signing_secret
+from mailbot.settings.team import Team
 from mailbot.store import Store
-from mailbot.team import Team
-from mailbot.tokens import Signer
 
 
 def utc_now() -> datetime:

@@ -16,11 +16,11 @@ import pytest
 from daemon_util import Instance
 from servers import Dovecot, ImapAccount, SmtpSink
 
-from mailbot import pipeline
-from mailbot.config import load
 from mailbot.context import Context, open_context
+from mailbot.inbound import pipeline
+from mailbot.settings.config import load
 from mailbot.store import tickets as tq
-from mailbot.tickets import Outcome
+from mailbot.tickets.filing import Outcome
 
 
 @pytest.fixture(scope="session")

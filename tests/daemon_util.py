@@ -24,7 +24,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 from servers import LOOPBACK, ImapAccount, SmtpSink, free_port, wait_until
 
-from mailbot.cli import main as cli_main
+from mailbot.app.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-signing-secret-0123456789"

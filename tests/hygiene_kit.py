@@ -22,10 +22,13 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 from servers import wait_until
 
-from mailbot import cli, config, outbox, pipeline, views
+from mailbot.app import cli, reports
 from mailbot.context import Context, open_context
-from mailbot.tickets import Outcome
-from mailbot.transports import transport_for
+from mailbot.inbound import pipeline
+from mailbot.outbound import outbox
+from mailbot.outbound.transports import transport_for
+from mailbot.settings import config
+from mailbot.tickets.filing import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -104,7 +107,7 @@ def ticket_count(ctx: Context) -> int:
 
 def detail(ctx: Context, number: str) -> dict:
     """The `tickets show --json` document of a ticket."""
-    data = views.ticket_detail(ctx, number)
+    data = reports.ticket_detail(ctx, number)
     assert data is not None, f"no ticket {number}"
     return data
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailbot.bizhours import (
+from mailbot.policy.bizhours import (
     BusinessCalendar,
     BusinessDuration,
     CalendarConfig,

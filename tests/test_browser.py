@@ -19,8 +19,8 @@ from servers import ReceivedMail, SmtpSink, free_port
 from webutil import context_for, customer_mail, file_ticket, links_in, outbox_mails, write_config
 
 from mailbot.context import Context
-from mailbot.health import Health
-from mailbot.web import start_web
+from mailbot.status.health import Health
+from mailbot.web.server import start_web
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mailbot.classify import ClassifyContext, classify
-from mailbot.dsn import Bounce, parse_bounce
-from mailbot.message import Message, ParseError, parse
+from mailbot.reading.classify import ClassifyContext, classify
+from mailbot.reading.dsn import Bounce, parse_bounce
+from mailbot.reading.message import Message, ParseError, parse
 
 DATA = Path(__file__).parent / "data"
 CTX = ClassifyContext(

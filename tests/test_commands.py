@@ -10,8 +10,9 @@ import pytest
 from conftest import AGENTS
 from mails import CUSTOMER, build_mail
 
-from mailbot import commands, jobs, quotes
-from mailbot.commands import Command
+from mailbot.reading import quotes
+from mailbot.tickets import commands, jobs
+from mailbot.tickets.commands import Command
 
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 ANNA = (AGENTS[0]["name"], AGENTS[0]["address"])

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from daemon_util import REPO, Instance, run_mailbot
 
-from mailbot import config
-from mailbot.cli import EX_CONFIG
-from mailbot.cli import main as cli_main
-from mailbot.configschema import ConfigError
+from mailbot.app.cli import EX_CONFIG
+from mailbot.app.cli import main as cli_main
+from mailbot.settings import config
+from mailbot.settings.schema import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailbot.facts import (
+from mailbot.reading.facts import (
     ASKABLE_FACTS,
     FACT_KEYS,
     FactsConfig,

@@ -18,11 +18,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mails import ENCODINGS, build_mail, encoded_mail
 
-from mailbot import classify, pipeline, spool, threads
 from mailbot.context import Context
-from mailbot.message import ParseError, parse
+from mailbot.inbound import pipeline
+from mailbot.reading import classify
+from mailbot.reading.message import ParseError, parse
+from mailbot.store import blobs
 from mailbot.store import mail as mq
 from mailbot.store import tickets as tq
+from mailbot.tickets import threads
 
 FILED = {"created", "followup", "note", "bounce", "agent_reply", "suspicious"}
 OUTCOMES = FILED | {"ignored", "duplicate", "quarantined"}
@@ -178,7 +181,7 @@ def test_ingest_never_raises_and_never_loses_mail(fuzz_ctx: Context, raw: bytes)
     sha = hashlib.sha256(raw).hexdigest()
     record = mq.ingest_by_sha(ctx.store, sha)
     assert record is not None
-    assert spool.get(ctx.spool_dir, sha) == raw
+    assert blobs.get(ctx.spool_dir, sha) == raw
     if outcome.status == "quarantined":
         assert_quarantined(ctx, sha, raw)
     elif outcome.status in FILED:

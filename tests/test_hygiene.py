@@ -32,13 +32,13 @@ from hygiene_kit import (
 from mails import build_mail
 from servers import Dovecot, ImapAccount
 
-from mailbot import jobs, tickets
-from mailbot.config import ImapConfig
 from mailbot.context import Context
-from mailbot.health import Health
-from mailbot.sources.imap import ImapSource
+from mailbot.inbound.imap import ImapSource
+from mailbot.settings.config import ImapConfig
+from mailbot.status.health import Health
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
+from mailbot.tickets import filing, jobs
 
 ROBOT_FILES = sorted((DATA / "robots").glob("*.eml"))
 CUSTOMER_FILES = sorted((DATA / "customers").glob("*.eml"))
@@ -150,7 +150,7 @@ def test_out_of_office_is_a_note_without_status_change(ctx: Context, name: str) 
     number, ack = new_ticket(ctx, sender=(sender.display_name, sender.addr_spec.lower()))
     ticket = tq.by_number(ctx.store, number)
     with ctx.store.transaction():
-        tickets.change_status(ctx, ticket, "waiting", ctx.clock())
+        filing.change_status(ctx, ticket, "waiting", ctx.clock())
     before = len(outbox_rows(ctx))
     outcome = ingest(ctx, CORPUS_ID.sub(ack["message_id"].encode(), raw))
     assert (outcome.status, outcome.ticket_number) == ("note", number)
@@ -210,7 +210,7 @@ def assert_next_notification_held(ctx: Context, number: str, recipient: str) -> 
     """Change the ticket's status: the status mail to the bounced address is held, visibly."""
     ticket = tq.by_number(ctx.store, number)
     with ctx.store.transaction():
-        tickets.change_status(ctx, ticket, "open", ctx.clock(), actor="agent@example.com")
+        filing.change_status(ctx, ticket, "open", ctx.clock(), actor="agent@example.com")
     ctx.clock.advance(minutes=5)
     jobs.run_all(ctx, ctx.clock())
     notification = outbox_rows(ctx)[-1]

@@ -10,11 +10,11 @@ import pytest
 from mails import build_mail
 from servers import Dovecot, ImapAccount
 
-from mailbot.config import ImapConfig
-from mailbot.health import Health
-from mailbot.message import parse
-from mailbot.sources.imap import ImapSource
-from mailbot.tickets import Outcome
+from mailbot.inbound.imap import ImapSource
+from mailbot.reading.message import parse
+from mailbot.settings.config import ImapConfig
+from mailbot.status.health import Health
+from mailbot.tickets.filing import Outcome
 
 
 @pytest.fixture(scope="module")

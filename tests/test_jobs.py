@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from mails import CUSTOMER, build_mail
 from servers import wait_until
 
-from mailbot import jobs, operator
+from mailbot.tickets import actions, jobs
 
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 TUESDAY_1230 = datetime(2026, 11, 24, 11, 30, tzinfo=UTC)
@@ -76,7 +76,7 @@ def test_no_deadline_warning_once_answered(make_desk):
     desk = make_desk(TUESDAY_10)
     number = urgent_ticket(desk)
     desk.now += timedelta(hours=1)
-    operator.reply(desk.ctx, number, "Wir sind dran.", "anna@example.com")
+    actions.reply(desk.ctx, number, "Wir sind dran.", "anna@example.com")
     assert desk.ticket(number)["first_response_met"] == 1
     assert runs(desk, jobs.deadline_warnings, TUESDAY_10 + timedelta(hours=5)) == [0]
 
@@ -85,9 +85,9 @@ def test_status_changes_within_the_window_make_one_mail(make_desk):
     """Two quick status changes reach the customer as one mail with the final status."""
     desk = make_desk(TUESDAY_10)
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, "open")
+    actions.set_status(desk.ctx, number, "open")
     desk.now += timedelta(seconds=10)
-    operator.set_status(desk.ctx, number, "waiting")
+    actions.set_status(desk.ctx, number, "waiting")
     settled = desk.now + timedelta(seconds=60)
     assert runs(desk, jobs.status_notifications, settled - MINUTE / 60, settled,
                 settled + MINUTE) == [0, 1, 0]
@@ -99,11 +99,11 @@ def test_status_change_and_back_sends_nothing(make_desk):
     """A change that is undone within the window is not worth a mail."""
     desk = make_desk(TUESDAY_10)
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, "waiting")
+    actions.set_status(desk.ctx, number, "waiting")
     desk.now += timedelta(minutes=5)
     desk.run(jobs.status_notifications)
-    operator.set_status(desk.ctx, number, "open")
-    operator.set_status(desk.ctx, number, "waiting")
+    actions.set_status(desk.ctx, number, "open")
+    actions.set_status(desk.ctx, number, "waiting")
     assert runs(desk, jobs.status_notifications, desk.now + 2 * MINUTE,
                 desk.now + 60 * MINUTE) == [0, 0]
     assert len(status_mails(desk)) == 1
@@ -113,7 +113,7 @@ def test_customer_is_not_told_about_their_own_reply(make_desk):
     """The ticket reopened by the customer's own reply brings them no status mail."""
     desk = make_desk(TUESDAY_10)
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, "waiting")
+    actions.set_status(desk.ctx, number, "waiting")
     desk.now += timedelta(minutes=5)
     assert desk.run(jobs.status_notifications) == 1
     desk.receive(build_mail(subject=f"Re: [Ticket#{number}] Drucker", text="Version 4.2"))
@@ -126,9 +126,9 @@ def test_only_configured_statuses_are_announced(make_desk):
     """Statuses the configuration does not name change silently."""
     desk = make_desk(TUESDAY_10, notifications={"statuses": ["resolved"]})
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, "waiting")
+    actions.set_status(desk.ctx, number, "waiting")
     assert runs(desk, jobs.status_notifications, desk.now + 5 * MINUTE) == [0]
-    operator.set_status(desk.ctx, number, "resolved")
+    actions.set_status(desk.ctx, number, "resolved")
     assert runs(desk, jobs.status_notifications, desk.now + 5 * MINUTE) == [1]
 
 
@@ -136,7 +136,7 @@ def test_waiting_reminder_after_business_days_once(make_desk):
     """After three business days of waiting the customer is reminded, once."""
     desk = make_desk(TUESDAY_10)
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, "waiting")
+    actions.set_status(desk.ctx, number, "waiting")
     friday_10 = TUESDAY_10 + timedelta(days=3)
     assert runs(desk, jobs.waiting_reminders, friday_10 - MINUTE, friday_10,
                 friday_10 + timedelta(hours=2), friday_10 + timedelta(days=3)) == [0, 1, 0, 0]
@@ -149,7 +149,7 @@ def test_auto_close_after_days_with_one_final_mail(make_desk):
     """A ticket resolved for seven days closes with one final mail and no extra status mail."""
     desk = make_desk(TUESDAY_10)
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, "resolved")
+    actions.set_status(desk.ctx, number, "resolved")
     resolved_at = desk.now
     assert runs(desk, jobs.status_notifications, resolved_at + 2 * MINUTE) == [1]
     week = resolved_at + timedelta(days=7)
@@ -167,7 +167,7 @@ def test_notification_run_interrupted_midway_sends_each_mail_once(make_desk, mon
     desk = make_desk(TUESDAY_10)
     numbers = [new_ticket(desk) for _ in range(3)]
     for number in numbers:
-        operator.set_status(desk.ctx, number, "waiting")
+        actions.set_status(desk.ctx, number, "waiting")
     real_build, calls = desk.ctx.composer.build, []
 
     def crash_on_second(kind, *args, **kwargs):
@@ -193,8 +193,8 @@ KILLABLE_RUN = """
 import sys
 from datetime import datetime
 from pathlib import Path
-from mailbot import jobs
-from mailbot.config import load
+from mailbot.tickets import jobs
+from mailbot.settings.config import load
 from mailbot.context import open_context
 now = datetime.fromisoformat(sys.argv[2])
 ctx = open_context(load(Path(sys.argv[1])), clock=lambda: now)
@@ -211,7 +211,7 @@ def test_notification_run_killed_for_real_sends_each_mail_once(make_desk):
     desk = make_desk(TUESDAY_10)
     numbers = [new_ticket(desk) for _ in range(40)]
     for number in numbers:
-        operator.set_status(desk.ctx, number, "waiting")
+        actions.set_status(desk.ctx, number, "waiting")
     later = (desk.now + 5 * MINUTE).isoformat()
     child = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN,
                               str(desk.instance.config_path), later],

@@ -8,7 +8,7 @@ from itertools import product
 import pytest
 from mails import CUSTOMER, build_mail
 
-from mailbot import lifecycle, operator
+from mailbot.tickets import actions, lifecycle
 
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin, business hours
 SUBJECT = "Drucker druckt nicht"
@@ -68,7 +68,7 @@ def test_customer_reply_reopens_ticket(make_desk, status):
     """When the customer answers a waiting or resolved ticket, it is open again."""
     desk = make_desk(TUESDAY_10)
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, status)
+    actions.set_status(desk.ctx, number, status)
     desk.now += timedelta(hours=1)
     outcome = desk.receive(follow_up(number))
     assert (outcome.status, outcome.ticket_number) == ("followup", number)
@@ -80,8 +80,8 @@ def test_customer_reply_reopens_ticket(make_desk, status):
 def closed_ticket(desk) -> str:
     """A ticket that was resolved and then closed."""
     number = new_ticket(desk)
-    operator.set_status(desk.ctx, number, "resolved")
-    operator.set_status(desk.ctx, number, "closed")
+    actions.set_status(desk.ctx, number, "resolved")
+    actions.set_status(desk.ctx, number, "closed")
     return number
 
 

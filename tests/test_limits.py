@@ -24,8 +24,8 @@ from hygiene_kit import (
 )
 from mails import as_bytes, build_mail
 
-from mailbot import spool
 from mailbot.context import Context
+from mailbot.store import blobs
 from mailbot.store import mail as mq
 
 SMALL_LIMITS = """
@@ -88,7 +88,7 @@ def test_over_limit_is_quarantined_and_retried_after_raising(tmp_path: Path, lim
     assert ticket_count(ctx) == 0
     [entry] = mq.quarantined(ctx.store)
     assert limit in entry["error"]
-    assert spool.get(ctx.spool_dir, entry["sha256"]) == raw
+    assert blobs.get(ctx.spool_dir, entry["sha256"]) == raw
     listed = run_cli(ctx, "quarantine", "list", "--json")
     assert limit in json.loads(listed.output)[0]["error"]
     assert run_cli(ctx, "quarantine", "retry").exit_code == 65  # still over the limit

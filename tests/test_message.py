@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from mails import CUSTOMER, ENCODINGS, SUPPORT, Encoded, build_mail, encoded_mail
 
-from mailbot import message, pipeline, views
-from mailbot.config import Config, ServiceConfig, SupportConfig
+from mailbot.app import reports
 from mailbot.context import open_context
-from mailbot.message import Limits, ParseError
+from mailbot.inbound import pipeline
+from mailbot.reading import message
+from mailbot.reading.message import Limits, ParseError
+from mailbot.settings.config import Config, ServiceConfig, SupportConfig
 
 
 @pytest.mark.parametrize("case", ENCODINGS, ids=lambda c: c.label)
@@ -93,7 +95,7 @@ def test_attachments_are_stored_by_content_hash_under_the_data_directory(tmp_pat
     payload = b"root:x:0:0:root:/root:/bin/bash\n"
     raw = build_mail(attachments=(("../../etc/passwd", "text/plain", payload),))
     outcome = pipeline.ingest(ctx, raw, "test")
-    [attachment] = views.ticket_detail(ctx, outcome.ticket_number)["messages"][0]["attachments"]
+    [attachment] = reports.ticket_detail(ctx, outcome.ticket_number)["messages"][0]["attachments"]
     digest = hashlib.sha256(payload).hexdigest()
     assert attachment == {"filename": "passwd", "content_type": "text/plain",
                           "size": len(payload), "sha256": digest}

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailbot.compose import Outgoing
-from mailbot.config import Config, OutboxConfig, RelayConfig, ServiceConfig, SupportConfig
 from mailbot.context import Context, open_context
-from mailbot.outbox import Sender, backoff, deliver_due, enqueue
+from mailbot.outbound.compose import Outgoing
+from mailbot.outbound.outbox import Sender, backoff, deliver_due, enqueue
+from mailbot.outbound.transports import DeliveryError
+from mailbot.settings.config import Config, OutboxConfig, RelayConfig, ServiceConfig, SupportConfig
 from mailbot.store import mail as mq
-from mailbot.transports import DeliveryError
 
 START = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 

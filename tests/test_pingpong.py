@@ -21,10 +21,11 @@ from hygiene_kit import Clock, acks_to, detail, make_ctx, outbox_rows
 from mails import build_mail
 from servers import SmtpSink
 
-from mailbot import outbox, pipeline
-from mailbot.config import RelayConfig
 from mailbot.context import Context
-from mailbot.transports import SmtpTransport
+from mailbot.inbound import pipeline
+from mailbot.outbound import outbox
+from mailbot.outbound.transports import SmtpTransport
+from mailbot.settings.config import RelayConfig
 
 MAX_ROUNDS = 30
 A = "support@a.example"

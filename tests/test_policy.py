@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailbot.bizhours import BusinessDuration, CalendarConfig
-from mailbot.policy import (
+from mailbot.policy.bizhours import BusinessDuration, CalendarConfig
+from mailbot.policy.rules import (
     DEFAULT_CALENDAR,
     ContractPolicy,
     PolicyConfig,

@@ -11,9 +11,9 @@ from daemon_util import REPO, Instance
 from mails import build_mail
 from servers import ReceivedMail, SmtpSink
 
-from mailbot import wording
-from mailbot.bizhours import add_business_time, parse_duration
-from mailbot.policy import PolicyConfig, build_policy, calendar_for
+from mailbot.outbound import wording
+from mailbot.policy.bizhours import add_business_time, parse_duration
+from mailbot.policy.rules import PolicyConfig, build_policy, calendar_for
 
 ACCOUNTS = REPO / "config" / "accounts.example.toml"
 ANNA_MEIER = ("Anna Meier", "anna.meier@muster-maschinenbau.de")

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailbot import quotes
-from mailbot.quotes import latest_reply
+from mailbot.reading import quotes
+from mailbot.reading.quotes import latest_reply
 
 OUTLOOK_DE = """Hallo Herr Schulz,
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from servers import SmtpSink, self_signed_certificate
 
-from mailbot.config import RelayConfig
-from mailbot.transports import DeliveryError, SmtpTransport
+from mailbot.outbound.transports import DeliveryError, SmtpTransport
+from mailbot.settings.config import RelayConfig
 
 MAIL = b"From: support@example.com\r\nTo: kunde@example.org\r\nSubject: Hallo\r\n\r\nText\r\n"
 

@@ -8,9 +8,9 @@ import smtplib
 from mails import build_mail
 from servers import free_port
 
-from mailbot.pipeline import TemporaryFailure
-from mailbot.sources.smtp import GroupCommit, IngestHandler, start_listener
-from mailbot.tickets import Outcome
+from mailbot.inbound.listener import GroupCommit, IngestHandler, start_listener
+from mailbot.inbound.pipeline import TemporaryFailure
+from mailbot.tickets.filing import Outcome
 
 
 def deliver(port: int) -> int:

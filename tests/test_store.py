@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from mails import build_mail
 
-from mailbot import pipeline
-from mailbot.config import Config, ServiceConfig, SupportConfig
 from mailbot.context import Context, open_context
+from mailbot.inbound import pipeline
+from mailbot.settings.config import Config, ServiceConfig, SupportConfig
 from mailbot.store import Store, TemporaryStoreError
 from mailbot.store.schema import migrations
 

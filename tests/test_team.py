@@ -13,8 +13,8 @@ from daemon_util import Instance
 from mails import CUSTOMER, SUPPORT, build_mail
 from servers import SmtpSink
 
-from mailbot.config import load
-from mailbot.team import Team
+from mailbot.settings.config import load
+from mailbot.settings.team import Team
 
 ANNA = ("Anna Agent", "anna@example.com")
 BOB = ("Bob Agent", "bob@example.com")
@@ -77,7 +77,7 @@ def test_bad_agents_file_keeps_the_old_agents(tmp_path, caplog, text, reason):
         path.unlink()
     else:
         rewrite(path, text)
-    with caplog.at_level(logging.ERROR, logger="mailbot.team"):
+    with caplog.at_level(logging.ERROR, logger="mailbot.settings.team"):
         assert team.reload() is False
     assert team.addresses() == (ANNA[1], BOB[1])
     [record] = caplog.records
@@ -118,7 +118,7 @@ def test_broken_agents_file_is_reported_once_per_change(tmp_path, caplog):
     team = Team(load(instance.config_path))
     path = tmp_path / "agents.toml"
     rewrite(path, '[[agents]]\naddress = "carl"\n')
-    with caplog.at_level(logging.ERROR, logger="mailbot.team"):
+    with caplog.at_level(logging.ERROR, logger="mailbot.settings.team"):
         assert [team.reload_if_changed(), team.reload_if_changed()] == [False, False]
     assert len(caplog.records) == 1
     rewrite(path, agents_toml(("Carl Agent", "carl@example.com")))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from mails import SUPPORT, build_mail
 
-from mailbot import message, threads
-from mailbot.tokens import Signer
+from mailbot.outbound.tokens import Signer
+from mailbot.reading import message
+from mailbot.tickets import threads
 
 SIGNER = Signer("thread-secret")
 OLD = "202611200003"  # a ticket whose mails we know by Message-ID

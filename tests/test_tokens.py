@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from mailbot.tokens import Signer, TokenError, TokenExpired
+from mailbot.outbound.tokens import Signer, TokenError, TokenExpired
 
 NUMBER = "202611240007"
 

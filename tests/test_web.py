@@ -27,15 +27,15 @@ from webutil import (
     write_config,
 )
 
-from mailbot import outbox
 from mailbot.context import Context
-from mailbot.health import Health
+from mailbot.outbound import outbox
+from mailbot.outbound.transports import transport_for
+from mailbot.status.health import Health
 from mailbot.store import mail as mq
 from mailbot.store import tickets as tq
 from mailbot.store import web as wq
-from mailbot.transports import transport_for
-from mailbot.web import make_app
-from mailbot.webkit import FORM_SALT
+from mailbot.web.render import FORM_SALT
+from mailbot.web.server import make_app
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PNG = b"\x89PNG\r\n\x1a\n-not-really-an-image"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from mailbot import config as config_mod
-from mailbot import pipeline
 from mailbot.context import Context, open_context
+from mailbot.inbound import pipeline
+from mailbot.settings import config as config_mod
 from mailbot.store import mail as mq
 from mailbot.store import tickets as tq
 

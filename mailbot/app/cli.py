@@ -1,0 +1,267 @@
+"""The `mailbot` command: run the daemon, ingest mail, inspect tickets, outbox and quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+
+import click
+
+from mailbot.app import reports
+from mailbot.context import Context, open_context
+from mailbot.inbound import pipeline
+from mailbot.outbound.outbox import deliver_due
+from mailbot.outbound.transports import transport_for
+from mailbot.settings import config as config_mod
+from mailbot.settings import team
+from mailbot.settings.schema import ConfigError
+from mailbot.store import mail as mq
+from mailbot.tickets import actions, directory
+
+EX_DATAERR = 65
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+
+
+def _load(obj: dict) -> config_mod.Config:
+    try:
+        config = config_mod.load(config_mod.config_path(obj["config_path"]),
+                                 require_file=obj["config_path"] is not None)
+        team.load_agents(config)  # a broken agents file stops the start like a bad config
+        return config
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mail.log", "apscheduler", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _context(obj: dict) -> Context:
+    config = _load(obj)
+    _setup_logging(config.service.log_level)
+    return open_context(config)
+
+
+def _emit(data: object, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str) if as_json else text)
+
+
+@click.group()
+@click.option("--config", "config_path", default=None, envvar="MAILBOT_CONFIG",
+              help="Config file (default ./mailbot.toml, or $MAILBOT_CONFIG).")
+@click.pass_context
+def main(click_ctx: click.Context, config_path: str | None) -> None:
+    """mailbot: turns a support mailbox into tickets."""
+    click_ctx.obj = {"config_path": config_path}
+
+
+@main.command()
+@click.pass_obj
+def run(obj: dict) -> None:
+    """Run the daemon: listener, IMAP sources, outbox sender, scheduler, web."""
+    from mailbot.app import daemon
+
+    config = _load(obj)
+    _setup_logging(config.service.log_level)
+    try:
+        daemon.run(config)
+    except daemon.StartupError as exc:
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(EX_UNAVAILABLE)
+
+
+@main.command("check-config")
+@click.pass_obj
+def check_config(obj: dict) -> None:
+    """Validate the config and print a summary."""
+    config = _load(obj)
+    click.echo(reports.config_summary(config))
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def ingest(obj: dict, files: tuple[Path, ...]) -> None:
+    """File one mail from stdin, or the given files (for an MTA pipe).
+
+    Exit 0 when filed, 75 on a temporary failure (the MTA retries), 65 when quarantined.
+    """
+    try:
+        ctx = _context(obj)
+    except (sqlite3.Error, OSError) as exc:  # e.g. a database locked during start-up
+        click.echo(f"temporary failure: cannot open the store: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    sources = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
+    code = 0
+    for name, read in sources:
+        try:
+            outcome = pipeline.ingest(ctx, read(), "cli", durable=False)
+        except Exception as exc:  # any failure of ours must make the MTA retry, not bounce
+            pipeline.flush(ctx)
+            click.echo(f"{name}: temporary failure: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(EX_TEMPFAIL)
+        if outcome.status == "quarantined":
+            code = EX_DATAERR
+        click.echo(f"{name}: {outcome.status} {outcome.ticket_number} {outcome.detail}".rstrip())
+    pipeline.flush(ctx)
+    sys.exit(code)
+
+
+@main.group()
+def tickets() -> None:
+    """Inspect tickets."""
+
+
+@tickets.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved and closed tickets.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tickets_list(obj: dict, show_all: bool, as_json: bool) -> None:
+    """Tickets in the order agents should work them."""
+    ctx = _context(obj)
+    rows = reports.ticket_list(ctx, show_all)
+    _emit(rows, as_json, reports.ticket_list_text(rows, ctx.config.policy.calendar.timezone))
+
+
+@tickets.command("show")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tickets_show(obj: dict, number: str, as_json: bool) -> None:
+    """One ticket with its messages and events."""
+    ctx = _context(obj)
+    data = reports.ticket_detail(ctx, number)
+    if data is None:
+        click.echo(f"no ticket {number}", err=True)
+        sys.exit(1)
+    _emit(data, as_json, reports.ticket_detail_text(data, ctx.config.policy.calendar.timezone))
+
+
+def _operate(action) -> str:
+    """Run an operator action, turning a refusal into a message and exit status 65."""
+    try:
+        return action()
+    except actions.OperatorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+
+
+@tickets.command("set-status")
+@click.argument("number")
+@click.argument("status")
+@click.pass_obj
+def tickets_set_status(obj: dict, number: str, status: str) -> None:
+    """Change a ticket's status (the customer is told like after a mail command)."""
+    ctx = _context(obj)
+    changed = _operate(lambda: actions.set_status(ctx, number, status))
+    click.echo(f"{number}: {'status ' + status.lower() if changed else 'unchanged'}")
+
+
+@tickets.command("assign")
+@click.argument("number")
+@click.argument("agent_address")
+@click.pass_obj
+def tickets_assign(obj: dict, number: str, agent_address: str) -> None:
+    """Make a configured agent the owner of a ticket."""
+    ctx = _context(obj)
+    changed = _operate(lambda: actions.assign(ctx, number, agent_address))
+    click.echo(f"{number}: {'assigned to ' + agent_address.lower() if changed else 'unchanged'}")
+
+
+@tickets.command("reply")
+@click.argument("number")
+@click.option("--file", "text_file", type=click.File("r", encoding="utf-8"),
+              help="Read the text from this file (default: stdin).")
+@click.option("--agent", "agent_address", default="", help="Sign as this configured agent.")
+@click.option("--note", is_flag=True, help="An internal note the customer never sees.")
+@click.pass_obj
+def tickets_reply(obj: dict, number: str, text_file, agent_address: str, note: bool) -> None:
+    """Answer the customer of a ticket (queued in the outbox), or add an internal note."""
+    ctx = _context(obj)
+    text = text_file.read() if text_file else sys.stdin.read()
+    done = _operate(lambda: actions.reply(ctx, number, text, agent_address, note))
+    click.echo(f"{number}: {done} recorded" + ("" if note else ", queued in the outbox"))
+
+
+@main.group()
+def accounts() -> None:
+    """Manage accounts, contacts and contracts."""
+
+
+@accounts.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def accounts_import(obj: dict, file: Path) -> None:
+    """Import contracts, accounts and contacts from a TOML or CSV file."""
+    try:
+        ctx = _context(obj)
+        counts = directory.import_file(ctx.store, file, ctx.policy)
+    except (directory.DirectoryImportError, ValueError) as exc:
+        click.echo(f"import failed: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+    click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()))
+
+
+@main.group()
+def outbox() -> None:
+    """Inspect and flush the outbox."""
+
+
+@outbox.command("list")
+@click.option("--status", type=click.Choice(["pending", "sent", "failed", "bounced", "held"]))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def outbox_list(obj: dict, status: str | None, as_json: bool) -> None:
+    """Outbound mails and their delivery state."""
+    rows = mq.outbox_rows(_context(obj).store, status)
+    _emit(rows, as_json, reports.outbox_text(rows))
+
+
+@outbox.command("flush")
+@click.option("--failed", is_flag=True, help="Also retry mails that were given up on.")
+@click.pass_obj
+def outbox_flush(obj: dict, failed: bool) -> None:
+    """Deliver every pending mail now."""
+    ctx = _context(obj)
+    with ctx.store.transaction():
+        mq.retry_now(ctx.store, ctx.clock(), failed)
+    sent = asyncio.run(deliver_due(ctx, transport_for(ctx.config)))
+    left = mq.outbox_counts(ctx.store).get("pending", 0)
+    click.echo(f"delivered {sent}, still pending {left}")
+    sys.exit(0 if left == 0 else EX_TEMPFAIL)
+
+
+@main.group()
+def quarantine() -> None:
+    """Inspect and retry quarantined mails."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def quarantine_list(obj: dict, as_json: bool) -> None:
+    """Mails that could not be processed, with their errors."""
+    rows = mq.quarantined(_context(obj).store)
+    _emit(rows, as_json, reports.quarantine_text(rows))
+
+
+@quarantine.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_obj
+def quarantine_retry(obj: dict, ids: tuple[int, ...]) -> None:
+    """Run quarantined mails through the pipeline again (all held ones without IDS)."""
+    ctx = _context(obj)
+    results = pipeline.retry_quarantined(ctx, ids)
+    for entry_id, outcome in results:
+        click.echo(f"{entry_id}: {outcome.status} {outcome.ticket_number} {outcome.detail}")
+    sys.exit(EX_DATAERR if any(o.status == "quarantined" for _, o in results) else 0)

@@ -1,0 +1,153 @@
+"""What the CLI shows: tickets in work order, ticket details, outbox and quarantine tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mailbot.context import Context
+from mailbot.outbound.wording import moment
+from mailbot.policy.rules import work_order_key
+from mailbot.settings.config import Config
+from mailbot.store import directory as dq
+from mailbot.store import tickets as tq
+from mailbot.tickets import lifecycle
+
+OPEN_STATUSES = ("new", "open", "waiting")
+ATTACHMENT_KEYS = ("filename", "content_type", "size", "sha256")
+
+
+def work_order(row: dict) -> tuple:
+    """Sort key: priority, entitled customers first within it, then the earliest deadline."""
+    due = datetime.fromisoformat(row["first_response_due"]) if row["first_response_due"] \
+        else None
+    return (*work_order_key(bool(row["entitled"]), row["priority"], due), row["id"])
+
+
+def ticket_list(ctx: Context, show_all: bool) -> list[dict]:
+    """Tickets as agents should work them, as plain dicts."""
+    statuses = lifecycle.STATUSES if show_all else OPEN_STATUSES
+    rows = sorted(tq.listing(ctx.store, statuses), key=work_order)
+    keys = ("number", "subject", "status", "priority", "entitled", "contact", "account",
+            "contract", "owner", "first_response_due", "created_at")
+    return [{k: (bool(r[k]) if k == "entitled" else r[k]) for k in keys} for r in rows]
+
+
+def ticket_list_text(rows: list[dict], zone: str) -> str:
+    """A table of tickets for the terminal; deadlines in the support's local time, and a
+    star marks customers with a contract."""
+    if not rows:
+        return "no tickets"
+    lines = [f"{'NUMBER':<14} {'PRIO':<7} {'STATUS':<9} {'DUE':<17} {'CONTACT':<28}  SUBJECT"]
+    for r in rows:
+        due = datetime.fromisoformat(r["first_response_due"]).astimezone(ZoneInfo(zone)) \
+            .strftime("%Y-%m-%d %H:%M") if r["first_response_due"] else "-"
+        mark = "*" if r["entitled"] else " "
+        lines.append(f"{r['number']:<14} {r['priority']:<7} {r['status']:<9} {due:<17} "
+                     f"{(r['contact'] or ''):<28} {mark}{r['subject'][:60]}")
+    return "\n".join(lines)
+
+
+def ticket_detail(ctx: Context, number: str) -> dict | None:
+    """Everything about one ticket, as plain data (the `tickets show --json` document)."""
+    ticket = tq.by_number(ctx.store, number)
+    if ticket is None:
+        return None
+    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
+    account = dq.account_by_id(ctx.store, ticket["account_id"])
+    parent = tq.by_id(ctx.store, ticket["parent_id"]) if ticket["parent_id"] else None
+    return {
+        **{k: ticket[k] for k in ("number", "subject", "status", "priority", "owner",
+                                  "created_at", "updated_at", "closed_at", "language",
+                                  "first_response_due", "first_response_at",
+                                  "first_response_met", "update_due", "resolution_due",
+                                  "facts", "missing", "escalated_at", "escalation_phone")},
+        "entitled": bool(ticket["entitled"]),
+        "contact": contact["address"] if contact else None,
+        "contact_name": contact["name"] if contact else None,
+        "account": account["name"] if account else None,
+        "customer_number": account["customer_number"] if account else None,
+        "contract": ticket["contract"],
+        "parent": parent["number"] if parent else None,
+        "messages": [_message(m) for m in tq.messages(ctx.store, ticket["id"])],
+        "events": [{k: e[k] for k in ("kind", "data", "actor", "created_at")}
+                   for e in tq.events(ctx.store, ticket["id"])],
+    }
+
+
+def _message(row: dict) -> dict:
+    return {"direction": row["direction"], "from": row["from_addr"],
+            "from_name": row["from_name"], "to": row["to_addrs"], "subject": row["subject"],
+            "body": row["body"], "message_id": row["message_id"],
+            "created_at": row["created_at"],
+            "attachments": [{k: a[k] for k in ATTACHMENT_KEYS} for a in row["attachments"]]}
+
+
+def ticket_detail_text(data: dict, zone: str) -> str:
+    """A readable ticket for the terminal, times in the support's time zone."""
+    def when(key: str) -> str:
+        return moment(data[key], zone, "en") or "-"
+
+    lines = [f"Ticket {data['number']}: {data['subject']}",
+             f"  status {data['status']}, priority {data['priority']}, owner "
+             f"{data['owner'] or '-'}",
+             f"  contact {data['contact'] or '-'}, account {data['account'] or '-'}, "
+             f"contract {data['contract'] or '-'}",
+             f"  created {when('created_at')}",
+             f"  first response due {when('first_response_due')}, answered "
+             f"{when('first_response_at')}",
+             f"  update due {when('update_due')}, resolution due {when('resolution_due')}"]
+    if data["facts"]:
+        lines.append(f"  facts {data['facts']}")
+    if data["missing"]:
+        lines.append(f"  missing {', '.join(data['missing'])}")
+    if data["parent"]:
+        lines.append(f"  follows up on {data['parent']}")
+    for m in data["messages"]:
+        lines += ["", f"--- {m['direction']} from {m['from']}, "
+                      f"{moment(m['created_at'], zone, 'en')}",
+                  m["body"].rstrip()]
+        lines += [f"    [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)"
+                  for a in m["attachments"]]
+    lines += ["", "Events:"] + [f"  {e['created_at']} {e['kind']} {e['data']}"
+                                for e in data["events"]]
+    return "\n".join(lines)
+
+
+def outbox_text(rows: list[dict]) -> str:
+    """A table of outbound mails."""
+    if not rows:
+        return "outbox is empty"
+    return "\n".join(f"{r['id']:>6} {r['status']:<8} {r['kind']:<16} {r['ticket'] or '-':<14} "
+                     f"{', '.join(r['recipients'])} tries={r['attempts']} {r['last_error']}"
+                     for r in rows)
+
+
+def quarantine_text(rows: list[dict]) -> str:
+    """A table of quarantined mails."""
+    if not rows:
+        return "quarantine is empty"
+    return "\n".join(f"{r['id']:>6} {r['created_at'][:19]} {r['source']:<12} {r['sha256'][:12]} "
+                     f"{r['error']}" for r in rows)
+
+
+def config_summary(config: Config) -> str:
+    """What a config means, in a few lines, for `mailbot check-config`."""
+    relay = f"SMTP relay {config.relay.host}:{config.relay.port} ({config.relay.security})" \
+        if config.relay.host else f"Maildir {config.maildir}"
+    listener = config.listener
+    lines = [
+        "config OK",
+        f"  data directory: {config.data_dir}",
+        f"  support address: {', '.join(config.support.addresses)}",
+        f"  listener: {listener.protocol} on {listener.host}:{listener.port}"
+        if listener.enabled else "  listener: off",
+        f"  outbound: {relay}",
+        f"  web: {config.web.base_url}" if config.web.enabled else "  web: off",
+        f"  signing secret: {'configured' if config.support.signing_secret else 'generated'}",
+        f"  agents in the config: {len(config.team.agents)}"
+        + (f", plus the file {config.team.file}" if config.team.file else ""),
+    ]
+    lines += [f"  imap: {c.label} folder {c.folder} ({c.security}) -> "
+              f"{c.done_folder or 'flag Seen'}" for c in config.imap]
+    return "\n".join(lines)

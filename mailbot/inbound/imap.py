@@ -1,0 +1,214 @@
+"""IMAP source (imapclient, blocking, one worker thread per mailbox).
+
+Fetches with BODY.PEEK[], files each mail of a batch (one transaction each), makes the
+batch durable with one flush, and only then moves it to the done
+folder (or flags it \\Seen); quarantined mails go to the quarantine folder.  Waits
+with IDLE when the server offers it, else polls.  A failure closes the connection,
+waits with exponential backoff and reconnects, without touching other sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from mailbot.inbound.pipeline import TemporaryFailure
+from mailbot.settings.config import ImapConfig
+from mailbot.status.health import Health
+from mailbot.tickets.filing import Outcome
+
+log = logging.getLogger(__name__)
+
+IDLE_RENEW_SECONDS = 540
+MAX_BACKOFF_SECONDS = 300.0
+
+
+class Reconnect(Exception):
+    """The server closed the session; connect again."""
+
+
+def connect(cfg: ImapConfig) -> IMAPClient:
+    """A logged-in client for one mailbox: TLS, STARTTLS or plain (for loopback)."""
+    context = ssl.create_default_context(cafile=cfg.ca_file or None)
+    client = IMAPClient(cfg.host, port=cfg.effective_port, ssl=cfg.security == "tls",
+                        ssl_context=context, timeout=cfg.timeout_seconds)
+    try:
+        if cfg.security == "starttls":
+            client.starttls(context)
+        client.login(cfg.username, cfg.password)
+    except BaseException:
+        _close(client)
+        raise
+    return client
+
+
+class ImapSource:
+    """Reads one IMAP mailbox until stopped."""
+
+    def __init__(self, cfg: ImapConfig, ingest: Callable[[bytes, str], Outcome],
+                 uidvalidity: Callable[[str, int], bool], health: Health,
+                 factory: Callable[[ImapConfig], IMAPClient] = connect,
+                 flush: Callable[[], None] = lambda: None) -> None:
+        self.cfg = cfg
+        self.ingest = ingest
+        self.flush = flush
+        self.uidvalidity = uidvalidity
+        self.health = health
+        self.factory = factory
+        self.stop = threading.Event()
+        self.poll_requested = threading.Event()
+        self.failures = 0  # connection failures in a row; the backoff grows with it
+
+    def run(self) -> None:
+        """Serve the mailbox until :attr:`stop` is set, reconnecting with backoff."""
+        while not self.stop.is_set():
+            try:
+                self._session()
+            except (IMAPClientError, OSError, Reconnect, TimeoutError) as exc:
+                self.failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1))
+                self.health.set(self._name, "retrying", f"{type(exc).__name__}: {exc}")
+                log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, exc, wait)
+                self.stop.wait(wait)
+        self.health.set(self._name, "stopped")
+
+    def run_once(self) -> int:
+        """Connect, file everything waiting in the folder, disconnect; the number filed."""
+        client = self.factory(self.cfg)
+        try:
+            self._prepare(client)
+            return self._drain(client)
+        finally:
+            _close(client)
+
+    @property
+    def _name(self) -> str:
+        return f"imap:{self.cfg.label}"
+
+    def _session(self) -> None:
+        client = self.factory(self.cfg)
+        try:
+            self._prepare(client)
+            self.failures = 0
+            self.health.set(self._name, "connected")
+            log.info("IMAP %s: connected, folder %s", self.cfg.label, self.cfg.folder)
+            can_idle = self.cfg.idle and b"IDLE" in client.capabilities()
+            while not self.stop.is_set():
+                self._drain(client)
+                if can_idle:
+                    self._idle(client)
+                else:
+                    self._wait_for_poll()
+                    client.noop()
+        finally:
+            _close(client)
+
+    def poll(self) -> None:
+        """Ask a source without IDLE to look for new mail now (the scheduler's polling job)."""
+        self.poll_requested.set()
+
+    def _wait_for_poll(self) -> None:
+        """Sleep until the scheduler asks for a poll or the source stops.
+
+        A poll is also made after twice the interval on its own, should the scheduler stall.
+        """
+        self.poll_requested.wait(2 * self.cfg.poll_seconds)
+        self.poll_requested.clear()
+
+    def _prepare(self, client: IMAPClient) -> None:
+        for folder in (self.cfg.done_folder, self.cfg.quarantine_folder):
+            if folder and not client.folder_exists(folder):
+                client.create_folder(folder)
+        selected = client.select_folder(self.cfg.folder)
+        value = int(selected[b"UIDVALIDITY"])
+        if not self.uidvalidity(f"{self.cfg.label}/{self.cfg.folder}", value):
+            log.warning("IMAP %s: UIDVALIDITY changed to %d; rescanning the folder "
+                        "(re-delivered mails are recognised and skipped)", self.cfg.label, value)
+
+    def _drain(self, client: IMAPClient) -> int:
+        filed = 0
+        while not self.stop.is_set():
+            criteria = ["NOT", "DELETED"] if self.cfg.done_folder else ["UNSEEN", "NOT", "DELETED"]
+            uids = sorted(client.search(criteria))[: self.cfg.batch_size]
+            if not uids:
+                return filed
+            done, held, deferred = self._file_batch(client, uids)
+            self.flush()
+            self._finish(client, done, held)
+            filed += len(done)
+            if deferred:
+                return filed
+        return filed
+
+    def _file_batch(self, client: IMAPClient, uids: list[int]) -> tuple[list, list, bool]:
+        done, held = [], []
+        fetched = client.fetch(uids, ["BODY.PEEK[]"])
+        for uid in uids:
+            if self.stop.is_set():
+                return done, held, True
+            raw = fetched.get(uid, {}).get(b"BODY[]")
+            if raw is None:
+                continue
+            try:
+                outcome = self.ingest(bytes(raw), f"imap:{self.cfg.label}")
+            except TemporaryFailure as exc:
+                log.warning("IMAP %s: uid %d deferred: %s", self.cfg.label, uid, exc)
+                return done, held, True
+            (held if outcome.status == "quarantined" else done).append(uid)
+        return done, held, False
+
+    def _finish(self, client: IMAPClient, done: list[int], held: list[int]) -> None:
+        if held:
+            _move(client, held, self.cfg.quarantine_folder)
+        if done and self.cfg.done_folder:
+            _move(client, done, self.cfg.done_folder)
+        elif done:
+            client.add_flags(done, [b"\\Seen"])
+
+    def _idle(self, client: IMAPClient) -> None:
+        client.idle()
+        started = time.monotonic()
+        # A mail that arrived between the last SEARCH and IDLE is only reported when IDLE
+        # ends (seen with Dovecot): renew at least every poll_seconds so it waits no longer.
+        renew = min(IDLE_RENEW_SECONDS, self.cfg.poll_seconds)
+        try:
+            while not self.stop.is_set() and time.monotonic() - started < renew:
+                asked = time.monotonic()
+                responses = client.idle_check(timeout=1)
+                if not responses and time.monotonic() - asked < 0.5:
+                    # Woken without a response: the server closed the connection (imapclient
+                    # swallows the EOF). idle_done() below raises then, and we reconnect.
+                    break
+                if any((r and r[0] == b"BYE") or (len(r) > 1 and r[1] == b"BYE")
+                       for r in responses if isinstance(r, tuple)):
+                    raise Reconnect("server said BYE during IDLE")
+                if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+                       for r in responses):
+                    break
+        finally:
+            client.idle_done()
+
+
+def _move(client: IMAPClient, uids: list[int], folder: str) -> None:
+    if client.has_capability("MOVE"):
+        client.move(uids, folder)
+    else:
+        client.copy(uids, folder)
+        client.delete_messages(uids)
+        client.expunge(uids)
+
+
+def _close(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            log.debug("IMAP shutdown after failed logout also failed")

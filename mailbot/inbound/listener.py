@@ -1,0 +1,111 @@
+"""The built-in SMTP/LMTP listener (aiosmtpd): 250 only after a durable commit.
+
+Mails arriving at the same time over several sessions are committed one transaction
+each and then made durable together by one group flush before each gets its 250.
+A temporary failure answers 451 so the sending MTA retries; a mail over the size
+limit gets 552 from aiosmtpd itself.  LMTP answers one line per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailbot.inbound.pipeline import TemporaryFailure
+from mailbot.reading.message import base_address
+from mailbot.tickets.filing import Outcome
+
+log = logging.getLogger(__name__)
+
+OK = "250 2.0.0 OK: {detail}"
+TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, please try again later"
+UNKNOWN_RECIPIENT = "550 5.1.1 No such support mailbox here"
+
+
+class GroupCommit:
+    """Makes concurrent commits durable with one flush for all that waited on it."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+        self._lock = asyncio.Lock()
+        self._requested = 0
+        self._flushed = 0
+
+    async def durable(self) -> None:
+        """Return once everything committed before this call is on disk."""
+        self._requested += 1
+        ticket = self._requested
+        async with self._lock:
+            if self._flushed >= ticket:
+                return
+            target = self._requested
+            await asyncio.to_thread(self._flush)
+            self._flushed = target
+
+
+class IngestHandler:
+    """aiosmtpd handler that files each mail through the pipeline.
+
+    ``ingest`` files without syncing when ``commits`` is given; the group commit then
+    makes the mail durable before the 250.  Without it, ``ingest`` must be durable itself.
+    """
+
+    def __init__(self, ingest: Callable[[bytes, str], Outcome], lmtp: bool,
+                 recipients: tuple[str, ...] = (), commits: GroupCommit | None = None) -> None:
+        self.ingest = ingest
+        self.commits = commits
+        self.lmtp = lmtp
+        self.recipients = frozenset(a.lower() for a in recipients)
+        self.accepting = True
+        self.in_flight = 0
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        """Accept our support addresses (with any +tag); refuse others unless told not to."""
+        if self.recipients and base_address(address) not in self.recipients:
+            return UNKNOWN_RECIPIENT
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Commit the mail, then answer; never 250 before the commit."""
+        if not self.accepting:
+            return self._per_recipient(SHUTTING_DOWN, envelope)
+        self.in_flight += 1
+        try:
+            raw = envelope.original_content or envelope.content
+            outcome = await asyncio.to_thread(self.ingest, bytes(raw), "smtp")
+            if self.commits is not None:
+                await self.commits.durable()
+        except TemporaryFailure as exc:
+            log.warning("SMTP delivery deferred: %s", exc)
+            return self._per_recipient(TEMPFAIL, envelope)
+        except Exception:  # never a 5xx for our own fault: the sending MTA would bounce it
+            log.exception("SMTP delivery deferred after an unexpected error")
+            return self._per_recipient(TEMPFAIL, envelope)
+        finally:
+            self.in_flight -= 1
+        detail = outcome.ticket_number or outcome.status
+        return self._per_recipient(OK.format(detail=detail), envelope)
+
+    def _per_recipient(self, line: str, envelope: Envelope) -> str:
+        if not self.lmtp:
+            return line
+        return "\r\n".join([line] * max(1, len(envelope.rcpt_tos)))
+
+
+async def start_listener(host: str, port: int, protocol: str, max_bytes: int,
+                         handler: IngestHandler) -> asyncio.AbstractServer:
+    """Listen for SMTP or LMTP in the running loop."""
+    server_class = LMTP if protocol == "lmtp" else SMTP
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: server_class(handler, data_size_limit=max_bytes, enable_SMTPUTF8=True,
+                             decode_data=False, hostname="mailbot"),
+        host=host, port=port)

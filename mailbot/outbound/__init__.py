@@ -1,0 +1,1 @@
+"""Mail going out: signed tokens, composing, wording, the outbox and its transports."""

@@ -1,0 +1,190 @@
+"""Outbound mails from jinja2 templates, with threading and anti-loop headers.
+
+Each mail template ``templates/<lang>/mail/<kind>.txt`` defines a ``subject`` and a
+``body`` block.  Every mail we send carries ``Auto-Submitted``,
+``X-Auto-Response-Suppress`` and our loop header, and a signed Message-ID.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.policy
+from dataclasses import dataclass
+from datetime import datetime
+from email import charset as email_charset
+from email.encoders import encode_base64
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr
+from pathlib import Path
+
+import jinja2
+
+from mailbot.outbound.tokens import Signer
+
+LOOP_HEADER = "X-Mailbot-Loop"
+LANGUAGES = ("de", "en")
+_CRLF = email.policy.compat32.clone(linesep="\r\n")
+_UTF8_QP = email_charset.Charset("utf-8")
+_UTF8_QP.body_encoding = email_charset.QP
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A composed mail ready for the outbox."""
+
+    kind: str
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who a mail goes to and how it threads."""
+
+    to: tuple[str, ...]
+    from_name: str
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    reply_to: str = ""
+    auto_submitted: str = "auto-replied"
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
+
+
+def text_environment(templates_dir: Path) -> jinja2.Environment:
+    """The jinja2 environment for plain-text mails (no HTML escaping, strict variables)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)),
+                              autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
+                              keep_trailing_newline=True, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+def tagged_subject(prefix: str, number: str, subject: str) -> str:
+    """A subject that carries the ticket tag exactly once."""
+    tag = f"[{prefix}{number}]"
+    return subject if tag in subject else f"{tag} {subject}".strip()
+
+
+class Composer:
+    """Renders and builds mailbot's outgoing mails."""
+
+    def __init__(self, env: jinja2.Environment, signer: Signer, support_address: str,
+                 instance_id: str, tag_prefix: str) -> None:
+        self.env = env
+        self.signer = signer
+        self.support_address = support_address
+        self.domain = support_address.rpartition("@")[2]
+        self.instance_id = instance_id
+        self.tag_prefix = tag_prefix
+
+    def render(self, kind: str, language: str, values: dict) -> tuple[str, str]:
+        """Subject and body of template ``kind`` in ``language``."""
+        lang = language if language in LANGUAGES else LANGUAGES[0]
+        template = self.env.get_template(f"{lang}/mail/{kind}.txt")
+        context = template.new_context({**values, "tag_prefix": self.tag_prefix})
+        subject = "".join(template.blocks["subject"](context)).strip()
+        body = "".join(template.blocks["body"](context)).strip() + "\n"
+        return " ".join(subject.split()), body
+
+    def build(self, kind: str, language: str, number: str, envelope: Envelope,
+              values: dict, now: datetime) -> Outgoing:
+        """A complete mail of template ``kind`` about ticket ``number``."""
+        subject, body = self.render(kind, language, {**values, "number": number})
+        return self.build_text(kind, language, number, envelope, (subject, body), now)
+
+    def build_text(self, kind: str, language: str, number: str, envelope: Envelope,
+                   text: tuple[str, str], now: datetime) -> Outgoing:
+        """A complete mail with a given subject and body about ticket ``number``."""
+        subject, body = text
+        message_id = self.signer.message_id(number, self.domain)
+        headers = [
+            ("From", _address(envelope.from_name, self.support_address)),
+            ("To", ", ".join(envelope.to)),
+            ("Subject", tagged_subject(self.tag_prefix, number, subject)),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<{message_id}>"),
+            *_thread_headers(envelope),
+            *_auto_headers(envelope.auto_submitted),
+            (LOOP_HEADER, self.instance_id),
+            ("Content-Language", language),
+        ]
+        raw = _header_block(headers) + _body_part(body, envelope.attachments).as_bytes(policy=_CRLF)
+        return Outgoing(kind=kind, message_id=message_id, sender=self.support_address,
+                        recipients=envelope.to, raw=raw)
+
+    def reply_address(self, number: str) -> str:
+        """The signed per-ticket reply address (plus-addressing on the support address)."""
+        local, _, domain = self.support_address.partition("@")
+        return f"{local}+{self.signer.reply_tag(number)}@{domain}"
+
+
+def _thread_headers(envelope: Envelope) -> list[tuple[str, str]]:
+    """In-Reply-To, References (the last 20, folded) and Reply-To."""
+    headers = []
+    if envelope.in_reply_to:
+        headers.append(("In-Reply-To", f"<{envelope.in_reply_to}>"))
+    refs = [*envelope.references]
+    if envelope.in_reply_to and envelope.in_reply_to not in refs:
+        refs.append(envelope.in_reply_to)
+    if refs:
+        headers.append(("References", "\r\n ".join(f"<{r}>" for r in refs[-20:])))
+    if envelope.reply_to:
+        headers.append(("Reply-To", envelope.reply_to))
+    return headers
+
+
+def _auto_headers(auto_submitted: str) -> list[tuple[str, str]]:
+    """RFC 3834 marks on automatic mail, and the Exchange hint not to auto-answer it."""
+    if not auto_submitted:
+        return []
+    return [("Auto-Submitted", auto_submitted), ("X-Auto-Response-Suppress", "All")]
+
+
+def _header_block(headers: list[tuple[str, str]]) -> bytes:
+    """Header lines as bytes; non-ASCII values as RFC 2047 encoded words."""
+    lines = (f"{name}: {value if value.isascii() else encoded_words(value)}"
+             for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _address(name: str, address: str) -> str:
+    """A From header value; a non-ASCII display name as encoded words."""
+    if name.isascii():
+        return formataddr((name, address))
+    return f"{encoded_words(name)} <{address}>"
+
+
+def encoded_words(text: str, chunk: int = 45) -> str:
+    """RFC 2047 base64 encoded words of at most ``chunk`` UTF-8 bytes each, folded.
+
+    Chunks end on character boundaries, so every word decodes on its own.
+    """
+    words, current = [], b""
+    for char in text:
+        data = char.encode("utf-8")
+        if len(current) + len(data) > chunk:
+            words.append(current)
+            current = b""
+        current += data
+    words.append(current)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
+
+
+def _body_part(body: str, attachments: tuple[tuple[str, str, bytes], ...]) -> MIMEBase:
+    """The text (quoted-printable UTF-8), wrapped in multipart/mixed when files are attached."""
+    text = MIMEText(body, "plain", _UTF8_QP)
+    if not attachments:
+        return text
+    mixed = MIMEMultipart("mixed")
+    mixed.attach(text)
+    for filename, content_type, payload in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        part = MIMEBase(maintype or "application", subtype or "octet-stream")
+        part.set_payload(payload)
+        encode_base64(part)
+        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
+        mixed.attach(part)
+    return mixed

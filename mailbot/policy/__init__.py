@@ -1,0 +1,1 @@
+"""Support policy (pure): priority rules, business hours, response targets."""

@@ -1,0 +1,1 @@
+"""Reading a mail (pure): parse the bytes, classify the sender, find quotes, facts, bounces."""

@@ -1,0 +1,217 @@
+"""Decide what kind of mail a message is: customer, agent, auto-reply, bounce, robot or loop.
+
+Rules decide, steps act: every rule here is a pure function of the message and a small
+context that returns a :class:`Verdict` (with the reason) or ``None``; the first rule in
+:data:`RULES` that answers wins.  Only customer mails are acknowledged.  Signals follow
+RFC 3834 (automatic responses), RFC 3464 (delivery status notifications), RFC 8098 (read
+receipts) and what Exchange, Gmail, Postfix, Exim and Sieve really send.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailbot.reading import dsn
+from mailbot.reading.dsn import ROBOT_LOCAL_RE, local_part, parse_bounce, report_type
+from mailbot.reading.message import Message, base_address
+
+CUSTOMER = "customer"
+AGENT = "agent"
+AUTO_REPLY = "auto_reply"
+BOUNCE = "bounce"
+ROBOT = "robot"
+LOOP = "loop"
+
+
+@dataclass(frozen=True)
+class ClassifyContext:
+    """What classification needs to know about this mailbot instance."""
+
+    # Our support addresses, lower-case; mail from them is our own mail coming back.
+    own_addresses: tuple[str, ...]
+    # The value our outgoing mails carry in the loop header.
+    loop_id: str
+    # Name of the loop header on our outgoing mails.
+    loop_header: str = "X-Mailbot-Loop"
+    # Configured agents, lower-case.
+    agent_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The kind of a mail, why, and whether it gets an acknowledgement (customers only)."""
+
+    kind: str
+    reason: str
+    acknowledge: bool = False
+
+
+_OOF_SUBJECT_RE = re.compile(
+    r"(?:(?:re|aw|wg|fw|fwd|antw|tr|rv|r)\s*:\s*)*"
+    r"(?:abwesenheitsnotiz|automatische antwort|out of (?:the )?office|auto-?reply|"
+    r"automatic reply|autoreply|i am out of the office|i'm out of the office|"
+    r"ich bin nicht im büro|abwesenheit|(?:vacation|urlaub|abwesend)\b\s*(?:[:(-]|$)|"
+    # Exchange/Outlook out-of-office subjects in French, Spanish, Italian, Dutch, Polish
+    r"r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|"
+    r"automatisch antwoord|odpowied[źz] automatyczna)",
+    re.IGNORECASE)
+# Headers of our original mail that identify it, most specific first.
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
+_SUPPRESS_TOKENS = frozenset({"all", "oof", "autoreply", "dr", "ndr", "rn", "nrn"})
+_EXCHANGE_HEADERS = ("X-MS-Exchange-Inbox-Rules-Loop", "X-MS-Exchange-Generated-Message-Source")
+_AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder")
+_LIST_HEADERS = ("List-Id", "List-Unsubscribe")
+
+
+def classify(msg: Message, ctx: ClassifyContext) -> Verdict:
+    """The verdict of the first rule in :data:`RULES` that matches; a customer otherwise."""
+    for rule in RULES:
+        verdict = rule(msg, ctx)
+        if verdict is not None:
+            return verdict
+    return Verdict(CUSTOMER, "no automatic-mail signal", acknowledge=True)
+
+
+def _verdict(kind: str, reason: str) -> Verdict:
+    return Verdict(kind, reason, acknowledge=kind == CUSTOMER)
+
+
+def _first_token(value: str) -> str:
+    """Leading keyword of a header value: 'auto-replied (vacation)' -> 'auto-replied'."""
+    match = re.match(r"\s*([\w-]+)", value)
+    return match.group(1).lower() if match else ""
+
+
+def loop_header(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """Our own loop header: the mail is ours coming back (another instance's: a robot)."""
+    values = [v.strip() for v in msg.header_all(ctx.loop_header)]
+    if ctx.loop_id in values:
+        return _verdict(LOOP, f"header {ctx.loop_header}: {ctx.loop_id}")
+    if values:
+        return _verdict(ROBOT, f"header {ctx.loop_header}: {values[0]} (another instance)")
+    return None
+
+
+def own_sender(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """From one of our own support addresses (also with a plus tag): our mail coming back."""
+    own = {base_address(a) for a in ctx.own_addresses}
+    if msg.from_addr and base_address(msg.from_addr) in own:
+        return _verdict(LOOP, f"From is our own address {msg.from_addr}")
+    return None
+
+
+def delivery_failure(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """A delivery status notification about a failed or delayed delivery."""
+    bounce = parse_bounce(msg)
+    if bounce is None:
+        return None
+    state = "permanent failure" if bounce.permanent else "temporary failure"
+    recipients = ", ".join(bounce.recipients) or "unknown recipient"
+    return _verdict(BOUNCE, f"{state} {bounce.status or '?'} for {recipients}")
+
+
+def other_report(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """Any other multipart/report: read receipts and success notifications."""
+    if msg.content_type != "multipart/report":
+        return None
+    kind = report_type(msg) or "unknown"
+    if kind == "disposition-notification":
+        return _verdict(ROBOT, "read receipt (multipart/report; disposition-notification)")
+    return _verdict(ROBOT, f"multipart/report; report-type={kind}")
+
+
+def auto_reply_header(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """RFC 3834 auto-replied, X-Autoreply and friends, Precedence: auto_reply."""
+    submitted = _first_token(msg.header("Auto-Submitted"))
+    if submitted == "auto-replied":
+        return _verdict(AUTO_REPLY, f"header Auto-Submitted: {msg.header('Auto-Submitted')}")
+    for name in _AUTOREPLY_HEADERS:
+        value = msg.header(name)
+        if msg.has_header(name) and _first_token(value) not in {"no", "false", "0"}:
+            return _verdict(AUTO_REPLY, f"header {name}: {value}")
+    if _first_token(msg.header("Precedence")) == "auto_reply":
+        return _verdict(AUTO_REPLY, "header Precedence: auto_reply")
+    return None
+
+
+def bulk_or_list(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """Mailing lists and newsletters: List-Id, List-Unsubscribe, Precedence bulk/junk/list."""
+    for name in _LIST_HEADERS:
+        if msg.has_header(name):
+            return _verdict(ROBOT, f"header {name}: {msg.header(name)}")
+    precedence = _first_token(msg.header("Precedence"))
+    if precedence in _BULK_PRECEDENCE:
+        return _verdict(ROBOT, f"header Precedence: {precedence}")
+    return None
+
+
+def auto_reply_subject(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """Out-of-office subjects ("Automatische Antwort:", "Out of Office", ...), at the start."""
+    if _OOF_SUBJECT_RE.match(msg.subject.strip()):
+        return _verdict(AUTO_REPLY, f"subject {msg.subject!r}")
+    return None
+
+
+def auto_submitted(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """RFC 3834: any Auto-Submitted value other than 'no' is automatic mail."""
+    keyword = _first_token(msg.header("Auto-Submitted"))
+    if msg.has_header("Auto-Submitted") and keyword != "no":
+        return _verdict(ROBOT, f"header Auto-Submitted: {msg.header('Auto-Submitted')}")
+    return None
+
+
+def response_suppress(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """X-Auto-Response-Suppress (All, OOF, AutoReply, ...): the sender is an automatic mailer."""
+    value = msg.header("X-Auto-Response-Suppress")
+    tokens = {t.strip().lower() for t in value.split(",")}
+    if tokens & _SUPPRESS_TOKENS:
+        return _verdict(ROBOT, f"header X-Auto-Response-Suppress: {value}")
+    return None
+
+
+def exchange_generated(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """Mail generated or redirected by Exchange inbox rules."""
+    for name in _EXCHANGE_HEADERS:
+        if msg.has_header(name):
+            return _verdict(ROBOT, f"header {name}: {msg.header(name)}")
+    return None
+
+
+def null_return_path(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """An empty Return-Path (<>): the envelope of automatic mail (RFC 5321 section 4.5.5)."""
+    return _verdict(ROBOT, "empty Return-Path <>") if dsn.null_return_path(msg) else None
+
+
+def robot_sender(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """MAILER-DAEMON@, postmaster@, no-reply@, do-not-reply@, bounce(s)@ senders."""
+    if ROBOT_LOCAL_RE.fullmatch(local_part(msg.from_addr)):
+        return _verdict(ROBOT, f"sender {msg.from_addr}")
+    return None
+
+
+def agent_sender(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """From a configured agent (whether the agent may act is decided by the reply token)."""
+    if msg.from_addr and msg.from_addr in {a.lower() for a in ctx.agent_addresses}:
+        return _verdict(AGENT, f"From is agent {msg.from_addr}")
+    return None
+
+
+# The order of the rules: the first that answers decides.  Loops first (never a ticket),
+# then bounces and reports, auto-replies before the generic robot signals they also carry.
+RULES: tuple[Callable[[Message, ClassifyContext], Verdict | None], ...] = (
+    loop_header,
+    own_sender,
+    delivery_failure,
+    other_report,
+    auto_reply_header,
+    bulk_or_list,
+    auto_reply_subject,
+    auto_submitted,
+    response_suppress,
+    exchange_generated,
+    null_return_path,
+    robot_sender,
+    agent_sender,
+)

@@ -1,0 +1,1 @@
+"""What the operator configures: the config file's schema and loader, the team."""

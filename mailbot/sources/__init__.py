@@ -1,1 +1,0 @@
-"""Sources of inbound mail; each hands raw bytes to :func:`mailbot.pipeline.ingest`."""

@@ -1,0 +1,1 @@
+"""What the operator observes: the health board and the Prometheus metrics."""

@@ -1,0 +1,98 @@
+"""Prometheus metrics for operators, in a registry of their own (never the global one).
+
+Counters are fed by the pipeline (:meth:`Metrics.ingested`) and the outbox sender
+(:meth:`Metrics.sent`); outbox and source gauges are read at scrape time from the
+store and the :class:`~mailbot.health.Health` board, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from mailbot.status.health import Health
+from mailbot.store import Store
+from mailbot.store import mail as mq
+
+OUTCOMES = ("created", "followup", "duplicate", "note", "ignored", "quarantined")
+OUTBOX_GAUGED = ("pending", "failed")
+LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class ScrapeTimeCollector:
+    """Outbox and source gauges, computed when Prometheus scrapes."""
+
+    def __init__(self, store: Store, health: Health) -> None:
+        self.store = store
+        self.health = health
+
+    def describe(self) -> list:
+        """No description up front: collecting would touch the store at registration."""
+        return []
+
+    def collect(self):
+        """Yield the current outbox counts and source connection states."""
+        yield self._outbox()
+        yield from self._sources()
+
+    def _outbox(self) -> GaugeMetricFamily:
+        gauge = GaugeMetricFamily("mailbot_outbox_mails", "Outbox mails by delivery status",
+                                  labels=["status"])
+        counts = mq.outbox_counts(self.store)
+        for status in OUTBOX_GAUGED:
+            gauge.add_metric([status], counts.get(status, 0))
+        return gauge
+
+    def _sources(self):
+        up = GaugeMetricFamily("mailbot_source_connected",
+                               "1 when the mail source is connected, else 0", labels=["source"])
+        failures = GaugeMetricFamily("mailbot_source_failures",
+                                     "Consecutive connection failures of the mail source",
+                                     labels=["source"])
+        for state in self.health.states():
+            up.add_metric([state.name], 1 if state.state == "connected" else 0)
+            failures.add_metric([state.name], state.failures)
+        yield up
+        yield failures
+
+
+class Metrics:
+    """mailbot's metrics; pass one to the context as ``ctx.metrics``."""
+
+    def __init__(self, store: Store, health: Health | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.ingested_total = Counter("mailbot_mails_ingested", "Mails processed, by outcome",
+                                      ["outcome"], registry=self.registry)
+        self.quarantined_total = Counter("mailbot_mails_quarantined",
+                                         "Mails that could not be processed",
+                                         registry=self.registry)
+        self.tickets_created_total = Counter("mailbot_tickets_created", "Tickets opened",
+                                             registry=self.registry)
+        self.ack_latency = Histogram(
+            "mailbot_acknowledgement_latency_seconds",
+            "Seconds from filing a new ticket to handing its acknowledgement to the relay",
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        for outcome in OUTCOMES:
+            self.ingested_total.labels(outcome)
+        self.registry.register(ScrapeTimeCollector(store, health or Health()))
+
+    def ingested(self, outcome) -> None:
+        """Count one processed mail by its outcome (called by the pipeline)."""
+        self.ingested_total.labels(outcome.status).inc()
+        if outcome.status == "quarantined":
+            self.quarantined_total.inc()
+        elif outcome.status == "created":
+            self.tickets_created_total.inc()
+
+    def sent(self, row: dict, sent_at: datetime) -> None:
+        """Observe the acknowledgement latency of a delivered outbox row (called by the sender)."""
+        if row["kind"] != "acknowledgement" or not row.get("created_at"):
+            return
+        latency = sent_at - datetime.fromisoformat(row["created_at"])
+        self.ack_latency.observe(max(0.0, latency.total_seconds()))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric (reads the store)."""
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""What a mail does to tickets: filing, threading, the lifecycle, agents, jobs."""

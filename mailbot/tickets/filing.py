@@ -1,0 +1,225 @@
+"""Filing one classified mail: a new ticket or a follow-up, committed in one transaction.
+
+Everything a mail causes (ticket, message, attachments, events, outbox rows and the
+ingest record) is written in the same transaction, so a crash leaves all or nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mailbot.context import Context
+from mailbot.outbound.compose import Envelope
+from mailbot.outbound.outbox import enqueue
+from mailbot.reading.message import Message
+from mailbot.store import blobs
+from mailbot.store import directory as dq
+from mailbot.store import tickets as tq
+from mailbot.tickets import lifecycle, notify, threads, triage
+from mailbot.tickets.directory import Identity, identify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one mail."""
+
+    status: str
+    ticket_number: str = ""
+    detail: str = ""
+
+
+def find_ticket(ctx: Context, msg: Message) -> tuple[threads.ThreadMatch, dict | None]:
+    """The thread evidence of ``msg`` and the ticket it points at (None when new)."""
+    config = ctx.config
+    match = threads.find(msg, signer=ctx.signer, support_addresses=config.support.addresses,
+                         tag=threads.tag_pattern(config.tickets.tag_prefix),
+                         lookup=lambda mid: tq.ticket_for_message_id(ctx.store, mid))
+    if match.ticket_id is not None:
+        return match, tq.by_id(ctx.store, match.ticket_id)
+    if match.ticket_number:
+        return match, tq.by_number(ctx.store, match.ticket_number)
+    return match, None
+
+
+def new_ticket_number(ctx: Context, now: datetime) -> str:
+    """A fresh, never reused ticket number in the configured format."""
+    local = now.astimezone(ZoneInfo(triage.timezone_name(ctx.config)))
+    day = local.strftime("%Y%m%d")
+    while True:
+        counter = tq.next_counter(ctx.store, day)
+        number = ctx.config.tickets.number_format.format(date=local, counter=counter)
+        if not tq.number_taken(ctx.store, number):
+            return number
+
+
+def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
+                  now: datetime) -> int:
+    """Append an inbound mail and its attachments to a ticket."""
+    row = tq.add_message(ctx.store, {
+        "ticket_id": ticket_id, "direction": direction, "message_id": msg.message_id,
+        "from_addr": msg.from_addr, "from_name": msg.from_name, "to_addrs": list(msg.recipients),
+        "subject": msg.subject, "body": msg.text, "html": msg.html,
+        "spool_sha256": msg.raw_sha256, "created_at": now})
+    for attachment in msg.attachments:
+        tq.add_attachment(ctx.store, {"message_row": row, "filename": attachment.filename,
+                                      "content_type": attachment.content_type,
+                                      "size": attachment.size, "sha256": attachment.sha256})
+    return row
+
+
+def save_attachments(ctx: Context, msg: Message, sync: bool = True) -> None:
+    """Write attachment payloads to disk by content hash (before the transaction)."""
+    for attachment in msg.attachments:
+        blobs.put(ctx.files_dir, attachment.payload, attachment.sha256, sync=sync)
+
+
+def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
+                       match: threads.ThreadMatch, ticket: dict | None) -> Outcome:
+    """File a mail from a customer (or a robot, without acknowledgement)."""
+    now = ctx.clock()
+    facts = triage.extract(ctx, msg)
+    identity = identify(ctx.store, msg.from_addr, facts.get("customer_number", ()))
+    contact_id = _ensure_contact(ctx, msg, identity)
+    if ticket is not None:
+        action = _followup_action(ctx, msg, ticket, identity, now)
+        if action in ("append", "reopen"):
+            return append_followup(ctx, msg, ticket, match, now)
+        if action == "note":
+            return _stranger_note(ctx, msg, ticket, now)
+        parent = ticket
+    else:
+        parent = None
+    return create_ticket(ctx, msg, identity, contact_id, (acknowledge, facts), parent, now)
+
+
+def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.ThreadMatch,
+                    now: datetime) -> Outcome:
+    """Append a customer's follow-up to its ticket, reopening it where the lifecycle says."""
+    store_message(ctx, ticket["id"], msg, "in", now)
+    _customer_wrote(ctx, ticket, msg.from_addr, {"threaded_by": match.how}, now)
+    notify.agents_about_message(ctx, ticket, msg, "agent_followup", now)
+    return Outcome("followup", ticket["number"], f"threaded by {match.how}")
+
+
+def append_customer_text(ctx: Context, ticket: dict, text: str, via: str,
+                         now: datetime) -> int:
+    """Add a customer message that did not come by mail (the ticket page) like a follow-up."""
+    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
+    address = contact["address"] if contact else ""
+    row = tq.add_message(ctx.store, {
+        "ticket_id": ticket["id"], "direction": "in", "from_addr": address,
+        "from_name": contact["name"] if contact else "", "to_addrs": [],
+        "subject": ticket["subject"], "body": text, "created_at": now})
+    _customer_wrote(ctx, ticket, address, {"via": via}, now)
+    notify.agents_about_message(ctx, ticket, None, "agent_followup", now, text=text)
+    return row
+
+
+def _customer_wrote(ctx: Context, ticket: dict, address: str, how: dict,
+                    now: datetime) -> None:
+    """The event, the reopening and the update clock of a customer's follow-up."""
+    actor = address or "customer"
+    tq.add_event(ctx.store, ticket["id"], "customer_reply", {"from": address, **how}, now,
+                 actor=actor)
+    change_status(ctx, ticket, lifecycle.after_customer_reply(ticket["status"]), now,
+                  actor=actor)
+    triage.after_customer_reply(ctx, ticket, now)
+
+
+def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
+                  actor: str = "system") -> bool:
+    """Move a ticket to ``target`` status with an event; False when it already was there."""
+    if target == ticket["status"]:
+        return False
+    lifecycle.check_transition(ticket["status"], target)
+    fields: dict = {"status": target, "updated_at": now}
+    fields["closed_at"] = now if target == "closed" else None
+    tq.update(ctx.store, ticket["id"], **fields)
+    tq.add_event(ctx.store, ticket["id"], "status",
+                 {"from": ticket["status"], "to": target}, now, actor=actor)
+    triage.after_status_change(ctx, ticket, ticket["status"], target, now)
+    ticket["status"] = target
+    return True
+
+
+def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: int | None,
+                  ack_facts: tuple[bool, dict], parent: dict | None, now: datetime) -> Outcome:
+    """Open a new ticket for ``msg`` and queue its acknowledgement (when asked to)."""
+    acknowledge, facts = ack_facts
+    account = identity.account or {}
+    language = account.get("language") or (identity.contact or {}).get("language") \
+        or ctx.config.service.language
+    assessed = triage.assess(ctx, msg, identity, facts, now, language)
+    number = new_ticket_number(ctx, now)
+    ticket_id = ctx.store.insert("tickets", {
+        "number": number, "subject": msg.subject or "(no subject)", "status": "new",
+        "priority": assessed.priority, "contact_id": contact_id,
+        "account_id": account.get("id"), "contract": account.get("contract"),
+        "entitled": int(assessed.entitled), "language": language,
+        "parent_id": parent["id"] if parent else None, "created_at": now, "updated_at": now,
+        **assessed.fields})
+    store_message(ctx, ticket_id, msg, "in", now)
+    tq.add_event(ctx.store, ticket_id, "created",
+                 {"from": msg.from_addr, "identified_by": identity.matched_by,
+                  "parent": parent["number"] if parent else None}, now, actor=msg.from_addr)
+    for kind, data in assessed.events:
+        tq.add_event(ctx.store, ticket_id, kind, data, now)
+    ticket = tq.by_id(ctx.store, ticket_id)
+    if acknowledge:
+        queue_acknowledgement(ctx, ticket, msg, assessed.ack_values, now)
+    notify.agents_about_message(ctx, ticket, msg, "agent_new_ticket", now)
+    return Outcome("created", number, f"linked to {parent['number']}" if parent else "")
+
+
+def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict,
+                          now: datetime) -> None:
+    """Put the acknowledgement of a new ticket into the outbox, unless policy holds it back."""
+    reason = triage.hold_acknowledgement(ctx, msg, now)
+    if reason:
+        tq.add_event(ctx.store, ticket["id"], "acknowledgement_held", {"reason": reason}, now)
+        log.warning("no acknowledgement for ticket %s: %s", ticket["number"], reason)
+        return
+    number = ticket["number"]
+    envelope = Envelope(to=(msg.from_addr,), from_name=ctx.config.support.name,
+                        in_reply_to=msg.message_id, references=msg.references)
+    outgoing = ctx.composer.build("acknowledgement", ticket["language"], number, envelope, {
+        **values, "subject": msg.subject or "(no subject)", "customer_name": msg.from_name,
+        "support_name": ctx.config.support.name, "ticket_url": ctx.link("ticket", number),
+        "escalation_url": ctx.link("escalate", number)}, now)
+    enqueue(ctx, ticket["id"], outgoing, now)
+
+
+def _ensure_contact(ctx: Context, msg: Message, identity: Identity) -> int | None:
+    if not msg.from_addr:
+        return None
+    if identity.contact and identity.contact["bounced_at"]:
+        dq.clear_bounce(ctx.store, msg.from_addr)
+    account_id = identity.account["id"] if identity.account else None
+    if identity.contact and (identity.contact["account_id"] or not account_id):
+        return identity.contact["id"]
+    return dq.upsert_contact(ctx.store, {"address": msg.from_addr, "name": msg.from_name,
+                                         "account_id": account_id, "phone": "", "language": ""})
+
+
+def _followup_action(ctx: Context, msg: Message, ticket: dict, identity: Identity,
+                     now: datetime) -> str:
+    if ticket["status"] == "closed":
+        closed_at = datetime.fromisoformat(ticket["closed_at"] or ticket["updated_at"])
+        days = (now - closed_at).total_seconds() / 86400
+        return lifecycle.closed_followup_action(ctx.config.tickets.closed_followup, days,
+                                                ctx.config.tickets.reopen_days)
+    if triage.is_stranger(ctx, msg, ticket, identity):
+        mode = ctx.config.hygiene.stranger_followup
+        return "note" if mode == "note" else "new_linked"
+    return "append"
+
+
+def _stranger_note(ctx: Context, msg: Message, ticket: dict, now: datetime) -> Outcome:
+    store_message(ctx, ticket["id"], msg, "note", now)
+    tq.add_event(ctx.store, ticket["id"], "stranger_mail", {"from": msg.from_addr}, now)
+    return Outcome("note", ticket["number"], f"mail from stranger {msg.from_addr} kept as note")

@@ -1,0 +1,171 @@
+"""The scheduler's jobs: status mails, deadline warnings, reminders, auto-close.
+
+Each job is a plain function of the context and ``now`` (tests pass their own clock),
+safe to run twice: what it sends is written to the outbox in the same transaction
+that records it as done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mailbot.context import Context
+from mailbot.outbound.compose import Envelope
+from mailbot.outbound.outbox import enqueue
+from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
+from mailbot.store import directory as dq
+from mailbot.store import jobs as jq
+from mailbot.store import tickets as tq
+from mailbot.tickets import filing, notify, triage
+
+log = logging.getLogger(__name__)
+
+
+def run_all(ctx: Context, now: datetime) -> dict[str, int]:
+    """Run every job once; how many mails or changes each produced."""
+    counts = {}
+    for job in (status_notifications, deadline_warnings, waiting_reminders, auto_close):
+        try:
+            counts[job.__name__] = job(ctx, now)
+        except Exception:
+            log.exception("job %s failed; it runs again next round", job.__name__)
+    if any(counts.values()):
+        ctx.on_outbox()
+    return counts
+
+
+def _calendars(ctx: Context) -> Callable[[dict], BusinessCalendar]:
+    """A ticket's calendar for one job run: each contract's is looked up once, not per ticket."""
+    known: dict[str | None, BusinessCalendar] = {}
+
+    def calendar_of(ticket: dict) -> BusinessCalendar:
+        name = ticket.get("contract")
+        if name not in known:
+            known[name] = triage.calendar_of(ctx, ticket)
+        return known[name]
+
+    return calendar_of
+
+
+def customer_mail(ctx: Context, ticket: dict, kind: str, values: dict, now: datetime) -> bool:
+    """Queue a mail to the ticket's contact (held if the address bounced); False without one."""
+    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
+    if contact is None:
+        return False
+    envelope = Envelope(to=(contact["address"],), from_name=ctx.config.support.name,
+                        auto_submitted="auto-generated")
+    outgoing = ctx.composer.build(kind, ticket["language"], ticket["number"], envelope, {
+        "subject": ticket["subject"], "customer_name": contact["name"],
+        "ticket_url": ctx.link("ticket", ticket["number"]),
+        "support_name": ctx.config.support.name, **values}, now)
+    enqueue(ctx, ticket["id"], outgoing, now)
+    return True
+
+
+def status_notifications(ctx: Context, now: datetime) -> int:
+    """One mail per ticket for status changes that settled for the coalescing window."""
+    window = timedelta(seconds=ctx.config.notifications.coalesce_seconds)
+    sent = 0
+    for ticket_id, events in jq.pending_status_events(ctx.store).items():
+        if datetime.fromisoformat(events[-1]["created_at"]) > now - window:
+            continue
+        with ctx.store.transaction():
+            sent += _notify_status(ctx, ticket_id, events, now)
+    return sent
+
+
+def _notify_status(ctx: Context, ticket_id: int, events: list[dict], now: datetime) -> int:
+    ticket = tq.by_id(ctx.store, ticket_id)
+    if jq.mark_notified(ctx.store, [e["id"] for e in events], now) != len(events):
+        return 0
+    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
+    by_customer = all(e["actor"] in ("customer", contact and contact["address"])
+                      for e in events)
+    final, before = ticket["status"], events[0]["data"].get("from")
+    if by_customer or final == before or final not in ctx.config.notifications.statuses:
+        return 0
+    return int(customer_mail(ctx, ticket, "status_changed", {"status": final}, now))
+
+
+def deadline_warnings(ctx: Context, now: datetime) -> int:
+    """Warn agents once before a response deadline and once when it is breached."""
+    lead = timedelta(minutes=ctx.config.notifications.warning_minutes)
+    calendar_of = _calendars(ctx)
+    sent = 0
+    for ticket in jq.tickets_with_deadlines(ctx.store):
+        if not is_open(calendar_of(ticket), now):
+            continue
+        for label, key in (("first response", "first_response_due"), ("update", "update_due")):
+            if key == "first_response_due" and ticket["first_response_at"]:
+                continue
+            if ticket[key]:
+                sent += _deadline_stage(ctx, ticket, label, ticket[key], now, lead)
+    return sent
+
+
+def _deadline_stage(ctx: Context, ticket: dict, label: str, due_text: str, now: datetime,
+                    lead: timedelta) -> int:
+    due = datetime.fromisoformat(due_text)
+    stage = "deadline_breached" if now >= due else \
+        "deadline_warning" if now >= due - lead else ""
+    if not stage:
+        return 0
+    with ctx.store.transaction():
+        if jq.has_event(ctx.store, ticket["id"], stage, "due", due_text):
+            return 0
+        tq.add_event(ctx.store, ticket["id"], stage, {"deadline": label, "due": due_text}, now)
+        tz = triage.timezone_name(ctx.config)
+        notify.agents_alert(ctx, tq.by_id(ctx.store, ticket["id"]), "deadline_warning", {
+            "breached": stage == "deadline_breached", "deadline_label": label,
+            "due": due.astimezone(ZoneInfo(tz)).strftime("%d.%m.%Y %H:%M")}, now)
+    return 1
+
+
+def waiting_reminders(ctx: Context, now: datetime) -> int:
+    """Remind customers once per waiting period after N business days without an answer."""
+    days = ctx.config.notifications.waiting_reminder_days
+    if days <= 0:
+        return 0
+    calendar_of = _calendars(ctx)
+    sent = 0
+    for ticket in jq.tickets_in_status_since(ctx.store, "waiting"):
+        if not ticket["since"]:
+            continue
+        due = add_business_time(calendar_of(ticket),
+                                datetime.fromisoformat(ticket["since"]), BusinessDuration(days))
+        if now < due:
+            continue
+        with ctx.store.transaction():
+            if jq.has_event(ctx.store, ticket["id"], "waiting_reminder", "since",
+                            ticket["since"]):
+                continue
+            tq.add_event(ctx.store, ticket["id"], "waiting_reminder",
+                         {"since": ticket["since"]}, now)
+            sent += customer_mail(ctx, ticket, "waiting_reminder", {}, now)
+    return sent
+
+
+def auto_close(ctx: Context, now: datetime) -> int:
+    """Close tickets resolved for N days, with a final mail instead of a status mail."""
+    days = ctx.config.notifications.auto_close_days
+    if days <= 0:
+        return 0
+    closed = 0
+    for ticket in jq.tickets_in_status_since(ctx.store, "resolved"):
+        if not ticket["since"] or datetime.fromisoformat(ticket["since"]) > now - \
+                timedelta(days=days):
+            continue
+        with ctx.store.transaction():
+            current = tq.by_id(ctx.store, ticket["id"])
+            if current["status"] != "resolved":
+                continue
+            filing.change_status(ctx, current, "closed", now)
+            pending = jq.pending_status_events_of(ctx.store, current["id"])
+            jq.mark_notified(ctx.store, [e["id"] for e in pending], now)
+            customer_mail(ctx, current, "auto_closed", {"days": days}, now)
+            closed += 1
+    return closed
+

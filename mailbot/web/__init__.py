@@ -1,0 +1,1 @@
+"""The small HTTP server: customer pages, /healthz and /metrics."""
