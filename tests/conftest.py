@@ -20,7 +20,7 @@ from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
 from mailbot.settings.config import load
 from mailbot.store import tickets as tq
-from mailbot.tickets.filing import Outcome
+from mailbot.tickets.outcome import Outcome
 
 
 @pytest.fixture(scope="session")

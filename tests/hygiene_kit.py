@@ -25,10 +25,10 @@ from servers import wait_until
 from mailbot.app import cli, reports
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
-from mailbot.outbound import outbox
+from mailbot.outbound import sender
 from mailbot.outbound.transports import transport_for
 from mailbot.settings import config
-from mailbot.tickets.filing import Outcome
+from mailbot.tickets.outcome import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -120,7 +120,7 @@ def run_cli(ctx: Context, *args: str) -> Result:
 
 def deliver(ctx: Context) -> int:
     """Run the outbox sender once with the configured transport; the number delivered."""
-    return asyncio.run(outbox.deliver_due(ctx, transport_for(ctx.config)))
+    return asyncio.run(sender.deliver_due(ctx, transport_for(ctx.config)))
 
 
 def parsed(raw: bytes) -> email.message.EmailMessage:

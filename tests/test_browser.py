@@ -19,7 +19,6 @@ from servers import ReceivedMail, SmtpSink, free_port
 from webutil import context_for, customer_mail, file_ticket, links_in, outbox_mails, write_config
 
 from mailbot.context import Context
-from mailbot.status.health import Health
 from mailbot.web.server import start_web
 
 CHROMIUM = "/usr/bin/chromium"
@@ -53,7 +52,7 @@ def site_config(tmp_path: Path, smtp_sink: SmtpSink, request) -> Path:
 async def site(site_config: Path) -> AsyncIterator[Context]:
     """The web server of that config, serving in this test's event loop."""
     ctx = context_for(site_config)
-    runner = await start_web(ctx, Health())
+    runner = await start_web(ctx)
     yield ctx
     await runner.cleanup()
     ctx.store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -95,11 +94,13 @@ def test_only_the_first_part_of_the_body_is_read():
     "body",
     ["a" * 100_000, "Version " * 20_000, "Kundennummer " * 10_000, "1." * 50_000, "ä-" * 50_000],
 )
-def test_pathological_text_is_fast(body):
-    """Odd input never stalls ingestion."""
-    started = time.perf_counter()
-    extract_facts(body[:1000], body, PATTERNS)
-    assert time.perf_counter() - started < 0.5
+def test_pathological_text_gives_no_facts(body):
+    """Odd input yields no made-up facts and does not hide a real one next to it.
+
+    How long such input takes is measured by `python bench/hostile.py --only a`, not here.
+    """
+    assert extract_facts(body[:1000], body, PATTERNS) == {}
+    assert extract_facts("Kundennummer 12345", body, PATTERNS) == {"customer_number": ("12345",)}
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from servers import Dovecot, ImapAccount
 
 from mailbot.context import Context
 from mailbot.inbound.imap import ImapSource
+from mailbot.inbound.source import Feed
 from mailbot.settings.config import ImapConfig
 from mailbot.status.health import Health
 from mailbot.store import directory as dq
@@ -311,7 +312,8 @@ def test_same_mail_in_two_mailboxes_is_one_ticket(ctx: Context, dovecot: Dovecot
     users = [dovecot.new_user(), dovecot.new_user()]
     for user, address in zip(users, (SUPPORT, ALIAS), strict=True):
         dovecot.append(user.username, "INBOX", f"Delivered-To: {address}\r\n".encode() + raw)
-    filed = [imap_source(ctx, user).run_once() for user in users]
+    feed = Feed(file=lambda raw, source: ingest(ctx, raw, source), flush=lambda: None)
+    filed = [imap_source(user).run_once(feed) for user in users]
     assert filed == [1, 1]
     assert ticket_count(ctx) == 1
     assert len(acks_to(ctx, ALICE[1])) == 1
@@ -327,13 +329,12 @@ def test_copies_without_message_id_are_one_ticket(ctx: Context) -> None:
     assert ticket_count(ctx) == 1
 
 
-def imap_source(ctx: Context, user: ImapAccount) -> ImapSource:
-    """An IMAP source for one Dovecot user, filing into ``ctx``."""
+def imap_source(user: ImapAccount) -> ImapSource:
+    """An IMAP source for one Dovecot user."""
     cfg = ImapConfig(host=user.host, port=user.port, username=user.username,
                      password=user.password, security="plain", done_folder="Processed",
                      name=user.username)
-    return ImapSource(cfg, lambda raw, source: ingest(ctx, raw, source),
-                      lambda mailbox, value: True, Health())
+    return ImapSource(cfg, lambda mailbox, value: True, Health())
 
 
 # -- strangers ---------------------------------------------------------------------------------

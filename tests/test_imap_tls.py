@@ -11,10 +11,11 @@ from mails import build_mail
 from servers import Dovecot, ImapAccount
 
 from mailbot.inbound.imap import ImapSource
+from mailbot.inbound.source import Feed
 from mailbot.reading.message import parse
 from mailbot.settings.config import ImapConfig
 from mailbot.status.health import Health
-from mailbot.tickets.filing import Outcome
+from mailbot.tickets.outcome import Outcome
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +27,22 @@ def tls_dovecot() -> Iterator[Dovecot]:
 
 
 def source(server: Dovecot, user: ImapAccount, security: str, ca_file: Path | None,
-           filed: list[bytes], health: Health) -> ImapSource:
+           health: Health) -> ImapSource:
     """An IMAP source that records what it files instead of running the pipeline."""
     port = server.tls_port if security == "tls" else server.port
     cfg = ImapConfig(host=user.host, port=port, username=user.username,
                      password=user.password, security=security, done_folder="Processed",
                      ca_file=str(ca_file or ""), timeout_seconds=5)
+    return ImapSource(cfg, lambda mailbox, value: True, health)
 
-    def ingest(raw: bytes, source_name: str) -> Outcome:
+
+def recorder(filed: list[bytes]) -> Feed:
+    """A feed that records what a source files instead of running the pipeline."""
+    def file(raw: bytes, source_name: str) -> Outcome:
         filed.append(raw)
         return Outcome("created")
 
-    return ImapSource(cfg, ingest, lambda mailbox, value: True, health)
+    return Feed(file=file, flush=lambda: None)
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
@@ -47,8 +52,8 @@ def test_mail_is_read_over_an_encrypted_connection(tls_dovecot: Dovecot, securit
     raw = build_mail(subject=f"Über {security}")
     tls_dovecot.append(user.username, "INBOX", raw)
     filed: list[bytes] = []
-    assert source(tls_dovecot, user, security, tls_dovecot.cert_path, filed,
-                  Health()).run_once() == 1
+    assert source(tls_dovecot, user, security, tls_dovecot.cert_path,
+                  Health()).run_once(recorder(filed)) == 1
     assert [parse(m).subject for m in filed] == [f"Über {security}"]
     assert tls_dovecot.message_count(user.username, "Processed") == 1
 
@@ -61,6 +66,6 @@ def test_untrusted_certificate_is_refused_and_mail_stays(tls_dovecot: Dovecot,
     tls_dovecot.append(user.username, "INBOX", build_mail())
     filed: list[bytes] = []
     with pytest.raises(ssl.SSLCertVerificationError):
-        source(tls_dovecot, user, security, None, filed, Health()).run_once()
+        source(tls_dovecot, user, security, None, Health()).run_once(recorder(filed))
     assert filed == []
     assert tls_dovecot.message_count(user.username, "INBOX") == 1

@@ -11,7 +11,8 @@ import pytest
 
 from mailbot.context import Context, open_context
 from mailbot.outbound.compose import Outgoing
-from mailbot.outbound.outbox import Sender, backoff, deliver_due, enqueue
+from mailbot.outbound.outbox import backoff, enqueue
+from mailbot.outbound.sender import Sender, deliver_due
 from mailbot.outbound.transports import DeliveryError
 from mailbot.settings.config import Config, OutboxConfig, RelayConfig, ServiceConfig, SupportConfig
 from mailbot.store import mail as mq
@@ -85,7 +86,7 @@ def queue(ctx: Context, n: int = 1) -> None:
     """Put ``n`` acknowledgements into the outbox, due now."""
     with ctx.store.transaction():
         for i in range(n):
-            enqueue(ctx, None, Outgoing("acknowledgement", f"m{i}@example.com",
+            enqueue(ctx.store, None, Outgoing("acknowledgement", f"m{i}@example.com",
                                         "support@example.com", (f"k{i}@kunde.example",),
                                         b"Subject: hi\r\n\r\nhello\r\n"), ctx.clock())
 

@@ -23,7 +23,7 @@ from servers import SmtpSink
 
 from mailbot.context import Context
 from mailbot.inbound import pipeline
-from mailbot.outbound import outbox
+from mailbot.outbound import sender
 from mailbot.outbound.transports import SmtpTransport
 from mailbot.settings.config import RelayConfig
 
@@ -61,7 +61,7 @@ class Exchange:
         seen = 0
         for _ in range(MAX_ROUNDS):
             for ctx in self.instances:
-                asyncio.run(outbox.deliver_due(ctx, self.transport))
+                asyncio.run(sender.deliver_due(ctx, self.transport))
             new = self.sink.messages[seen:]
             seen += len(new)
             if not new:

@@ -59,24 +59,33 @@ def test_append_then_fetch(dovecot: Dovecot, imap_user: ImapAccount) -> None:
 
 def test_users_are_isolated_and_added_live(dovecot: Dovecot, imap_user: ImapAccount) -> None:
     """A user added while Dovecot runs can log in at once and sees no one else's mail."""
-    dovecot.append(imap_user.username, "INBOX", sample_mail())
+    mine, theirs = sample_mail("Mine"), sample_mail("Theirs")
+    dovecot.append(imap_user.username, "INBOX", mine)
     other = dovecot.new_user()
     assert other.username != imap_user.username
-    assert dovecot.message_count(other.username) == 0
-    assert dovecot.message_count("support") >= 0  # the session user still logs in
+    with login(other) as client:  # logs in at once with its own password
+        assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 0
+    dovecot.append(other.username, "INBOX", theirs)
+    assert dovecot.fetch_all(other.username) == [theirs]
+    assert dovecot.fetch_all(imap_user.username) == [mine]  # the earlier user still logs in
 
 
-def test_wrong_password_is_refused_without_penalty(
+def test_wrong_password_is_refused_then_good_login_works(
     dovecot: Dovecot, imap_user: ImapAccount
 ) -> None:
-    """A wrong password is refused, and the next good login is not delayed by Dovecot."""
+    """A wrong password is refused, and the next good login gets into the mailbox.
+
+    That this login is not delayed (the auth penalty is off) is measured by
+    `python bench/hostile.py --only b`, not asserted here.
+    """
+    uid = dovecot.append(imap_user.username, "INBOX", sample_mail())
     bad = IMAPClient(imap_user.host, port=imap_user.port, ssl=False, timeout=10)
     with pytest.raises(Exception, match="AUTHENTICATIONFAILED"):
         bad.login(imap_user.username, "wrong")
     bad.shutdown()
-    started = time.monotonic()
-    with login(imap_user):
-        assert time.monotonic() - started < 1.0
+    with login(imap_user) as client:
+        client.select_folder("INBOX", readonly=True)
+        assert client.search("ALL") == [uid]
 
 
 def test_idle_sees_append_from_another_connection(dovecot: Dovecot, imap_user: ImapAccount) -> None:
@@ -125,8 +134,11 @@ def test_restart_keeps_port_and_mail(dovecot: Dovecot, imap_user: ImapAccount, c
     with pytest.raises(OSError):
         socket.create_connection((dovecot.host, port), timeout=2).close()
     dovecot.start()
-    assert dovecot.port == port
-    assert dovecot.fetch_all(imap_user.username) == [raw]
+    before = ImapAccount(dovecot.host, port, imap_user.username, imap_user.password)
+    with login(before) as client:  # the port noted before the outage answers again
+        client.select_folder("INBOX", readonly=True)
+        fetched = client.fetch(client.search("ALL"), ["BODY.PEEK[]"])
+    assert [m[b"BODY[]"] for m in fetched.values()] == [raw]
 
 
 def test_missing_dovecot_fails_with_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,9 +152,9 @@ def test_missing_dovecot_fails_with_install_hint(monkeypatch: pytest.MonkeyPatch
 # -- SMTP sink -------------------------------------------------------------------------------
 
 
-def send(sink: SmtpSink, raw: bytes, to: list[str] | None = None) -> dict:
-    """Send `raw` to the sink with smtplib; return smtplib's refused-recipients dict."""
-    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+def send(sink: SmtpSink, raw: bytes, to: list[str] | None = None, port: int = 0) -> dict:
+    """Send `raw` to the sink (on `port` if given) with smtplib; return the refused recipients."""
+    with smtplib.SMTP(sink.host, port or sink.port, timeout=10) as client:
         return client.sendmail("mailbot@example.com", to or ["kunde@example.org"], raw)
 
 
@@ -175,9 +187,8 @@ def test_stopped_sink_refuses_then_accepts_on_same_port(smtp_sink: SmtpSink) -> 
     with pytest.raises(OSError):
         send(smtp_sink, sample_mail())
     smtp_sink.start()
-    assert smtp_sink.port == port
-    send(smtp_sink, sample_mail("After outage"))
-    smtp_sink.wait_for(lambda m: m.subject == "After outage")
+    send(smtp_sink, sample_mail("After outage"), port=port)  # the port noted before stop()
+    (_mail,) = smtp_sink.wait_for(lambda m: m.subject == "After outage")
 
 
 def test_rejected_recipients_get_the_configured_reply(smtp_sink: SmtpSink) -> None:

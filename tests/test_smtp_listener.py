@@ -9,8 +9,8 @@ from mails import build_mail
 from servers import free_port
 
 from mailbot.inbound.listener import GroupCommit, IngestHandler, start_listener
-from mailbot.inbound.pipeline import TemporaryFailure
-from mailbot.tickets.filing import Outcome
+from mailbot.inbound.source import TemporaryFailure
+from mailbot.tickets.outcome import Outcome
 
 
 def deliver(port: int) -> int:

@@ -28,13 +28,13 @@ from webutil import (
 )
 
 from mailbot.context import Context
-from mailbot.outbound import outbox
+from mailbot.outbound import sender
 from mailbot.outbound.transports import transport_for
 from mailbot.status.health import Health
 from mailbot.store import mail as mq
+from mailbot.store import public as wq
 from mailbot.store import tickets as tq
-from mailbot.store import web as wq
-from mailbot.web.render import FORM_SALT
+from mailbot.web.forms import FORM_SALT
 from mailbot.web.server import make_app
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -50,15 +50,15 @@ def ctx(tmp_path) -> AsyncIterator[Context]:
 
 
 @pytest.fixture
-def health() -> Health:
-    """The daemon's source-state board, empty: no sources configured."""
-    return Health()
+def health(ctx: Context) -> Health:
+    """The context's source-state board, empty: no sources configured."""
+    return ctx.health
 
 
 @pytest.fixture
 async def client(ctx: Context, health: Health) -> AsyncIterator[TestClient]:
     """An HTTP client talking to the app served on a free loopback port."""
-    async with TestClient(TestServer(make_app(ctx, health))) as http:
+    async with TestClient(TestServer(make_app(ctx))) as http:
         yield http
 
 
@@ -468,7 +468,7 @@ async def test_metrics_count_mails_outbox_latency_and_sources(ctx, client, healt
     assert 'mailbot_outbox_mails{status="failed"} 0.0' in text
     assert 'mailbot_source_connected{source="imap:support"} 1.0' in text
     assert "mailbot_acknowledgement_latency_seconds_count 0.0" in text
-    await outbox.deliver_due(ctx, transport_for(ctx.config))
+    await sender.deliver_due(ctx, transport_for(ctx.config))
     text = await (await client.get("/metrics")).text()
     assert "mailbot_acknowledgement_latency_seconds_count 2.0" in text
     assert 'mailbot_outbox_mails{status="pending"} 0.0' in text

@@ -14,13 +14,16 @@ import click
 from mailbot.app import reports
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
-from mailbot.outbound.outbox import deliver_due
+from mailbot.inbound.files import FileSource
+from mailbot.outbound.sender import deliver_due
 from mailbot.outbound.transports import transport_for
 from mailbot.settings import config as config_mod
 from mailbot.settings import team
 from mailbot.settings.schema import ConfigError
 from mailbot.store import mail as mq
-from mailbot.tickets import actions, directory
+from mailbot.tickets import accounts as customer_list
+from mailbot.tickets import actions
+from mailbot.tickets.outcome import Outcome
 
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
@@ -101,20 +104,21 @@ def ingest(obj: dict, files: tuple[Path, ...]) -> None:
     except (sqlite3.Error, OSError) as exc:  # e.g. a database locked during start-up
         click.echo(f"temporary failure: cannot open the store: {exc}", err=True)
         sys.exit(EX_TEMPFAIL)
-    sources = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
-    code = 0
-    for name, read in sources:
-        try:
-            outcome = pipeline.ingest(ctx, read(), "cli", durable=False)
-        except Exception as exc:  # any failure of ours must make the MTA retry, not bounce
-            pipeline.flush(ctx)
-            click.echo(f"{name}: temporary failure: {type(exc).__name__}: {exc}", err=True)
-            sys.exit(EX_TEMPFAIL)
-        if outcome.status == "quarantined":
-            code = EX_DATAERR
+    inputs = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
+    outcomes = []
+
+    def report(name: str, outcome: Outcome) -> None:
+        outcomes.append(outcome)
         click.echo(f"{name}: {outcome.status} {outcome.ticket_number} {outcome.detail}".rstrip())
-    pipeline.flush(ctx)
-    sys.exit(code)
+
+    source = FileSource(inputs, report)
+    try:
+        asyncio.run(source.serve(pipeline.feed(ctx), asyncio.Event()))
+    except Exception as exc:  # any failure of ours must make the MTA retry, not bounce
+        click.echo(f"{source.current}: temporary failure: {type(exc).__name__}: {exc}",
+                   err=True)
+        sys.exit(EX_TEMPFAIL)
+    sys.exit(EX_DATAERR if any(o.status == "quarantined" for o in outcomes) else 0)
 
 
 @main.group()
@@ -130,7 +134,7 @@ def tickets_list(obj: dict, show_all: bool, as_json: bool) -> None:
     """Tickets in the order agents should work them."""
     ctx = _context(obj)
     rows = reports.ticket_list(ctx, show_all)
-    _emit(rows, as_json, reports.ticket_list_text(rows, ctx.config.policy.calendar.timezone))
+    _emit(rows, as_json, reports.ticket_list_text(rows, ctx.config.timezone))
 
 
 @tickets.command("show")
@@ -144,7 +148,7 @@ def tickets_show(obj: dict, number: str, as_json: bool) -> None:
     if data is None:
         click.echo(f"no ticket {number}", err=True)
         sys.exit(1)
-    _emit(data, as_json, reports.ticket_detail_text(data, ctx.config.policy.calendar.timezone))
+    _emit(data, as_json, reports.ticket_detail_text(data, ctx.config.timezone))
 
 
 def _operate(action) -> str:
@@ -205,8 +209,8 @@ def accounts_import(obj: dict, file: Path) -> None:
     """Import contracts, accounts and contacts from a TOML or CSV file."""
     try:
         ctx = _context(obj)
-        counts = directory.import_file(ctx.store, file, ctx.policy)
-    except (directory.DirectoryImportError, ValueError) as exc:
+        counts = customer_list.import_file(ctx.store, file, ctx.policy)
+    except (customer_list.DirectoryImportError, ValueError) as exc:
         click.echo(f"import failed: {exc}", err=True)
         sys.exit(EX_DATAERR)
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()))

@@ -9,6 +9,7 @@ waits with exponential backoff and reconnects, without touching other sources.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import threading
@@ -18,10 +19,11 @@ from collections.abc import Callable
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from mailbot.inbound.pipeline import TemporaryFailure
+from mailbot.inbound.source import Feed, TemporaryFailure
 from mailbot.settings.config import ImapConfig
 from mailbot.status.health import Health
-from mailbot.tickets.filing import Outcome
+from mailbot.store import Store
+from mailbot.store import mail as mq
 
 log = logging.getLogger(__name__)
 
@@ -48,38 +50,77 @@ def connect(cfg: ImapConfig) -> IMAPClient:
     return client
 
 
-class ImapSource:
-    """Reads one IMAP mailbox until stopped."""
+def uidvalidity_keeper(store: Store) -> Callable[[str, int], bool]:
+    """Remembers each mailbox's UIDVALIDITY in the store; False when it changed."""
+    def check(mailbox: str, value: int) -> bool:
+        with store.transaction():
+            known = mq.uidvalidity(store, mailbox)
+            mq.set_uidvalidity(store, mailbox, value)
+        return known is None or known == value
 
-    def __init__(self, cfg: ImapConfig, ingest: Callable[[bytes, str], Outcome],
-                 uidvalidity: Callable[[str, int], bool], health: Health,
-                 factory: Callable[[ImapConfig], IMAPClient] = connect,
-                 flush: Callable[[], None] = lambda: None) -> None:
+    return check
+
+
+class ImapSource:
+    """Reads one IMAP mailbox until stopped, in a thread of its own (imapclient blocks)."""
+
+    def __init__(self, cfg: ImapConfig, uidvalidity: Callable[[str, int], bool],
+                 health: Health,
+                 factory: Callable[[ImapConfig], IMAPClient] = connect) -> None:
         self.cfg = cfg
-        self.ingest = ingest
-        self.flush = flush
+        self.name = f"imap:{cfg.label}"
         self.uidvalidity = uidvalidity
         self.health = health
         self.factory = factory
+        self.feed: Feed | None = None
         self.stop = threading.Event()
         self.poll_requested = threading.Event()
         self.failures = 0  # connection failures in a row; the backoff grows with it
 
-    def run(self) -> None:
+    async def serve(self, feed: Feed, stop: asyncio.Event) -> None:
+        """Read the mailbox in its own thread until ``stop`` is set; its errors are raised here."""
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def main() -> None:
+            try:
+                self.run(feed)
+            except BaseException as exc:  # handed to the awaiting task, which reports it
+                loop.call_soon_threadsafe(_settle, finished, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, finished, None)
+
+        threading.Thread(target=main, name=self.name, daemon=True).start()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({finished, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.halt()
+            stopping.cancel()
+        await finished
+
+    def halt(self) -> None:
+        """Ask the thread to stop after the mail in hand (and to leave IDLE or a poll wait)."""
+        self.stop.set()
+        self.poll_requested.set()
+
+    def run(self, feed: Feed) -> None:
         """Serve the mailbox until :attr:`stop` is set, reconnecting with backoff."""
+        self.feed = feed
         while not self.stop.is_set():
             try:
                 self._session()
             except (IMAPClientError, OSError, Reconnect, TimeoutError) as exc:
                 self.failures += 1
                 wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1))
-                self.health.set(self._name, "retrying", f"{type(exc).__name__}: {exc}")
+                self.health.set(self.name, "retrying", f"{type(exc).__name__}: {exc}")
                 log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, exc, wait)
                 self.stop.wait(wait)
-        self.health.set(self._name, "stopped")
+        self.health.set(self.name, "stopped")
 
-    def run_once(self) -> int:
+    def run_once(self, feed: Feed) -> int:
         """Connect, file everything waiting in the folder, disconnect; the number filed."""
+        self.feed = feed
         client = self.factory(self.cfg)
         try:
             self._prepare(client)
@@ -87,16 +128,12 @@ class ImapSource:
         finally:
             _close(client)
 
-    @property
-    def _name(self) -> str:
-        return f"imap:{self.cfg.label}"
-
     def _session(self) -> None:
         client = self.factory(self.cfg)
         try:
             self._prepare(client)
             self.failures = 0
-            self.health.set(self._name, "connected")
+            self.health.set(self.name, "connected")
             log.info("IMAP %s: connected, folder %s", self.cfg.label, self.cfg.folder)
             can_idle = self.cfg.idle and b"IDLE" in client.capabilities()
             while not self.stop.is_set():
@@ -139,7 +176,7 @@ class ImapSource:
             if not uids:
                 return filed
             done, held, deferred = self._file_batch(client, uids)
-            self.flush()
+            self.feed.flush()
             self._finish(client, done, held)
             filed += len(done)
             if deferred:
@@ -156,7 +193,7 @@ class ImapSource:
             if raw is None:
                 continue
             try:
-                outcome = self.ingest(bytes(raw), f"imap:{self.cfg.label}")
+                outcome = self.feed.file(bytes(raw), self.name)
             except TemporaryFailure as exc:
                 log.warning("IMAP %s: uid %d deferred: %s", self.cfg.label, uid, exc)
                 return done, held, True
@@ -212,3 +249,13 @@ def _close(client: IMAPClient) -> None:
             client.shutdown()
         except Exception:
             log.debug("IMAP shutdown after failed logout also failed")
+
+
+def _settle(future: asyncio.Future, error: BaseException | None) -> None:
+    """Finish the future of a source thread (unless its task was cancelled meanwhile)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

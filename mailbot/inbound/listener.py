@@ -15,11 +15,15 @@ from collections.abc import Callable
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailbot.inbound.pipeline import TemporaryFailure
+from mailbot.inbound.source import Feed, TemporaryFailure
 from mailbot.reading.message import base_address
-from mailbot.tickets.filing import Outcome
+from mailbot.settings.config import ListenerConfig
+from mailbot.status.health import Health
+from mailbot.tickets.outcome import Outcome
 
 log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 30.0
 
 OK = "250 2.0.0 OK: {detail}"
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
@@ -109,3 +113,44 @@ async def start_listener(host: str, port: int, protocol: str, max_bytes: int,
         lambda: server_class(handler, data_size_limit=max_bytes, enable_SMTPUTF8=True,
                              decode_data=False, hostname="mailbot"),
         host=host, port=port)
+
+
+class Listener:
+    """The SMTP/LMTP listener as a source: open the port, serve until stopped, drain."""
+
+    def __init__(self, cfg: ListenerConfig, max_bytes: int, recipients: tuple[str, ...],
+                 health: Health) -> None:
+        self.cfg = cfg
+        self.name = f"{cfg.protocol}:{cfg.host}:{cfg.port}"
+        self.max_bytes = max_bytes
+        self.recipients = recipients
+        self.health = health
+        self.handler: IngestHandler | None = None
+        self.server: asyncio.AbstractServer | None = None
+
+    async def open(self, feed: Feed) -> None:
+        """Bind the port (an OSError says why not) and accept mail for ``feed`` from now on."""
+        self.handler = IngestHandler(feed.file, self.cfg.protocol == "lmtp", self.recipients,
+                                     GroupCommit(feed.flush))
+        self.server = await start_listener(self.cfg.host, self.cfg.port, self.cfg.protocol,
+                                           self.max_bytes, self.handler)
+        self.health.set(self.name, "connected")
+
+    async def serve(self, feed: Feed, stop: asyncio.Event) -> None:
+        """Accept mail until ``stop`` is set, then refuse new mail and finish the mail in hand."""
+        if self.server is None:
+            await self.open(feed)
+        try:
+            await stop.wait()
+        finally:
+            self.handler.accepting = False
+            self.server.close()
+            await self._drain()
+            self.health.set(self.name, "stopped")
+
+    async def _drain(self) -> None:
+        """Wait (bounded) for deliveries that are being committed to get their answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while self.handler.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)

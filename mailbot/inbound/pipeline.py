@@ -1,52 +1,232 @@
-"""The path of one inbound mail: spool → parse → classify → thread → file → commit.
+"""The path of one inbound mail, declared in one place: :data:`PREPARE`, then :data:`COMMIT`.
 
-Every source hands raw bytes to :func:`ingest`.  A temporary problem (a busy
-database) raises :class:`TemporaryFailure` so the source can retry later; any
-other error quarantines the mail with its error and the pipeline goes on.
+Every source hands raw bytes to :func:`ingest`.  The mail travels as a :class:`Mail`
+record through the steps below, in the order of the two tuples; each step is a function
+``(ctx, mail) -> mail`` that returns the record with what it found.  The step that
+decides what becomes of the mail sets ``outcome``, and the steps after it are skipped.
+
+PREPARE runs before the database transaction: the raw bytes go to disk first, then the
+mail is read and classified (pure) and its attachments are written.  COMMIT runs in one
+transaction that also writes the ingest record, so a crash leaves everything a mail
+caused (ticket, messages, events, outbox rows) or nothing, and a re-delivery is a no-op.
+
+A fault of ours (the disk, a busy database) raises
+:class:`~mailbot.inbound.source.TemporaryFailure`: the source keeps the mail and retries.
+Anything else that goes wrong with a mail quarantines it with the error; it is never lost.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from mailbot.context import Context
-from mailbot.reading import classify, message
+from mailbot.inbound.source import Feed, TemporaryFailure
+from mailbot.reading import classify as classify_mod
+from mailbot.reading import message
+from mailbot.reading.facts import extract_facts
 from mailbot.reading.message import Message
 from mailbot.store import TemporaryStoreError, blobs
 from mailbot.store import mail as mq
-from mailbot.tickets import agents, bounces, filing
-from mailbot.tickets.filing import Outcome
+from mailbot.store import tickets as tq
+from mailbot.tickets import agents, bounces, filing, threads
+from mailbot.tickets import identify as identify_mod
+from mailbot.tickets.identify import Identity
+from mailbot.tickets.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
 
-class TemporaryFailure(Exception):
-    """The mail could not be filed now but may be later; do not acknowledge its delivery."""
+@dataclass(frozen=True)
+class Mail:
+    """One inbound mail on its way through the steps; each fills in what it found."""
+
+    raw: bytes
+    # Where it came from: "smtp", "imap:<label>", "cli".
+    source: str
+    # Sync each mail to disk; False for a batch that the source flushes at once.
+    durable: bool = True
+    sha: str = ""  # spool
+    msg: Message | None = None  # parse
+    verdict: classify_mod.Verdict | None = None  # classify
+    match: threads.ThreadMatch = field(default_factory=threads.ThreadMatch)  # thread
+    ticket: dict | None = None  # thread: the ticket it follows up on
+    facts: dict = field(default_factory=dict)  # find_facts
+    identity: Identity = field(default_factory=Identity)  # identify
+    outcome: Outcome | None = None  # set by the step that decides
+
+
+Step = Callable[[Context, Mail], Mail]
+
+
+def spool(ctx: Context, mail: Mail) -> Mail:
+    """The raw bytes on disk first, under their hash: from here on nothing can be lost."""
+    try:
+        return replace(mail, sha=blobs.put(ctx.spool_dir, mail.raw, sync=mail.durable))
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot write the spool: {exc}") from exc
+
+
+def skip_same_bytes(ctx: Context, mail: Mail) -> Mail:
+    """The same bytes filed before (and not quarantined): a duplicate, nothing to do."""
+    known = mq.ingest_by_sha(ctx.store, mail.sha)
+    if known is None or known["outcome"] == "quarantined":
+        return mail
+    return replace(mail, outcome=Outcome("duplicate", _number(ctx, known["ticket_id"]),
+                                         "same bytes"))
+
+
+def parse(ctx: Context, mail: Mail) -> Mail:
+    """One normalised message record; a mail beyond the limits is quarantined here."""
+    return replace(mail, msg=message.parse(mail.raw, ctx.config.limits))
+
+
+def classify(ctx: Context, mail: Mail) -> Mail:
+    """Customer, agent, auto-reply, bounce, robot or our own loop, and why."""
+    return replace(mail, verdict=classify_mod.classify(mail.msg, classify_context(ctx)))
+
+
+def save_attachments(ctx: Context, mail: Mail) -> Mail:
+    """Attachment payloads on disk by content hash, before the transaction refers to them."""
+    for attachment in mail.msg.attachments:
+        blobs.put(ctx.files_dir, attachment.payload, attachment.sha256, sync=mail.durable)
+    return mail
+
+
+def skip_same_message(ctx: Context, mail: Mail) -> Mail:
+    """The same Message-ID (or content fingerprint) filed before: a duplicate."""
+    earlier = mq.ingest_by_message_id(ctx.store, identity_key(mail.msg))
+    if earlier is None:
+        return mail
+    return replace(mail, outcome=Outcome("duplicate", _number(ctx, earlier["ticket_id"]),
+                                         "same Message-ID"))
+
+
+def drop_loop(ctx: Context, mail: Mail) -> Mail:
+    """Our own mail coming back never becomes a ticket."""
+    if mail.verdict.kind != classify_mod.LOOP:
+        return mail
+    return replace(mail, outcome=Outcome("ignored", "", mail.verdict.reason))
+
+
+def file_bounce(ctx: Context, mail: Mail) -> Mail:
+    """A delivery report acts on the outbox row and the ticket of the mail it reports."""
+    if mail.verdict.kind != classify_mod.BOUNCE:
+        return mail
+    return replace(mail, outcome=bounces.handle(ctx, mail.msg, mail.verdict))
+
+
+def thread(ctx: Context, mail: Mail) -> Mail:
+    """Which ticket the mail follows up on, and by what evidence (None: a new one)."""
+    config = ctx.config
+    match = threads.find(mail.msg, signer=ctx.signer,
+                         support_addresses=config.support.addresses,
+                         tag=threads.tag_pattern(config.tickets.tag_prefix),
+                         lookup=lambda mid: tq.ticket_for_message_id(ctx.store, mid))
+    if match.ticket_id is not None:
+        ticket = tq.by_id(ctx.store, match.ticket_id)
+    else:
+        ticket = tq.by_number(ctx.store, match.ticket_number) if match.ticket_number else None
+    return replace(mail, match=match, ticket=ticket)
+
+
+def file_agent_mail(ctx: Context, mail: Mail) -> Mail:
+    """An agent acts only through a ticket's signed reply address; else it is suspicious."""
+    if mail.verdict.kind != classify_mod.AGENT:
+        return mail
+    if mail.match.reply_token and mail.ticket is not None:
+        return replace(mail, outcome=agents.handle_reply(ctx, mail.msg, mail.ticket))
+    return replace(mail, outcome=agents.suspicious(
+        ctx, mail.msg, mail.ticket, "agent address without a valid reply address"))
+
+
+def note_auto_reply(ctx: Context, mail: Mail) -> Mail:
+    """An out-of-office reply is a note on its ticket, never a ticket of its own."""
+    if mail.verdict.kind != classify_mod.AUTO_REPLY:
+        return mail
+    if mail.ticket is None:
+        return replace(mail, outcome=Outcome("ignored", "", mail.verdict.reason))
+    return replace(mail, outcome=filing.note_auto_reply(ctx, mail.msg, mail.ticket,
+                                                        mail.verdict.reason))
+
+
+def find_facts(ctx: Context, mail: Mail) -> Mail:
+    """Facts the customer named in this mail (customer number, version, device, error)."""
+    return replace(mail, facts=extract_facts(mail.msg.subject, mail.msg.text, ctx.facts))
+
+
+def identify(ctx: Context, mail: Mail) -> Mail:
+    """Who wrote: contact, account and contract, by address, domain or customer number."""
+    numbers = mail.facts.get("customer_number", ())
+    return replace(mail, identity=identify_mod.identify(ctx.store, mail.msg.from_addr, numbers))
+
+
+def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
+    """A follow-up, a linked new ticket, or a new ticket with policy and acknowledgement."""
+    return replace(mail, outcome=filing.file_customer_mail(
+        ctx, mail.msg, mail.verdict.acknowledge, (mail.match, mail.ticket),
+        (mail.identity, mail.facts)))
+
+
+# The whole story of a mail, in order.
+PREPARE: tuple[Step, ...] = (spool, skip_same_bytes, parse, classify, save_attachments)
+COMMIT: tuple[Step, ...] = (skip_same_message, drop_loop, file_bounce, thread, file_agent_mail,
+                            note_auto_reply, find_facts, identify, file_customer_mail)
 
 
 def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True) -> Outcome:
-    """File one raw mail; the returned outcome is final once this returns.
+    """File one raw mail through every step; the returned outcome is final once this returns.
 
     With ``durable=False`` (a batch of mails) nothing is fsynced: the caller must call
     :func:`flush` before it acknowledges the batch to the mail's source.
     """
+    mail = Mail(raw=raw, source=source, durable=durable)
     try:
-        sha = blobs.put(ctx.spool_dir, raw, sync=durable)
-    except OSError as exc:
-        raise TemporaryFailure(f"cannot write the spool: {exc}") from exc
-    try:
-        known = mq.ingest_by_sha(ctx.store, sha)
-        if known is not None and known["outcome"] != "quarantined":
-            return Outcome("duplicate", _number(ctx, known["ticket_id"]), "same bytes")
         try:
-            return _process(ctx, raw, sha, source, durable)
-        except TemporaryStoreError:
+            for step in PREPARE:  # `mail` keeps the last record: on an error, its spool hash
+                mail = step(ctx, mail)
+                if mail.outcome is not None:
+                    return mail.outcome
+            with ctx.store.transaction(durable=durable):
+                for step in COMMIT:
+                    mail = step(ctx, mail)
+                    if mail.outcome is not None:
+                        break
+                _record(ctx, mail)
+        except (TemporaryFailure, TemporaryStoreError):
             raise
         except Exception as exc:
-            return quarantine(ctx, sha, source, f"{type(exc).__name__}: {exc}", durable)
+            return quarantine(ctx, mail.sha, source, f"{type(exc).__name__}: {exc}", durable)
     except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
         raise TemporaryFailure(f"database busy: {exc}") from exc
+    _announce(ctx, mail)
+    return mail.outcome
+
+
+def _record(ctx: Context, mail: Mail) -> None:
+    """The ingest record, in the mail's transaction: a re-delivery of it is a no-op."""
+    ticket = tq.by_number(ctx.store, mail.outcome.ticket_number) \
+        if mail.outcome.ticket_number else None
+    mq.record_ingest(ctx.store, mail.sha, identity_key(mail.msg), mail.outcome.status,
+                     ticket["id"] if ticket else None, mail.source, ctx.clock())
+
+
+def _announce(ctx: Context, mail: Mail) -> None:
+    """After the commit: wake the outbox sender, count the outcome, log one line."""
+    ctx.on_outbox()
+    ctx.metrics.ingested(mail.outcome)
+    outcome = mail.outcome
+    log.info("mail %s from %s via %s: %s %s %s", mail.msg.message_id or mail.sha[:12],
+             mail.msg.from_addr, mail.source, outcome.status, outcome.ticket_number,
+             outcome.detail)
+
+
+def feed(ctx: Context) -> Feed:
+    """The pipeline as the daemon's sources see it: batched, made durable by ``flush``."""
+    return Feed(file=lambda raw, source: ingest(ctx, raw, source, durable=False),
+                flush=lambda: flush(ctx))
 
 
 def flush(ctx: Context) -> None:
@@ -63,8 +243,7 @@ def quarantine(ctx: Context, sha: str, source: str, error: str,
     with ctx.store.transaction(durable=durable):
         mq.add_quarantine(ctx.store, sha, source, error[:2000], now)
         mq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
-    if ctx.metrics is not None:
-        ctx.metrics.ingested(Outcome("quarantined"))
+    ctx.metrics.ingested(Outcome("quarantined"))
     return Outcome("quarantined", "", error)
 
 
@@ -82,24 +261,6 @@ def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int
     return results
 
 
-def _process(ctx: Context, raw: bytes, sha: str, source: str, durable: bool) -> Outcome:
-    msg = message.parse(raw, ctx.config.limits)
-    verdict = classify.classify(msg, classify_context(ctx))
-    filing.save_attachments(ctx, msg, sync=durable)
-    with ctx.store.transaction(durable=durable):
-        outcome = _file(ctx, msg, verdict, source)
-        ticket = filing.tq.by_number(ctx.store, outcome.ticket_number) \
-            if outcome.ticket_number else None
-        mq.record_ingest(ctx.store, sha, identity_key(msg), outcome.status,
-                         ticket["id"] if ticket else None, source, ctx.clock())
-    ctx.on_outbox()
-    if ctx.metrics is not None:
-        ctx.metrics.ingested(outcome)
-    log.info("mail %s from %s via %s: %s %s %s", msg.message_id or sha[:12], msg.from_addr,
-             source, outcome.status, outcome.ticket_number, outcome.detail)
-    return outcome
-
-
 def identity_key(msg: Message) -> str:
     """What makes two deliveries the same mail: its Message-ID, else a content fingerprint.
 
@@ -113,41 +274,13 @@ def identity_key(msg: Message) -> str:
     return "fingerprint:" + hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()
 
 
-def classify_context(ctx: Context) -> classify.ClassifyContext:
-    """What classification needs to know about this instance."""
-    return classify.ClassifyContext(own_addresses=ctx.config.support.addresses,
-                                    loop_id=ctx.config.service.instance_id,
-                                    agent_addresses=ctx.team.addresses())
-
-
-def _file(ctx: Context, msg: Message, verdict: classify.Verdict, source: str) -> Outcome:
-    earlier = mq.ingest_by_message_id(ctx.store, identity_key(msg))
-    if earlier is not None:
-        return Outcome("duplicate", _number(ctx, earlier["ticket_id"]), "same Message-ID")
-    if verdict.kind == "loop":
-        return Outcome("ignored", "", verdict.reason)
-    if verdict.kind == "bounce":
-        return bounces.handle(ctx, msg, verdict)
-    match, ticket = filing.find_ticket(ctx, msg)
-    if verdict.kind == "agent":
-        if match.reply_token and ticket is not None:
-            return agents.handle_reply(ctx, msg, ticket)
-        return agents.suspicious(ctx, msg, ticket, "agent address without a valid reply address")
-    if verdict.kind == "auto_reply":
-        return _auto_reply(ctx, msg, ticket, verdict)
-    return filing.file_customer_mail(ctx, msg, verdict.acknowledge, match, ticket)
-
-
-def _auto_reply(ctx: Context, msg: Message, ticket: dict | None,
-                verdict: classify.Verdict) -> Outcome:
-    if ticket is None:
-        return Outcome("ignored", "", verdict.reason)
-    now = ctx.clock()
-    filing.store_message(ctx, ticket["id"], msg, "auto", now)
-    filing.tq.add_event(ctx.store, ticket["id"], "auto_reply", {"reason": verdict.reason}, now)
-    return Outcome("note", ticket["number"], verdict.reason)
+def classify_context(ctx: Context) -> classify_mod.ClassifyContext:
+    """What classification needs to know about this instance (agents as of now)."""
+    return classify_mod.ClassifyContext(own_addresses=ctx.config.support.addresses,
+                                        loop_id=ctx.config.service.instance_id,
+                                        agent_addresses=ctx.team.addresses())
 
 
 def _number(ctx: Context, ticket_id: int | None) -> str:
-    ticket = filing.tq.by_id(ctx.store, ticket_id) if ticket_id is not None else None
+    ticket = tq.by_id(ctx.store, ticket_id) if ticket_id is not None else None
     return ticket["number"] if ticket else ""

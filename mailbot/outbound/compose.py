@@ -22,9 +22,9 @@ from pathlib import Path
 import jinja2
 
 from mailbot.outbound.tokens import Signer
+from mailbot.outbound.wording import supported_language
 
 LOOP_HEADER = "X-Mailbot-Loop"
-LANGUAGES = ("de", "en")
 _CRLF = email.policy.compat32.clone(linesep="\r\n")
 _UTF8_QP = email_charset.Charset("utf-8")
 _UTF8_QP.body_encoding = email_charset.QP
@@ -82,7 +82,7 @@ class Composer:
 
     def render(self, kind: str, language: str, values: dict) -> tuple[str, str]:
         """Subject and body of template ``kind`` in ``language``."""
-        lang = language if language in LANGUAGES else LANGUAGES[0]
+        lang = supported_language(language)
         template = self.env.get_template(f"{lang}/mail/{kind}.txt")
         context = template.new_context({**values, "tag_prefix": self.tag_prefix})
         subject = "".join(template.blocks["subject"](context)).strip()

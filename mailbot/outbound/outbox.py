@@ -1,180 +1,33 @@
-"""The outbox sender: delivers queued mails, retries with backoff, never sends twice.
+"""The outbox: composed mails waiting for delivery, written in the caller's transaction.
 
-Rows are written by the pipeline in the same transaction as the change that causes
-them.  The sender marks a row sent right after the relay accepted it, so a crash can
-at most resend the one mail that was in flight.
+Rows are written by the step that causes them, in the same transaction as the change,
+so a crash leaves a change and its mails together or neither.  Whether a mail may go
+out at all (e.g. to an address that bounced) is the caller's decision: a mail queued
+with a reason to hold it waits as ``held`` and is never sent.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from mailbot.context import Context
-from mailbot.outbound.transports import DeliveryError
-from mailbot.status.health import Health
+from mailbot.outbound.compose import Outgoing
+from mailbot.store import Store
 from mailbot.store import mail as mq
-from mailbot.store import tickets as tq
-from mailbot.store import triage as trq
-
-log = logging.getLogger(__name__)
-
-IDLE_POLL_SECONDS = 1.0
 
 
-def enqueue(ctx: Context, ticket_id: int | None, outgoing, now: datetime) -> int:
-    """Write a composed mail to the outbox (inside the caller's transaction).
+def enqueue(store: Store, ticket_id: int | None, outgoing: Outgoing, now: datetime,
+            held_because: str = "") -> int:
+    """Write a composed mail to the outbox (inside the caller's transaction); its row id.
 
-    A mail to an address that bounced permanently is held, with the reason, and the
-    ticket gets an event so agents see why the customer heard nothing.
+    With ``held_because`` the row is kept as ``held`` with that reason instead of sent.
     """
-    bounced = [(a, trq.contact_bounce(ctx.store, a)) for a in outgoing.recipients]
-    bounced = [(a, why) for a, why in bounced if why]
-    row = mq.enqueue(ctx.store, {
+    return mq.enqueue(store, {
         "ticket_id": ticket_id, "kind": outgoing.kind, "message_id": outgoing.message_id,
         "sender": outgoing.sender, "recipients": outgoing.recipients, "raw": outgoing.raw,
-        "status": "held" if bounced else "pending", "next_attempt_at": now,
-        "last_error": "; ".join(f"{a} bounced: {why}" for a, why in bounced),
-        "created_at": now})
-    if bounced and ticket_id is not None:
-        tq.add_event(ctx.store, ticket_id, "mail_held", {
-            "kind": outgoing.kind, "recipients": [a for a, _ in bounced],
-            "reason": "; ".join(why for _, why in bounced)}, now)
-    return row
+        "status": "held" if held_because else "pending", "next_attempt_at": now,
+        "last_error": held_because, "created_at": now})
 
 
 def backoff(attempts: int, base: float, ceiling: float) -> timedelta:
     """Wait before attempt ``attempts + 1``: exponential from ``base``, capped at ``ceiling``."""
     return timedelta(seconds=min(ceiling, base * (2 ** max(0, attempts - 1))))
-
-
-async def deliver_due(ctx: Context, transport, now: datetime | None = None) -> int:
-    """Try every due outbox row once, over one relay session; the number delivered."""
-    rows = await asyncio.to_thread(claim_due, ctx, now or ctx.clock())
-    delivered = 0
-    if not rows:
-        return 0
-    async with transport.session() as session:
-        for row in rows:
-            delivered += await _deliver(ctx, session, row)
-    return delivered
-
-
-def claim_due(ctx: Context, now: datetime) -> list[dict]:
-    """Take the due rows for this sender, so no other sender (daemon or CLI) sends them too.
-
-    The claim is a lease of twice the relay timeout: if this process dies mid-delivery, the
-    row becomes due again after it.  The bookkeeping commits skip the fsync: a process
-    crash keeps them (WAL), a power loss can only cause a resend.
-    """
-    lease = now + timedelta(seconds=2 * ctx.config.relay.timeout_seconds)
-    with ctx.store.transaction(durable=False):
-        rows = mq.due(ctx.store, now, ctx.config.outbox.batch_size)
-        return [r for r in rows if mq.claim(ctx.store, r["id"], r["next_attempt_at"], lease)]
-
-
-async def _deliver(ctx: Context, transport, row: dict) -> int:
-    try:
-        await transport.send(row["sender"], row["recipients"], row["raw"])
-    except DeliveryError as exc:
-        await asyncio.to_thread(_failed, ctx, row, exc)
-        return 0
-    sent_at = await asyncio.to_thread(_sent, ctx, row["id"])
-    log.info("sent %s %s to %s", row["kind"], row["message_id"], ", ".join(row["recipients"]))
-    if ctx.metrics is not None:
-        ctx.metrics.sent(row, sent_at)
-    return 1
-
-
-def _sent(ctx: Context, row_id: int) -> datetime:
-    now = ctx.clock()
-    with ctx.store.transaction(durable=False):
-        mq.mark_sent(ctx.store, row_id, now)
-    return now
-
-
-def _failed(ctx: Context, row: dict, exc: DeliveryError) -> None:
-    settings = ctx.config.outbox
-    attempts = row["attempts"] + 1
-    with ctx.store.transaction():
-        if exc.permanent or attempts >= settings.max_attempts:
-            mq.mark_final(ctx.store, row["id"], "failed", str(exc))
-            log.error("giving up on %s to %s after %d attempts: %s", row["message_id"],
-                      ", ".join(row["recipients"]), attempts, exc)
-            return
-        wait = backoff(attempts, settings.backoff_seconds, settings.max_backoff_seconds)
-        mq.mark_retry(ctx.store, row["id"], str(exc), ctx.clock() + wait)
-    log.warning("delivery of %s failed (attempt %d), retrying in %ds: %s", row["message_id"],
-                attempts, wait.total_seconds(), exc)
-
-
-class Sender:
-    """The long-running sender task; woken at once when the pipeline queues a mail."""
-
-    def __init__(self, ctx: Context, transport, health: Health | None = None) -> None:
-        self.ctx = ctx
-        self.transport = transport
-        self.health = health
-        self.wake = asyncio.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[_Watched]:
-        """A transport session whose deliveries report the relay's state to health."""
-        async with self.transport.session() as inner:
-            yield _Watched(inner, self.health, f"relay:{self.transport.label}")
-
-    def notify(self) -> None:
-        """Wake the sender; safe to call from any thread."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.wake.set)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, sleeping until woken or the next row is due."""
-        self.loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            self.wake.clear()
-            try:
-                await deliver_due(self.ctx, self)
-            except Exception:
-                log.exception("outbox run failed; retrying")
-            await _wait_any(self.wake, stop, await asyncio.to_thread(self._sleep_seconds))
-
-    def _sleep_seconds(self) -> float:
-        due_at = mq.next_due_at(self.ctx.store)
-        if due_at is None:
-            return IDLE_POLL_SECONDS
-        seconds = (datetime.fromisoformat(due_at) - self.ctx.clock()).total_seconds()
-        return min(IDLE_POLL_SECONDS, max(0.01, seconds))
-
-
-class _Watched:
-    """Sends through a transport session and tells health whether the relay works."""
-
-    def __init__(self, inner, health: Health | None, name: str) -> None:
-        self.inner = inner
-        self.health = health
-        self.name = name
-
-    async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        """Deliver one mail; a temporary failure marks the relay as retrying."""
-        try:
-            await self.inner.send(sender, recipients, raw)
-        except DeliveryError as exc:
-            if self.health is not None and not exc.permanent:
-                self.health.set(self.name, "retrying", str(exc))
-            raise
-        if self.health is not None:
-            self.health.set(self.name, "connected")
-
-
-async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

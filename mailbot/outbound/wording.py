@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 from mailbot.policy.bizhours import CalendarConfig
 
+# The languages of mails and pages; the first is the default.
+LANGUAGES = ("de", "en")
 PRIORITY_LABELS = {
     "de": {"urgent": "dringend", "high": "hoch", "normal": "normal", "low": "niedrig"},
     "en": {"urgent": "urgent", "high": "high", "normal": "normal", "low": "low"},
@@ -46,14 +48,17 @@ MISSING = {
 _DAY_TOKEN = re.compile(r"\b(mon|tue|wed|thu|fri|sat|sun)\b", re.IGNORECASE)
 
 
-def lang(language: str) -> str:
-    """A supported language code, German by default."""
-    return language if language in PRIORITY_LABELS else "de"
+def supported_language(wanted: str | None, fallback: str = "de") -> str:
+    """``wanted`` when mails and pages exist in it, else ``fallback`` (itself checked), else
+    German: the one rule for a language nobody wrote templates for."""
+    if wanted in LANGUAGES:
+        return wanted
+    return fallback if fallback in LANGUAGES else LANGUAGES[0]
 
 
 def priority_label(priority: str, language: str) -> str:
     """The priority as a customer reads it."""
-    return PRIORITY_LABELS[lang(language)].get(priority, priority)
+    return PRIORITY_LABELS[supported_language(language)].get(priority, priority)
 
 
 def moment(when: datetime | str | None, timezone: str, language: str) -> str:
@@ -63,8 +68,8 @@ def moment(when: datetime | str | None, timezone: str, language: str) -> str:
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     local = when.astimezone(ZoneInfo(timezone))
-    day = WEEKDAYS[lang(language)][local.weekday()]
-    if lang(language) == "de":
+    day = WEEKDAYS[supported_language(language)][local.weekday()]
+    if supported_language(language) == "de":
         return f"{day}, {local:%d.%m.%Y}, {local:%H:%M} Uhr"
     return f"{day}, {local.day} {ENGLISH_MONTHS[local.month - 1]} {local.year}, " \
         f"{local:%H:%M} ({local.tzname()})"
@@ -72,15 +77,15 @@ def moment(when: datetime | str | None, timezone: str, language: str) -> str:
 
 def hours(calendar: CalendarConfig, language: str) -> str:
     """Opening hours as a sentence fragment: "Mo-Fr 09:00-16:00 Uhr, außer an Feiertagen"."""
-    names = SHORT_DAYS[lang(language)]
+    names = SHORT_DAYS[supported_language(language)]
     spans = "; ".join(_DAY_TOKEN.sub(lambda m: names[m.group(1).lower()], h).replace("-", "–")
                       for h in calendar.hours)
-    if lang(language) == "de":
+    if supported_language(language) == "de":
         return f"{spans} Uhr, außer an Feiertagen"
     return f"{spans} ({calendar.timezone}), except public holidays"
 
 
 def missing(keys: tuple[str, ...] | list[str], language: str) -> list[str]:
     """Polite, specific requests for exactly the missing facts."""
-    table = MISSING[lang(language)]
+    table = MISSING[supported_language(language)]
     return [table[k] for k in keys if k in table]

@@ -34,7 +34,7 @@ from mailbot.policy.config import (
     PriorityRule,
     Targets,
 )
-from mailbot.reading.facts import unquoted_text
+from mailbot.reading.quotes import own_text
 
 PRIORITIES: tuple[Priority, ...] = ("urgent", "high", "normal", "low")
 DEFAULT_CALENDAR = "default"
@@ -132,7 +132,7 @@ class RuleMatch:
 
 def classify(subject: str, body: str, policy: Policy) -> RuleMatch:
     """The initial priority of a mail from the first matching rule, urgent rules first."""
-    text = subject + "\n" + unquoted_text(body, policy.config.scan_chars, cut_at_reply_header=True)
+    text = subject + "\n" + own_text(body, policy.config.scan_chars)
     for rule in policy.rules:
         if m := rule.regex.search(text):
             return RuleMatch(rule.priority, rule.name, _SPACES.sub(" ", m.group(0))[:100])

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailbot.reading import dsn
-from mailbot.reading.dsn import ROBOT_LOCAL_RE, local_part, parse_bounce, report_type
+from mailbot.reading.dsn import ROBOT_LOCAL_RE, Bounce, local_part, parse_bounce, report_type
 from mailbot.reading.message import Message, base_address
 
 CUSTOMER = "customer"
@@ -41,11 +41,15 @@ class ClassifyContext:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The kind of a mail, why, and whether it gets an acknowledgement (customers only)."""
+    """The kind of a mail, why, and whether it gets an acknowledgement (customers only).
+
+    A bounce carries the delivery report it was recognised by, read once, here.
+    """
 
     kind: str
     reason: str
     acknowledge: bool = False
+    bounce: Bounce | None = None
 
 
 _OOF_SUBJECT_RE = re.compile(
@@ -109,7 +113,7 @@ def delivery_failure(msg: Message, ctx: ClassifyContext) -> Verdict | None:
         return None
     state = "permanent failure" if bounce.permanent else "temporary failure"
     recipients = ", ".join(bounce.recipients) or "unknown recipient"
-    return _verdict(BOUNCE, f"{state} {bounce.status or '?'} for {recipients}")
+    return Verdict(BOUNCE, f"{state} {bounce.status or '?'} for {recipients}", bounce=bounce)
 
 
 def other_report(msg: Message, ctx: ClassifyContext) -> Verdict | None:

@@ -4,8 +4,8 @@ Detected in subject and body, German and English (seed 001): customer number, or
 and ticket numbers, software version, device/operating system and an error message. Patterns
 are configurable regexes, matched case-insensitively; a named group ``value`` marks the part
 to keep, otherwise the whole match is kept. Only the first ``scan_chars`` characters of the
-body are read and quoted lines (starting with ">") are skipped, so a mail costs a bounded
-amount of work and the history of a thread does not count as what the customer wrote now.
+body are read, and only what the customer wrote in this mail counts: quoted history is cut
+the same way as everywhere else (:func:`mailbot.reading.quotes.own_text`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from mailbot.reading.quotes import own_text
+
 FACT_KEYS = (
     "customer_number", "order_number", "invoice_number", "ticket_number",
     "version", "device", "error_message",
@@ -21,13 +23,6 @@ FACT_KEYS = (
 # What missing_facts may ask for, in the order the acknowledgement asks.
 ASKABLE_FACTS = ("customer_number", "version", "device", "error_message")
 
-_QUOTED_LINE = re.compile(r"^[ \t]*>.*(?:\n|$)", re.MULTILINE)
-_REPLY_HEADER = re.compile(
-    r"^[ \t]*(?:-{2,}[ \t]*(?:original message|urspr\S{1,2}ngliche nachricht)[ \t]*-{2,}"
-    r"|(?:am|on)[ \t][^\n]{1,200}?(?:schrieb|wrote)[^\n]{0,80}:[ \t]*$"
-    r"|(?:von|from):[ \t][^\n]*\n[ \t]*(?:gesendet|sent|an|to|datum|date):)",
-    re.IGNORECASE | re.MULTILINE,
-)
 _SPACES = re.compile(r"\s+")
 
 _SEP = r"\.?\s{0,3}(?:[:#]\s{0,3}|(?:ist|lautet|is)\s{1,3})?"
@@ -129,15 +124,6 @@ def _compile(pattern: str, path: str) -> re.Pattern[str]:
         raise ValueError(f"{path}: invalid regex {pattern!r}: {exc}") from None
 
 
-def unquoted_text(body: str, limit: int, cut_at_reply_header: bool = False) -> str:
-    """The first limit characters of body without ">"-quoted lines (optionally without the
-    quoted history below a "-----Original Message-----" or "Am ... schrieb ...:" line)."""
-    text = body[:limit]
-    if cut_at_reply_header and (m := _REPLY_HEADER.search(text)):
-        text = text[: m.start()]
-    return _QUOTED_LINE.sub("", text)
-
-
 def _value(m: re.Match[str]) -> str:
     """The kept part of a match: group "value" if the pattern has one, whitespace collapsed."""
     raw = m.group("value") if "value" in m.re.groupindex else m.group(0)
@@ -157,7 +143,7 @@ def _find(patterns: tuple[re.Pattern[str], ...], text: str, limit: int) -> tuple
 def extract_facts(subject: str, body: str, patterns: FactPatterns) -> dict[str, tuple[str, ...]]:
     """Facts found in subject and body: fact key -> values in order found; keys with no
     value are left out. Example: {"customer_number": ("12345",), "device": ("Windows 11",)}."""
-    text = subject + "\n" + unquoted_text(body, patterns.scan_chars)
+    text = subject + "\n" + own_text(body, patterns.scan_chars)
     found = {key: _find(pats, text, patterns.max_values) for key, pats in patterns.patterns.items()}
     return {key: values for key, values in found.items() if values}
 

@@ -62,10 +62,28 @@ _DATE_OR_ADDRESS_RE = re.compile(r"@|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{
 
 def latest_reply(text: str, max_chars: int = 20000, timeout: float = 1.0) -> str:
     """The text the author wrote above quoted history and signature (see the module policy)."""
-    lines = text[:max_chars].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _lines(text[:max_chars])
     end = _reply_end(lines, _library_cut(lines, timeout))
     reply = _tidy(_drop_intros(lines[:end]))
     return reply or _unquoted(lines)
+
+
+def own_text(text: str, max_chars: int) -> str:
+    """Everything the author wrote in this mail, signature and footers included: the first
+    ``max_chars`` characters without quoted history (the same markers as
+    :func:`latest_reply`, inline answers kept) and without ">" lines.
+
+    What facts and priority rules read: a "Sent from my iPhone" or a version in the
+    signature is the customer's information, a quoted earlier mail is not.
+    """
+    lines = _lines(text[:max_chars])
+    end = _reply_end(lines, len(lines))
+    return "\n".join(line for line in _drop_intros(lines[:end]) if not _is_quoted(line))
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of a text, whatever its line endings."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _library_cut(lines: list[str], timeout: float) -> int:

@@ -249,6 +249,11 @@ class Config:
         return Path(sys.prefix) / "share" / "mailbot" / "templates"
 
     @property
+    def timezone(self) -> str:
+        """The time zone of ticket numbers and of every time a customer or agent reads."""
+        return self.policy.calendar.timezone
+
+    @property
     def maildir(self) -> Path:
         """The Maildir outbound mail is written to when no relay host is set."""
         return Path(self.relay.maildir) if self.relay.maildir else self.data_dir / "maildir"

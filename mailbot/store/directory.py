@@ -94,6 +94,13 @@ def clear_bounce(store: Store, address: str) -> None:
                   "WHERE address = ? AND bounced_at IS NOT NULL", (address.lower(),))
 
 
+def contact_bounce(store: Store, address: str) -> str:
+    """The bounce reason of an address that bounced permanently, or ``""``."""
+    row = store.row("SELECT bounce_reason FROM contacts WHERE address = ? "
+                    "AND bounced_at IS NOT NULL", (address,))
+    return (row["bounce_reason"] or "bounced") if row else ""
+
+
 def upsert_contact(store: Store, record: dict) -> int:
     """Create or update a contact by address; its id."""
     store.execute(

@@ -56,6 +56,14 @@ def enqueue(store: Store, record: dict) -> int:
     return store.insert("outbox", record)
 
 
+def acknowledgements_since(store: Store, address: str, since: datetime) -> int:
+    """How many acknowledgements went to ``address`` since ``since``."""
+    row = store.row("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'acknowledgement' "
+                    "AND created_at >= ? AND recipients = ?",
+                    (iso(since), f'["{address}"]'))
+    return row["n"]
+
+
 def outbox_by_message_id(store: Store, message_id: str) -> dict | None:
     """The outbox row of the mail we sent with this Message-ID, or None."""
     return store.row("SELECT id, ticket_id, kind, status FROM outbox WHERE message_id = ?",

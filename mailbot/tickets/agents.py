@@ -11,13 +11,12 @@ from datetime import datetime
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
-from mailbot.outbound.outbox import enqueue
 from mailbot.reading import quotes
 from mailbot.reading.message import Attachment, Message
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
-from mailbot.tickets import commands, filing, lifecycle, notify, triage
-from mailbot.tickets.filing import Outcome
+from mailbot.tickets import clocks, commands, filing, lifecycle, mails, notify
+from mailbot.tickets.outcome import Outcome
 
 
 def handle_reply(ctx: Context, msg: Message, ticket: dict) -> Outcome:
@@ -76,7 +75,7 @@ def answer(ctx: Context, ticket: dict, reply: Reply, now: datetime) -> None:
               "support_name": ctx.config.support.name}
     outgoing = ctx.composer.build("agent_reply", ticket["language"], ticket["number"],
                                   envelope, values, now)
-    enqueue(ctx, ticket["id"], outgoing, now)
+    mails.queue(ctx, ticket["id"], outgoing, now)
     row = tq.add_message(ctx.store, {
         "ticket_id": ticket["id"], "direction": "out", "message_id": outgoing.message_id,
         "from_addr": ctx.config.support.address, "from_name": agent_name,
@@ -87,7 +86,7 @@ def answer(ctx: Context, ticket: dict, reply: Reply, now: datetime) -> None:
                                       "content_type": file.content_type, "size": file.size,
                                       "sha256": file.sha256})
     tq.add_event(ctx.store, ticket["id"], "agent_reply", {"by": actor}, now, actor=actor)
-    triage.after_agent_answer(ctx, ticket, now)
+    clocks.after_agent_answer(ctx, ticket, now)
     if ticket["status"] == "new":
         filing.change_status(ctx, ticket, "open", now, actor=actor)
 

@@ -12,12 +12,13 @@ from mailbot.reading.message import Message
 from mailbot.store import directory as dq
 from mailbot.store import mail as mq
 from mailbot.store import tickets as tq
-from mailbot.tickets.filing import Outcome, store_message
+from mailbot.tickets.filing import store_message
+from mailbot.tickets.outcome import Outcome
 
 
 def handle(ctx: Context, msg: Message, verdict: classify.Verdict) -> Outcome:
     """File a bounce: outbox row bounced, contact flagged, internal note on the ticket."""
-    report = dsn.parse_bounce(msg)
+    report = verdict.bounce
     if report is None:
         return Outcome("ignored", "", f"{verdict.reason}; no delivery report found")
     now = ctx.clock()

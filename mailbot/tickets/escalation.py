@@ -1,7 +1,7 @@
 """Escalation: the customer's call-back request, applied at most once per ticket.
 
 An escalation marks the ticket (time and call-back number), lets policy raise it
-(:func:`mailbot.triage.on_escalation`), writes an event and queues an immediate mail
+(:func:`mailbot.tickets.clocks.on_escalation`), writes an event and queues an immediate mail
 to every agent and a confirmation to the customer, all in one transaction, so a
 crash leaves either a fully escalated ticket with its mails queued or nothing.
 """
@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mailbot.context import Context
-from mailbot.outbound.compose import LANGUAGES, Envelope
-from mailbot.outbound.outbox import enqueue
-from mailbot.outbound.wording import moment
+from mailbot.outbound.compose import Envelope
+from mailbot.outbound.wording import moment, supported_language
 from mailbot.store import directory as dq
+from mailbot.store import public as wq
 from mailbot.store import tickets as tq
-from mailbot.store import web as wq
-from mailbot.tickets import filing, lifecycle, triage
+from mailbot.tickets import clocks, filing, lifecycle, mails
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def _mark(ctx: Context, ticket: dict, phone: str, via: str, contact: dict | None
     filing.change_status(ctx, ticket, lifecycle.after_customer_reply(ticket["status"]), now,
                           actor=actor)
     fields = {"escalated_at": now, "escalation_phone": phone, "updated_at": now,
-              **triage.on_escalation(ctx, ticket, now)}
+              **clocks.on_escalation(ctx, ticket, now)}
     tq.update(ctx.store, ticket["id"], **fields)
     tq.add_event(ctx.store, ticket["id"], "escalated",
                  {"phone": phone, "via": via, "priority_from": ticket["priority"],
@@ -95,7 +94,7 @@ def _mark(ctx: Context, ticket: dict, phone: str, via: str, contact: dict | None
 
 def mail_values(ctx: Context, ticket: dict, contact: dict | None, language: str) -> dict:
     """What the escalation mail templates may show."""
-    zone = triage.timezone_name(ctx.config)
+    zone = ctx.config.timezone
     return {
         "subject": ticket["subject"], "phone": ticket["escalation_phone"],
         "status": ticket["status"], "priority": ticket["priority"],
@@ -121,17 +120,16 @@ def _mail_agents(ctx: Context, ticket: dict, contact: dict | None, now: datetime
                             auto_submitted="auto-generated")
         outgoing = ctx.composer.build("agent_escalation", language, ticket["number"], envelope,
                                       {**values, "agent_name": agent.name}, now)
-        enqueue(ctx, ticket["id"], outgoing, now)
+        mails.queue(ctx, ticket["id"], outgoing, now)
 
 
 def _confirm_to_customer(ctx: Context, ticket: dict, contact: dict | None,
                          now: datetime) -> None:
     if not contact or not contact["address"]:
         return
-    language = ticket["language"] if ticket["language"] in LANGUAGES \
-        else ctx.config.service.language
+    language = supported_language(ticket["language"], ctx.config.service.language)
     envelope = Envelope(to=(contact["address"],), from_name=ctx.config.support.name,
                         in_reply_to=wq.first_message_id(ctx.store, ticket["id"]))
     outgoing = ctx.composer.build("escalation_confirmed", language, ticket["number"], envelope,
                                   mail_values(ctx, ticket, contact, language), now)
-    enqueue(ctx, ticket["id"], outgoing, now)
+    mails.queue(ctx, ticket["id"], outgoing, now)

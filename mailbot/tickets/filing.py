@@ -7,48 +7,25 @@ ingest record) is written in the same transaction, so a crash leaves all or noth
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
-from mailbot.outbound.outbox import enqueue
+from mailbot.outbound.wording import supported_language
 from mailbot.reading.message import Message
-from mailbot.store import blobs
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
-from mailbot.tickets import lifecycle, notify, threads, triage
-from mailbot.tickets.directory import Identity, identify
+from mailbot.tickets import assessment, clocks, guards, lifecycle, mails, notify, threads
+from mailbot.tickets.identify import Identity
+from mailbot.tickets.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one mail."""
-
-    status: str
-    ticket_number: str = ""
-    detail: str = ""
-
-
-def find_ticket(ctx: Context, msg: Message) -> tuple[threads.ThreadMatch, dict | None]:
-    """The thread evidence of ``msg`` and the ticket it points at (None when new)."""
-    config = ctx.config
-    match = threads.find(msg, signer=ctx.signer, support_addresses=config.support.addresses,
-                         tag=threads.tag_pattern(config.tickets.tag_prefix),
-                         lookup=lambda mid: tq.ticket_for_message_id(ctx.store, mid))
-    if match.ticket_id is not None:
-        return match, tq.by_id(ctx.store, match.ticket_id)
-    if match.ticket_number:
-        return match, tq.by_number(ctx.store, match.ticket_number)
-    return match, None
-
-
 def new_ticket_number(ctx: Context, now: datetime) -> str:
     """A fresh, never reused ticket number in the configured format."""
-    local = now.astimezone(ZoneInfo(triage.timezone_name(ctx.config)))
+    local = now.astimezone(ZoneInfo(ctx.config.timezone))
     day = local.strftime("%Y%m%d")
     while True:
         counter = tq.next_counter(ctx.store, day)
@@ -72,18 +49,17 @@ def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
     return row
 
 
-def save_attachments(ctx: Context, msg: Message, sync: bool = True) -> None:
-    """Write attachment payloads to disk by content hash (before the transaction)."""
-    for attachment in msg.attachments:
-        blobs.put(ctx.files_dir, attachment.payload, attachment.sha256, sync=sync)
-
-
 def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
-                       match: threads.ThreadMatch, ticket: dict | None) -> Outcome:
-    """File a mail from a customer (or a robot, without acknowledgement)."""
+                       thread: tuple[threads.ThreadMatch, dict | None],
+                       sender: tuple[Identity, dict]) -> Outcome:
+    """File a mail from a customer (or a robot, without acknowledgement).
+
+    ``thread`` is the thread evidence and the ticket it names (None for a new ticket);
+    ``sender`` the identity of the sender and the facts the mail names.
+    """
+    match, ticket = thread
+    identity, facts = sender
     now = ctx.clock()
-    facts = triage.extract(ctx, msg)
-    identity = identify(ctx.store, msg.from_addr, facts.get("customer_number", ()))
     contact_id = _ensure_contact(ctx, msg, identity)
     if ticket is not None:
         action = _followup_action(ctx, msg, ticket, identity, now)
@@ -128,7 +104,7 @@ def _customer_wrote(ctx: Context, ticket: dict, address: str, how: dict,
                  actor=actor)
     change_status(ctx, ticket, lifecycle.after_customer_reply(ticket["status"]), now,
                   actor=actor)
-    triage.after_customer_reply(ctx, ticket, now)
+    clocks.after_customer_reply(ctx, ticket, now)
 
 
 def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
@@ -142,7 +118,7 @@ def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
     tq.update(ctx.store, ticket["id"], **fields)
     tq.add_event(ctx.store, ticket["id"], "status",
                  {"from": ticket["status"], "to": target}, now, actor=actor)
-    triage.after_status_change(ctx, ticket, ticket["status"], target, now)
+    clocks.after_status_change(ctx, ticket, ticket["status"], target, now)
     ticket["status"] = target
     return True
 
@@ -152,9 +128,10 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
     """Open a new ticket for ``msg`` and queue its acknowledgement (when asked to)."""
     acknowledge, facts = ack_facts
     account = identity.account or {}
-    language = account.get("language") or (identity.contact or {}).get("language") \
-        or ctx.config.service.language
-    assessed = triage.assess(ctx, msg, identity, facts, now, language)
+    language = supported_language(
+        account.get("language") or (identity.contact or {}).get("language"),
+        ctx.config.service.language)
+    assessed = assessment.assess(ctx, msg, identity, facts, now, language)
     number = new_ticket_number(ctx, now)
     ticket_id = ctx.store.insert("tickets", {
         "number": number, "subject": msg.subject or "(no subject)", "status": "new",
@@ -179,7 +156,7 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
 def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict,
                           now: datetime) -> None:
     """Put the acknowledgement of a new ticket into the outbox, unless policy holds it back."""
-    reason = triage.hold_acknowledgement(ctx, msg, now)
+    reason = guards.hold_acknowledgement(ctx, msg, now)
     if reason:
         tq.add_event(ctx.store, ticket["id"], "acknowledgement_held", {"reason": reason}, now)
         log.warning("no acknowledgement for ticket %s: %s", ticket["number"], reason)
@@ -191,7 +168,7 @@ def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict
         **values, "subject": msg.subject or "(no subject)", "customer_name": msg.from_name,
         "support_name": ctx.config.support.name, "ticket_url": ctx.link("ticket", number),
         "escalation_url": ctx.link("escalate", number)}, now)
-    enqueue(ctx, ticket["id"], outgoing, now)
+    mails.queue(ctx, ticket["id"], outgoing, now)
 
 
 def _ensure_contact(ctx: Context, msg: Message, identity: Identity) -> int | None:
@@ -213,7 +190,7 @@ def _followup_action(ctx: Context, msg: Message, ticket: dict, identity: Identit
         days = (now - closed_at).total_seconds() / 86400
         return lifecycle.closed_followup_action(ctx.config.tickets.closed_followup, days,
                                                 ctx.config.tickets.reopen_days)
-    if triage.is_stranger(ctx, msg, ticket, identity):
+    if guards.is_stranger(ctx, msg, ticket, identity):
         mode = ctx.config.hygiene.stranger_followup
         return "note" if mode == "note" else "new_linked"
     return "append"
@@ -223,3 +200,11 @@ def _stranger_note(ctx: Context, msg: Message, ticket: dict, now: datetime) -> O
     store_message(ctx, ticket["id"], msg, "note", now)
     tq.add_event(ctx.store, ticket["id"], "stranger_mail", {"from": msg.from_addr}, now)
     return Outcome("note", ticket["number"], f"mail from stranger {msg.from_addr} kept as note")
+
+
+def note_auto_reply(ctx: Context, msg: Message, ticket: dict, reason: str) -> Outcome:
+    """Keep an automatic reply (out of office) as a note on its ticket; nobody is told."""
+    now = ctx.clock()
+    store_message(ctx, ticket["id"], msg, "auto", now)
+    tq.add_event(ctx.store, ticket["id"], "auto_reply", {"reason": reason}, now)
+    return Outcome("note", ticket["number"], reason)

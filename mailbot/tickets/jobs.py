@@ -13,13 +13,11 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from mailbot.context import Context
-from mailbot.outbound.compose import Envelope
-from mailbot.outbound.outbox import enqueue
 from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
 from mailbot.store import tickets as tq
-from mailbot.tickets import filing, notify, triage
+from mailbot.tickets import clocks, filing, mails, notify
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +42,10 @@ def _calendars(ctx: Context) -> Callable[[dict], BusinessCalendar]:
     def calendar_of(ticket: dict) -> BusinessCalendar:
         name = ticket.get("contract")
         if name not in known:
-            known[name] = triage.calendar_of(ctx, ticket)
+            known[name] = clocks.calendar_of(ctx, ticket)
         return known[name]
 
     return calendar_of
-
-
-def customer_mail(ctx: Context, ticket: dict, kind: str, values: dict, now: datetime) -> bool:
-    """Queue a mail to the ticket's contact (held if the address bounced); False without one."""
-    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
-    if contact is None:
-        return False
-    envelope = Envelope(to=(contact["address"],), from_name=ctx.config.support.name,
-                        auto_submitted="auto-generated")
-    outgoing = ctx.composer.build(kind, ticket["language"], ticket["number"], envelope, {
-        "subject": ticket["subject"], "customer_name": contact["name"],
-        "ticket_url": ctx.link("ticket", ticket["number"]),
-        "support_name": ctx.config.support.name, **values}, now)
-    enqueue(ctx, ticket["id"], outgoing, now)
-    return True
 
 
 def status_notifications(ctx: Context, now: datetime) -> int:
@@ -87,7 +70,7 @@ def _notify_status(ctx: Context, ticket_id: int, events: list[dict], now: dateti
     final, before = ticket["status"], events[0]["data"].get("from")
     if by_customer or final == before or final not in ctx.config.notifications.statuses:
         return 0
-    return int(customer_mail(ctx, ticket, "status_changed", {"status": final}, now))
+    return int(mails.to_customer(ctx, ticket, "status_changed", {"status": final}, now))
 
 
 def deadline_warnings(ctx: Context, now: datetime) -> int:
@@ -117,7 +100,7 @@ def _deadline_stage(ctx: Context, ticket: dict, label: str, due_text: str, now: 
         if jq.has_event(ctx.store, ticket["id"], stage, "due", due_text):
             return 0
         tq.add_event(ctx.store, ticket["id"], stage, {"deadline": label, "due": due_text}, now)
-        tz = triage.timezone_name(ctx.config)
+        tz = ctx.config.timezone
         notify.agents_alert(ctx, tq.by_id(ctx.store, ticket["id"]), "deadline_warning", {
             "breached": stage == "deadline_breached", "deadline_label": label,
             "due": due.astimezone(ZoneInfo(tz)).strftime("%d.%m.%Y %H:%M")}, now)
@@ -144,7 +127,7 @@ def waiting_reminders(ctx: Context, now: datetime) -> int:
                 continue
             tq.add_event(ctx.store, ticket["id"], "waiting_reminder",
                          {"since": ticket["since"]}, now)
-            sent += customer_mail(ctx, ticket, "waiting_reminder", {}, now)
+            sent += mails.to_customer(ctx, ticket, "waiting_reminder", {}, now)
     return sent
 
 
@@ -165,7 +148,7 @@ def auto_close(ctx: Context, now: datetime) -> int:
             filing.change_status(ctx, current, "closed", now)
             pending = jq.pending_status_events_of(ctx.store, current["id"])
             jq.mark_notified(ctx.store, [e["id"] for e in pending], now)
-            customer_mail(ctx, current, "auto_closed", {"days": days}, now)
+            mails.to_customer(ctx, current, "auto_closed", {"days": days}, now)
             closed += 1
     return closed
 

@@ -11,11 +11,11 @@ from datetime import datetime
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
-from mailbot.outbound.outbox import enqueue
 from mailbot.reading import quotes
 from mailbot.reading.message import Message
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
+from mailbot.tickets import mails
 
 
 def recipients(ctx: Context, ticket: dict) -> tuple[str, ...]:
@@ -57,7 +57,7 @@ def agents_about_message(ctx: Context, ticket: dict, msg: Message | None, kind: 
               "subject": ticket["subject"]}
     outgoing = ctx.composer.build(kind, ctx.config.service.language, ticket["number"],
                                   envelope, values, now)
-    enqueue(ctx, ticket["id"], outgoing, now)
+    mails.queue(ctx, ticket["id"], outgoing, now)
 
 
 def _new_text(msg: Message, kind: str) -> tuple[str, bool]:
@@ -81,4 +81,4 @@ def agents_alert(ctx: Context, ticket: dict | None, kind: str, values: dict,
     facts = ticket_facts(ctx, ticket) if ticket else {"ticket": None}
     outgoing = ctx.composer.build(kind, ctx.config.service.language, number, envelope,
                                   {**facts, **values}, now)
-    enqueue(ctx, ticket["id"] if ticket else None, outgoing, now)
+    mails.queue(ctx, ticket["id"] if ticket else None, outgoing, now)

@@ -19,10 +19,11 @@ from mailbot.outbound.wording import moment
 from mailbot.reading import quotes
 from mailbot.store import blobs
 from mailbot.store import directory as dq
+from mailbot.store import public as wq
 from mailbot.store import tickets as tq
-from mailbot.store import web as wq
-from mailbot.tickets import escalation, filing, triage
-from mailbot.web.render import STATE, PageError, WebState, open_ticket, security_headers
+from mailbot.tickets import escalation, filing
+from mailbot.web.render import PageError, security_headers
+from mailbot.web.state import STATE, WebState, open_ticket
 
 MAX_REPLY_CHARS = 20000
 CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
@@ -146,7 +147,7 @@ def ticket_values(state: WebState, ticket: dict, token: str, text: str, error: s
     """What the ticket page shows."""
     ctx = state.ctx
     language = state.pages.language(ticket["language"])
-    zone = triage.timezone_name(ctx.config)
+    zone = ctx.config.timezone
     escalate_token = ctx.signer.link_token("escalate", ticket["number"])
     return {
         "ticket": ticket, "token": quote(token, safe=""), "text": text, "error": error,
@@ -180,7 +181,7 @@ def _escalation_form(state: WebState, ticket: dict, token: str, phone: str, erro
 
 def _escalated(state: WebState, ticket: dict, already: bool) -> web.Response:
     language = state.pages.language(ticket["language"])
-    zone = triage.timezone_name(state.ctx.config)
+    zone = state.ctx.config.timezone
     return state.pages.render("escalated", language, {
         "ticket": ticket, "already": already,
         "escalated_text": moment(ticket["escalated_at"], zone, language),

@@ -1,4 +1,4 @@
-"""The parts every customer page needs: templates, CSRF fields, link tokens, headers.
+"""Rendering the customer pages: templates, the inlined stylesheet, security headers, errors.
 
 Pages are jinja2 templates ``templates/<lang>/web/<name>.html`` (autoescaped, strict
 variables) sharing the layout ``de/web/base.html``.  The one stylesheet is inlined
@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 from aiohttp import web
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from markupsafe import Markup
 
-from mailbot.context import Context
-from mailbot.outbound.compose import LANGUAGES
-from mailbot.outbound.tokens import TokenError, TokenExpired
-from mailbot.status.health import Health
-from mailbot.status.metrics import Metrics
-from mailbot.store import tickets as tq
+from mailbot.outbound.wording import supported_language
 
 STYLE = """
 *{box-sizing:border-box}
@@ -55,7 +48,6 @@ text-decoration:none;cursor:pointer}
 a.button.urgent,button.urgent{background:#b3261e}
 ul.files{margin:.5rem 0 0;padding-left:1.2rem}
 """
-FORM_SALT = "mailbot-form"
 
 
 class PageError(Exception):
@@ -95,7 +87,7 @@ class Pages:
 
     def language(self, wanted: str | None) -> str:
         """``wanted`` if we have pages in it, else the configured language."""
-        return wanted if wanted in LANGUAGES else self.default_language
+        return supported_language(wanted, self.default_language)
 
     def render(self, name: str, language: str | None, values: dict,
                status: int = 200) -> web.Response:
@@ -110,58 +102,3 @@ class Pages:
     def error(self, status: int, kind: str, language: str | None = None) -> web.Response:
         """The error page: the same neutral text for every way a link can be wrong."""
         return self.render("error", language, {"kind": kind, "status": status}, status)
-
-
-class Forms:
-    """CSRF fields: a signed, time-limited value bound to one link token and its purpose."""
-
-    def __init__(self, secret: str, max_age_seconds: int) -> None:
-        self.serializer = URLSafeTimedSerializer(secret, salt=FORM_SALT)
-        self.max_age = max_age_seconds
-
-    def field(self, purpose: str, token: str) -> str:
-        """The hidden field value for a form on the page of ``token``."""
-        return self.serializer.dumps({"p": purpose, "k": _digest(token)})
-
-    def check(self, value: object, purpose: str, token: str) -> None:
-        """Raise PageError 403 unless ``value`` is a fresh field for this token and purpose."""
-        if not isinstance(value, str) or not value:
-            raise PageError(403, "form")
-        try:
-            data = self.serializer.loads(value, max_age=self.max_age)
-        except (SignatureExpired, BadSignature) as exc:
-            raise PageError(403, "form") from exc
-        if data != {"p": purpose, "k": _digest(token)}:
-            raise PageError(403, "form")
-
-
-@dataclass(frozen=True)
-class WebState:
-    """What the request handlers share, stored in the application under :data:`STATE`."""
-
-    ctx: Context
-    pages: Pages
-    forms: Forms
-    health: Health
-    metrics: Metrics
-
-
-STATE = web.AppKey("mailbot", WebState)
-
-
-def open_ticket(ctx: Context, purpose: str, token: str) -> dict:
-    """The ticket a link token grants ``purpose`` on; PageError 404/410 otherwise."""
-    try:
-        number = ctx.signer.read_link_token(purpose, token)
-    except TokenExpired as exc:
-        raise PageError(410, "gone") from exc
-    except TokenError as exc:
-        raise PageError(404, "invalid") from exc
-    ticket = tq.by_number(ctx.store, number)
-    if ticket is None:
-        raise PageError(404, "invalid")
-    return ticket
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:32]

@@ -15,10 +15,11 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailbot.context import Context
-from mailbot.status.health import Health, SourceState
-from mailbot.status.metrics import Metrics
+from mailbot.status.health import report
 from mailbot.web import pages
-from mailbot.web.render import STATE, Forms, PageError, Pages, WebState, security_headers
+from mailbot.web.forms import Forms
+from mailbot.web.render import PageError, Pages, security_headers
+from mailbot.web.state import STATE, WebState
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +27,14 @@ ERROR_KINDS = MappingProxyType({403: "form", 404: "notfound", 405: "method", 410
                                 413: "toolarge"})
 
 
-def make_app(ctx: Context, health: Health | None = None) -> web.Application:
-    """The web application; creates ``ctx.metrics`` when the daemon has not set one."""
-    if ctx.metrics is None:
-        ctx.metrics = Metrics(ctx.store, health)
+def make_app(ctx: Context) -> web.Application:
+    """The web application over one context (its health board and metrics included)."""
     config = ctx.config
     app = web.Application(client_max_size=config.web.max_body_bytes,
                           middlewares=[headers_middleware, error_middleware])
     app[STATE] = WebState(
         ctx=ctx, pages=Pages(config.templates_dir, config.service.language, config.support.name),
-        forms=Forms(ctx.signer.secret, config.web.form_max_age_seconds),
-        health=health or Health(), metrics=ctx.metrics)
+        forms=Forms(ctx.signer.secret, config.web.form_max_age_seconds))
     add_routes(app)
     return app
 
@@ -52,9 +50,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
 
 
-async def start_web(ctx: Context, health: Health | None = None) -> web.AppRunner:
+async def start_web(ctx: Context) -> web.AppRunner:
     """Serve the app on the configured host and port; the caller cleans the runner up."""
-    runner = web.AppRunner(make_app(ctx, health), access_log=None)
+    runner = web.AppRunner(make_app(ctx), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, ctx.config.web.host, ctx.config.web.port)
     await site.start()
@@ -91,38 +89,13 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     """GET /healthz: 200 when the database is writable and the sources are fine, else 503."""
-    state = request.app[STATE]
-    report = await asyncio.to_thread(health_report, state.ctx, state.health)
-    return web.json_response(report, status=200 if report["status"] == "ok" else 503)
-
-
-def health_report(ctx: Context, health: Health) -> dict:
-    """The health document: overall status, the reasons when unhealthy, every source."""
-    reasons = []
-    try:
-        ctx.store.check_writable()
-    except Exception as exc:
-        reasons.append(f"database not writable: {type(exc).__name__}: {exc}")
-    limit = ctx.config.web.max_source_failures
-    states = health.states()
-    reasons += [source_problem(s, limit) for s in states if source_problem(s, limit)]
-    return {"status": "unavailable" if reasons else "ok", "reasons": reasons,
-            "sources": [{"name": s.name, "state": s.state, "failures": s.failures,
-                         "detail": s.detail} for s in states]}
-
-
-def source_problem(state: SourceState, max_failures: int) -> str:
-    """Why a source makes mailbot unhealthy, or ``""`` (connected, or retrying within limits)."""
-    if state.state == "connected":
-        return ""
-    if state.state in ("retrying", "connecting") and state.failures < max_failures:
-        return ""
-    failures = f" after {state.failures} failures" if state.failures else ""
-    detail = f": {state.detail}" if state.detail else ""
-    return f"source {state.name} {state.state}{failures}{detail}"
+    ctx = request.app[STATE].ctx
+    document = await asyncio.to_thread(report, ctx.store, ctx.health,
+                                       ctx.config.web.max_source_failures)
+    return web.json_response(document, status=200 if document["status"] == "ok" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: every metric in the Prometheus text format."""
-    body = await asyncio.to_thread(request.app[STATE].metrics.render)
+    body = await asyncio.to_thread(request.app[STATE].ctx.metrics.render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,4 +1,4 @@
-"""Queries of the web layer: the public thread of a ticket, its downloads, metrics figures.
+"""What the customer may see of a ticket: its public thread and downloads, the first mail.
 
 "Public" means what the customer may see: messages with direction ``in`` or ``out``.
 Internal notes (``note``) and robot mail (``auto``) never leave this module.

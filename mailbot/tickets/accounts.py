@@ -1,11 +1,14 @@
-"""Contacts, accounts and contracts: who wrote, and the import of the customer list."""
+"""Importing the customer list: contracts, accounts and contacts from a TOML or CSV file.
+
+One import is one transaction: a bad row names its file, row and column, and nothing
+of the file is kept.
+"""
 
 from __future__ import annotations
 
 import csv
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 from mailbot.policy.config import ContractPolicy, Targets
@@ -19,42 +22,6 @@ _SPLIT = re.compile(r"[\s,;]+")
 
 class DirectoryImportError(ValueError):
     """The accounts file has a bad row; the message names the row and the column."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who wrote a mail: contact, account, contract, and how we know."""
-
-    contact: dict | None = None
-    account: dict | None = None
-    contract: dict | None = None
-    matched_by: str = ""
-
-    @property
-    def known(self) -> bool:
-        """Whether the sender was recognised at all."""
-        return self.account is not None or self.contact is not None
-
-
-def identify(store: Store, address: str, customer_numbers: tuple[str, ...] = ()) -> Identity:
-    """Match a sender by exact address, then mail domain, then a customer number in the text."""
-    contact = q.contact_by_address(store, address) if address else None
-    if contact and contact["account_id"] is not None:
-        return _with_account(store, contact, q.account_by_id(store, contact["account_id"]),
-                             "address")
-    account = q.account_by_domain(store, address.rpartition("@")[2]) if address else None
-    if account:
-        return _with_account(store, contact, account, "domain")
-    for number in customer_numbers:
-        account = q.account_by_customer_number(store, number)
-        if account:
-            return _with_account(store, contact, account, "customer_number")
-    return Identity(contact=contact, matched_by="address" if contact else "")
-
-
-def _with_account(store: Store, contact: dict | None, account: dict, how: str) -> Identity:
-    return Identity(contact=contact, account=account,
-                    contract=q.contract(store, account.get("contract")), matched_by=how)
 
 
 def import_file(store: Store, path: Path, policy: Policy | None = None) -> dict[str, int]:

@@ -1,0 +1,87 @@
+"""The policy step of a new ticket: priority, entitlement, deadlines, what to ask for.
+
+The decisions are the pure functions of :mod:`mailbot.policy.rules`; this module feeds
+them the mail and the sender's contract and turns their answer into ticket fields,
+events (why this priority, which deadlines) and the acknowledgement's wording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mailbot.context import Context
+from mailbot.outbound import wording
+from mailbot.policy import rules as policy_mod
+from mailbot.policy.config import ContractPolicy, Targets
+from mailbot.reading import facts as facts_mod
+from mailbot.reading.message import Message
+from mailbot.store import iso
+from mailbot.tickets.identify import Identity
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """What policy decided for a new ticket."""
+
+    priority: str = "normal"
+    entitled: bool = False
+    fields: dict = field(default_factory=dict)
+    events: tuple[tuple[str, dict], ...] = ()
+    ack_values: dict = field(default_factory=dict)
+
+
+def contract_policy(contract: dict | None) -> ContractPolicy | None:
+    """A stored contract as the policy sees it."""
+    if not contract:
+        return None
+    raise_levels = contract.get("raise_levels")
+    targets = {k: Targets(**v) for k, v in (contract.get("targets") or {}).items()}
+    return ContractPolicy(name=contract["name"], tier=contract.get("tier") or "none",
+                          raise_levels=-1 if raise_levels is None else raise_levels,
+                          calendar=contract.get("calendar") or "", targets=targets)
+
+
+def assess(ctx: Context, msg: Message, identity: Identity, facts: dict,
+           now: datetime, language: str) -> Assessed:
+    """Priority, entitlement, deadlines and acknowledgement wording for a new ticket."""
+    contract = contract_policy(identity.contract)
+    result = policy_mod.assess(msg.subject, msg.text, contract, now, ctx.policy)
+    missing = facts_mod.missing_facts(facts, identity.known, result.problem_report)
+    fields = {"first_response_due": result.first_response_due,
+              "resolution_due": result.resolution_due,
+              "facts": {k: list(v) for k, v in facts.items()}, "missing": list(missing)}
+    return Assessed(priority=result.priority, entitled=result.entitled, fields=fields,
+                    events=(("priority", _priority_event(result)),
+                            ("deadlines", _deadline_event(result))),
+                    ack_values=_ack_values(ctx, result, missing, language))
+
+
+def _priority_event(result: policy_mod.Assessment) -> dict:
+    reason = f"rule {result.rule_name} matched {result.matched_text!r}" if result.rule_name \
+        else "no rule matched: default priority"
+    if result.raised_by:
+        reason += f"; raised from {result.base_priority} by contract {result.raised_by}"
+    return {"priority": result.priority, "base_priority": result.base_priority,
+            "rule": result.rule_name, "matched": result.matched_text,
+            "raised_by": result.raised_by, "reason": reason}
+
+
+def _deadline_event(result: policy_mod.Assessment) -> dict:
+    return {"calendar": result.calendar, "first_response_due": iso(result.first_response_due),
+            "resolution_due": iso(result.resolution_due),
+            "received_in_hours": result.received_in_hours}
+
+
+def _ack_values(ctx: Context, result: policy_mod.Assessment, missing: tuple[str, ...],
+                language: str) -> dict:
+    calendar = ctx.policy.calendars[result.calendar].config
+    tz = calendar.timezone
+    return {
+        "priority_label": wording.priority_label(result.priority, language),
+        "deadline_text": wording.moment(result.first_response_due, tz, language),
+        "hours_text": wording.hours(calendar, language),
+        "next_opening_text": wording.moment(result.next_opening, tz, language)
+        if result.next_opening else "",
+        "missing": wording.missing(missing, language),
+    }

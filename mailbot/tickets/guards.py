@@ -1,0 +1,32 @@
+"""Whom we answer and who may add to a ticket: the acknowledgement limit, strangers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from mailbot.context import Context
+from mailbot.reading.message import Message
+from mailbot.store import mail as mq
+from mailbot.store import tickets as tq
+from mailbot.tickets.identify import Identity
+
+
+def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:
+    """Why an acknowledgement must not be sent (rate limit, no sender address), or ``""``."""
+    if not msg.from_addr:
+        return "no sender address to answer to"
+    limit = ctx.config.hygiene.max_acks_per_hour
+    sent = mq.acknowledgements_since(ctx.store, msg.from_addr, now - timedelta(hours=1))
+    if sent >= limit:
+        return f"rate limit: {sent} acknowledgements to {msg.from_addr} in the last hour"
+    return ""
+
+
+def is_stranger(ctx: Context, msg: Message, ticket: dict, identity: Identity) -> bool:
+    """Whether the sender has no business on ``ticket`` (not contact, participant or colleague)."""
+    if ctx.config.hygiene.stranger_followup == "accept":
+        return False
+    if msg.from_addr in tq.participants(ctx.store, ticket["id"]):
+        return False
+    account = identity.account
+    return not (account and ticket["account_id"] == account["id"])
