@@ -138,3 +138,26 @@ def test_broken_mail_while_the_database_is_locked_is_a_temporary_failure(bot):
     with bot.write_locked():
         result = bot.run("ingest", input=b"")
     assert result.returncode == EX_TEMPFAIL, result.stderr.decode()
+
+
+def test_fetch_reads_each_mailbox_once_and_files_its_mail(tmp_path, imap_user, dovecot):
+    """`mailbot fetch` files what waits in the mailbox, moves it, and exits 0."""
+    bot = Instance.for_servers(tmp_path, imap=imap_user)
+    dovecot.append(imap_user.username, "INBOX", build_mail(subject="Per Abruf"))
+    result = bot.run("fetch")
+    assert result.returncode == EX_OK, result.stderr.decode()
+    assert "imap:support: filed 1" in result.stdout.decode()
+    assert [t["subject"] for t in bot.tickets()] == ["Per Abruf"]
+    assert dovecot.message_count(imap_user.username, "INBOX") == 0
+    assert dovecot.message_count(imap_user.username, "Processed") == 1
+
+
+def test_fetch_from_an_unreachable_mailbox_exits_75_and_says_why(tmp_path, imap_user):
+    """A mailbox that cannot be reached is a temporary failure named with its reason."""
+    bot = Instance.for_servers(tmp_path, imap=imap_user)
+    bot.settings["imap"][0]["password"] = "wrong"
+    bot.write()
+    result = bot.run("fetch")
+    assert result.returncode == EX_TEMPFAIL
+    assert "imap:support: cannot read the mailbox" in result.stderr.decode()
+    assert bot.tickets() == []

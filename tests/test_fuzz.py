@@ -23,7 +23,7 @@ from mailbot.inbound import pipeline
 from mailbot.reading import classify
 from mailbot.reading.message import ParseError, parse
 from mailbot.store import blobs
-from mailbot.store import mail as mq
+from mailbot.store import inbound as iq
 from mailbot.store import tickets as tq
 from mailbot.tickets import threads
 
@@ -179,7 +179,7 @@ def test_ingest_never_raises_and_never_loses_mail(fuzz_ctx: Context, raw: bytes)
     assert outcome.status in OUTCOMES, outcome
     event(outcome.status)
     sha = hashlib.sha256(raw).hexdigest()
-    record = mq.ingest_by_sha(ctx.store, sha)
+    record = iq.ingest_by_sha(ctx.store, sha)
     assert record is not None
     assert blobs.get(ctx.spool_dir, sha) == raw
     if outcome.status == "quarantined":
@@ -192,11 +192,11 @@ def test_ingest_never_raises_and_never_loses_mail(fuzz_ctx: Context, raw: bytes)
 
 def assert_quarantined(ctx: Context, sha: str, raw: bytes) -> None:
     """Held with its error; a retry runs without crashing and holds it again."""
-    entries = [e for e in mq.quarantined(ctx.store) if e["sha256"] == sha]
+    entries = [e for e in iq.quarantined(ctx.store) if e["sha256"] == sha]
     assert entries and entries[-1]["error"]
     results = pipeline.retry_quarantined(ctx, (entries[-1]["id"],))
     assert [o.status for _, o in results] == ["quarantined"]
-    assert mq.ingest_by_sha(ctx.store, sha)["outcome"] == "quarantined"
+    assert iq.ingest_by_sha(ctx.store, sha)["outcome"] == "quarantined"
 
 
 @FUZZ

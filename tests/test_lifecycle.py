@@ -8,7 +8,8 @@ from itertools import product
 import pytest
 from mails import CUSTOMER, build_mail
 
-from mailbot.tickets import actions, lifecycle
+from mailbot.policy.bizhours import add_business_time
+from mailbot.tickets import actions, clocks, lifecycle
 
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin, business hours
 SUBJECT = "Drucker druckt nicht"
@@ -117,3 +118,20 @@ def test_reply_to_closed_ticket_reopens_only_within_days(make_desk, days_later, 
     outcome = desk.receive(follow_up(old))
     assert (outcome.ticket_number == old) is reopened
     assert desk.ticket(old)["status"] == ("open" if reopened else "closed")
+
+
+def test_waiting_for_the_customer_pauses_the_deadlines(make_desk):
+    """Business time a ticket waits for the customer moves its open deadlines back."""
+    desk = make_desk(TUESDAY_10)
+    number = new_ticket(desk)
+    before = desk.ticket(number)
+    actions.set_status(desk.ctx, number, "waiting")
+    desk.now = TUESDAY_10 + timedelta(days=1, hours=2)  # Wednesday 12:00
+    desk.receive(follow_up(number))
+    after = desk.ticket(number)
+    assert after["status"] == "open"
+    waited = timedelta(hours=9)  # Tuesday 10:00-16:00 and Wednesday 09:00-12:00
+    calendar = clocks.calendar_of(desk.ctx, after)
+    for key in ("first_response_due", "resolution_due"):
+        expected = add_business_time(calendar, datetime.fromisoformat(before[key]), waited)
+        assert datetime.fromisoformat(after[key]) == expected, key

@@ -26,7 +26,7 @@ from mails import as_bytes, build_mail
 
 from mailbot.context import Context
 from mailbot.store import blobs
-from mailbot.store import mail as mq
+from mailbot.store import inbound as iq
 
 SMALL_LIMITS = """
 [limits]
@@ -86,7 +86,7 @@ def test_over_limit_is_quarantined_and_retried_after_raising(tmp_path: Path, lim
     assert outcome.status == "quarantined"
     assert limit in outcome.detail
     assert ticket_count(ctx) == 0
-    [entry] = mq.quarantined(ctx.store)
+    [entry] = iq.quarantined(ctx.store)
     assert limit in entry["error"]
     assert blobs.get(ctx.spool_dir, entry["sha256"]) == raw
     listed = run_cli(ctx, "quarantine", "list", "--json")
@@ -97,7 +97,7 @@ def test_over_limit_is_quarantined_and_retried_after_raising(tmp_path: Path, lim
     assert retried.exit_code == 0, retried.output
     assert "created" in retried.output
     assert ticket_count(ctx) == 1
-    assert mq.quarantined(ctx.store) == []
+    assert iq.quarantined(ctx.store) == []
 
 
 HOSTILE_NAMES = ("../../etc/passwd", "C:\\evil.exe", "\x00.txt", "x" * 3000 + ".pdf", "..",

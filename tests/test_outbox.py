@@ -15,7 +15,7 @@ from mailbot.outbound.outbox import backoff, enqueue
 from mailbot.outbound.sender import Sender, deliver_due
 from mailbot.outbound.transports import DeliveryError
 from mailbot.settings.config import Config, OutboxConfig, RelayConfig, ServiceConfig, SupportConfig
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 
 START = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -93,7 +93,7 @@ def queue(ctx: Context, n: int = 1) -> None:
 
 def row(ctx: Context) -> dict:
     """The one outbox row, as `mailbot outbox list` shows it."""
-    [found] = mq.outbox_rows(ctx.store, None)
+    [found] = oq.outbox_rows(ctx.store, None)
     return found
 
 
@@ -116,7 +116,7 @@ def test_due_mail_is_delivered_once_and_marked_sent(ctx):
     assert deliver(ctx, transport) == 0
     assert [rcpt for _, rcpt, _ in transport.sent] == [["k0@kunde.example"],
                                                       ["k1@kunde.example"]]
-    assert {r["status"] for r in mq.outbox_rows(ctx.store, None)} == {"sent"}
+    assert {r["status"] for r in oq.outbox_rows(ctx.store, None)} == {"sent"}
 
 
 def test_temporary_failure_is_retried_after_the_backoff(ctx, clock):
@@ -157,10 +157,10 @@ def test_permanent_failure_fails_at_once(ctx):
 def test_mail_in_flight_during_a_crash_is_sent_again_after_its_lease(ctx, clock):
     """A delivery cut off by a crash is retried once its lease ends, not before."""
     queue(ctx)
-    [due] = mq.due(ctx.store, clock(), 10)
+    [due] = oq.due(ctx.store, clock(), 10)
     lease = clock() + timedelta(seconds=60)
     with ctx.store.transaction():
-        assert mq.claim(ctx.store, due["id"], due["next_attempt_at"], lease)
+        assert oq.claim(ctx.store, due["id"], due["next_attempt_at"], lease)
     transport = FakeTransport()
     assert deliver(ctx, transport) == 0  # another sender holds it
     clock.advance(60)

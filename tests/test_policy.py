@@ -20,9 +20,7 @@ from mailbot.policy.rules import (
     calendar_for,
     classify,
     contract_raise,
-    due_at,
     is_entitled,
-    paused_business_time,
     raise_priority,
     resolve_targets,
     update_due,
@@ -225,36 +223,6 @@ def test_update_deadline_after_customer_follow_up():
     """After a customer writes again, the next agent answer is due within the update target."""
     assert update_due(POLICY, MAINTENANCE, "urgent", at("2026-11-20 15:00")) == at(
         "2026-11-23 12:00"
-    )
-
-
-@pytest.mark.parametrize(
-    ("history", "until", "paused"),
-    [
-        ([("open", "2026-11-23 10:00")], "2026-11-24 10:00", timedelta(0)),
-        ([("open", "2026-11-23 10:00"), ("waiting", "2026-11-23 11:00")], "2026-11-23 13:30",
-         timedelta(hours=2, minutes=30)),
-        ([("waiting", "2026-11-20 15:00"), ("open", "2026-11-23 10:00")], "2026-11-24 10:00",
-         timedelta(hours=2)),
-        ([("waiting", "2026-11-20 15:00"), ("open", "2026-11-20 15:30"),
-          ("waiting", "2026-11-23 09:00"), ("resolved", "2026-11-23 09:30")], "2026-11-30 10:00",
-         timedelta(hours=1)),
-    ],
-)  # fmt: skip
-def test_clock_pauses_while_waiting_for_customer(history, until, paused):
-    """Time a ticket waits for the customer, in business hours, does not count."""
-    cal = calendar_for(POLICY, None)[1]
-    history = [(status, at(since)) for status, since in history]
-    assert paused_business_time(cal, history, at(until)) == paused
-
-
-def test_paused_time_moves_the_deadline():
-    """A resolution deadline moves back by the business time spent waiting."""
-    cal = calendar_for(POLICY, None)[1]
-    two_days = BusinessDuration(2)
-    assert due_at(cal, at("2026-11-20 15:00"), two_days) == at("2026-11-24 15:00")
-    assert due_at(cal, at("2026-11-20 15:00"), two_days, timedelta(hours=3)) == at(
-        "2026-11-25 11:00"
     )
 
 

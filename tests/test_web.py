@@ -31,7 +31,7 @@ from mailbot.context import Context
 from mailbot.outbound import sender
 from mailbot.outbound.transports import transport_for
 from mailbot.status.health import Health
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 from mailbot.store import public as wq
 from mailbot.store import tickets as tq
 from mailbot.web.forms import FORM_SALT
@@ -459,7 +459,7 @@ async def test_metrics_count_mails_outbox_latency_and_sources(ctx, client, healt
     """/metrics shows mails ingested, tickets, outbox state, ack latency and sources."""
     health.set("imap:support", "connected")
     file_ticket(ctx, customer_mail(subject="Zweites"))
-    assert mq.outbox_counts(ctx.store)["pending"] > 0
+    assert oq.outbox_counts(ctx.store)["pending"] > 0
     text = await (await client.get("/metrics")).text()
     assert 'mailbot_mails_ingested_total{outcome="created"} 2.0' in text
     assert 'mailbot_mails_ingested_total{outcome="quarantined"} 0.0' in text

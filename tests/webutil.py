@@ -16,7 +16,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
 from mailbot.settings import config as config_mod
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 from mailbot.store import tickets as tq
 
 AGENTS = (("agent1@example.com", "Anna Agent"), ("agent2@example.com", "Bernd Agent"))
@@ -70,7 +70,7 @@ def file_ticket(ctx: Context, raw: bytes | None = None) -> dict:
 
 def outbox_mails(ctx: Context, kind: str) -> list[EmailMessage]:
     """The undelivered outbox mails of one kind, parsed (get_content undoes quoted-printable)."""
-    rows = mq.due(ctx.store, datetime.now(UTC) + timedelta(days=3650), 10000)
+    rows = oq.due(ctx.store, datetime.now(UTC) + timedelta(days=3650), 10000)
     return [email.message_from_bytes(r["raw"], policy=email.policy.default)
             for r in rows if r["kind"] == kind]
 
@@ -103,4 +103,4 @@ def snapshot(ctx: Context, ticket_id: int) -> tuple:
     """Everything a request could change about a ticket: row, events, messages, outbox."""
     return (tq.by_id(ctx.store, ticket_id), len(tq.events(ctx.store, ticket_id)),
             len(tq.messages(ctx.store, ticket_id)),
-            mq.outbox_rows(ctx.store, None))
+            oq.outbox_rows(ctx.store, None))

@@ -10,17 +10,20 @@ import sys
 from pathlib import Path
 
 import click
+from imapclient.exceptions import IMAPClientError
 
 from mailbot.app import reports
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
 from mailbot.inbound.files import FileSource
+from mailbot.inbound.imap import ImapSource, uidvalidity_keeper
 from mailbot.outbound.sender import deliver_due
 from mailbot.outbound.transports import transport_for
 from mailbot.settings import config as config_mod
 from mailbot.settings import team
 from mailbot.settings.schema import ConfigError
-from mailbot.store import mail as mq
+from mailbot.store import inbound as iq
+from mailbot.store import outbox as oq
 from mailbot.tickets import accounts as customer_list
 from mailbot.tickets import actions
 from mailbot.tickets.outcome import Outcome
@@ -119,6 +122,31 @@ def ingest(obj: dict, files: tuple[Path, ...]) -> None:
                    err=True)
         sys.exit(EX_TEMPFAIL)
     sys.exit(EX_DATAERR if any(o.status == "quarantined" for o in outcomes) else 0)
+
+
+@main.command()
+@click.pass_obj
+def fetch(obj: dict) -> None:
+    """Read every configured IMAP mailbox once, then exit (for a timer, or to try a config).
+
+    Exit 0 when every mailbox was read, 75 when one could not be (its mail stays there).
+    """
+    ctx = _context(obj)
+    keeper = uidvalidity_keeper(ctx.store)
+    failed = False
+    for cfg in ctx.config.imap:
+        source = ImapSource(cfg, keeper, ctx.health)
+        try:
+            filed = source.run_once(pipeline.feed(ctx))
+        except (IMAPClientError, OSError) as exc:  # TLS and timeouts are OSErrors too
+            click.echo(f"{source.name}: cannot read the mailbox: {type(exc).__name__}: {exc}",
+                       err=True)
+            failed = True
+            continue
+        click.echo(f"{source.name}: filed {filed}")
+    if not ctx.config.imap:
+        click.echo("no [[imap]] mailbox is configured")
+    sys.exit(EX_TEMPFAIL if failed else 0)
 
 
 @main.group()
@@ -227,7 +255,7 @@ def outbox() -> None:
 @click.pass_obj
 def outbox_list(obj: dict, status: str | None, as_json: bool) -> None:
     """Outbound mails and their delivery state."""
-    rows = mq.outbox_rows(_context(obj).store, status)
+    rows = oq.outbox_rows(_context(obj).store, status)
     _emit(rows, as_json, reports.outbox_text(rows))
 
 
@@ -238,9 +266,9 @@ def outbox_flush(obj: dict, failed: bool) -> None:
     """Deliver every pending mail now."""
     ctx = _context(obj)
     with ctx.store.transaction():
-        mq.retry_now(ctx.store, ctx.clock(), failed)
+        oq.retry_now(ctx.store, ctx.clock(), failed)
     sent = asyncio.run(deliver_due(ctx, transport_for(ctx.config)))
-    left = mq.outbox_counts(ctx.store).get("pending", 0)
+    left = oq.outbox_counts(ctx.store).get("pending", 0)
     click.echo(f"delivered {sent}, still pending {left}")
     sys.exit(0 if left == 0 else EX_TEMPFAIL)
 
@@ -255,7 +283,7 @@ def quarantine() -> None:
 @click.pass_obj
 def quarantine_list(obj: dict, as_json: bool) -> None:
     """Mails that could not be processed, with their errors."""
-    rows = mq.quarantined(_context(obj).store)
+    rows = iq.quarantined(_context(obj).store)
     _emit(rows, as_json, reports.quarantine_text(rows))
 
 

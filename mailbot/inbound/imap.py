@@ -23,7 +23,7 @@ from mailbot.inbound.source import Feed, TemporaryFailure
 from mailbot.settings.config import ImapConfig
 from mailbot.status.health import Health
 from mailbot.store import Store
-from mailbot.store import mail as mq
+from mailbot.store import inbound as iq
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def uidvalidity_keeper(store: Store) -> Callable[[str, int], bool]:
     """Remembers each mailbox's UIDVALIDITY in the store; False when it changed."""
     def check(mailbox: str, value: int) -> bool:
         with store.transaction():
-            known = mq.uidvalidity(store, mailbox)
-            mq.set_uidvalidity(store, mailbox, value)
+            known = iq.uidvalidity(store, mailbox)
+            iq.set_uidvalidity(store, mailbox, value)
         return known is None or known == value
 
     return check

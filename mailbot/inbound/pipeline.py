@@ -29,7 +29,7 @@ from mailbot.reading import message
 from mailbot.reading.facts import extract_facts
 from mailbot.reading.message import Message
 from mailbot.store import TemporaryStoreError, blobs
-from mailbot.store import mail as mq
+from mailbot.store import inbound as iq
 from mailbot.store import tickets as tq
 from mailbot.tickets import agents, bounces, filing, threads
 from mailbot.tickets import identify as identify_mod
@@ -71,7 +71,7 @@ def spool(ctx: Context, mail: Mail) -> Mail:
 
 def skip_same_bytes(ctx: Context, mail: Mail) -> Mail:
     """The same bytes filed before (and not quarantined): a duplicate, nothing to do."""
-    known = mq.ingest_by_sha(ctx.store, mail.sha)
+    known = iq.ingest_by_sha(ctx.store, mail.sha)
     if known is None or known["outcome"] == "quarantined":
         return mail
     return replace(mail, outcome=Outcome("duplicate", _number(ctx, known["ticket_id"]),
@@ -97,7 +97,7 @@ def save_attachments(ctx: Context, mail: Mail) -> Mail:
 
 def skip_same_message(ctx: Context, mail: Mail) -> Mail:
     """The same Message-ID (or content fingerprint) filed before: a duplicate."""
-    earlier = mq.ingest_by_message_id(ctx.store, identity_key(mail.msg))
+    earlier = iq.ingest_by_message_id(ctx.store, identity_key(mail.msg))
     if earlier is None:
         return mail
     return replace(mail, outcome=Outcome("duplicate", _number(ctx, earlier["ticket_id"]),
@@ -209,7 +209,7 @@ def _record(ctx: Context, mail: Mail) -> None:
     """The ingest record, in the mail's transaction: a re-delivery of it is a no-op."""
     ticket = tq.by_number(ctx.store, mail.outcome.ticket_number) \
         if mail.outcome.ticket_number else None
-    mq.record_ingest(ctx.store, mail.sha, identity_key(mail.msg), mail.outcome.status,
+    iq.record_ingest(ctx.store, mail.sha, identity_key(mail.msg), mail.outcome.status,
                      ticket["id"] if ticket else None, mail.source, ctx.clock())
 
 
@@ -241,8 +241,8 @@ def quarantine(ctx: Context, sha: str, source: str, error: str,
     now = ctx.clock()
     log.warning("quarantined mail %s from %s: %s", sha[:12], source, error)
     with ctx.store.transaction(durable=durable):
-        mq.add_quarantine(ctx.store, sha, source, error[:2000], now)
-        mq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
+        iq.add_quarantine(ctx.store, sha, source, error[:2000], now)
+        iq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
     ctx.metrics.ingested(Outcome("quarantined"))
     return Outcome("quarantined", "", error)
 
@@ -250,13 +250,13 @@ def quarantine(ctx: Context, sha: str, source: str, error: str,
 def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int, Outcome]]:
     """Run held mails through the pipeline again, e.g. after a fix; results per entry."""
     results = []
-    for entry in mq.quarantined(ctx.store):
+    for entry in iq.quarantined(ctx.store):
         if ids and entry["id"] not in ids:
             continue
         outcome = ingest(ctx, blobs.get(ctx.spool_dir, entry["sha256"]), entry["source"])
         status = "superseded" if outcome.status == "quarantined" else "released"
         with ctx.store.transaction():
-            mq.set_quarantine_status(ctx.store, entry["id"], status, ctx.clock())
+            iq.set_quarantine_status(ctx.store, entry["id"], status, ctx.clock())
         results.append((entry["id"], outcome))
     return results
 

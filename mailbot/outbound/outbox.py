@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from mailbot.outbound.compose import Outgoing
 from mailbot.store import Store
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 
 
 def enqueue(store: Store, ticket_id: int | None, outgoing: Outgoing, now: datetime,
@@ -21,7 +21,7 @@ def enqueue(store: Store, ticket_id: int | None, outgoing: Outgoing, now: dateti
 
     With ``held_because`` the row is kept as ``held`` with that reason instead of sent.
     """
-    return mq.enqueue(store, {
+    return oq.enqueue(store, {
         "ticket_id": ticket_id, "kind": outgoing.kind, "message_id": outgoing.message_id,
         "sender": outgoing.sender, "recipients": outgoing.recipients, "raw": outgoing.raw,
         "status": "held" if held_because else "pending", "next_attempt_at": now,

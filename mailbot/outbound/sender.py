@@ -20,7 +20,7 @@ from mailbot.settings.config import Config
 from mailbot.status.health import Health
 from mailbot.status.metrics import Metrics
 from mailbot.store import Store
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def claim_due(ctx: Context, now: datetime) -> list[dict]:
     """
     lease = now + timedelta(seconds=2 * ctx.config.relay.timeout_seconds)
     with ctx.store.transaction(durable=False):
-        rows = mq.due(ctx.store, now, ctx.config.outbox.batch_size)
-        return [r for r in rows if mq.claim(ctx.store, r["id"], r["next_attempt_at"], lease)]
+        rows = oq.due(ctx.store, now, ctx.config.outbox.batch_size)
+        return [r for r in rows if oq.claim(ctx.store, r["id"], r["next_attempt_at"], lease)]
 
 
 async def _deliver(ctx: Context, transport, row: dict) -> int:
@@ -95,7 +95,7 @@ async def _deliver(ctx: Context, transport, row: dict) -> int:
 def _sent(ctx: Context, row_id: int) -> datetime:
     now = ctx.clock()
     with ctx.store.transaction(durable=False):
-        mq.mark_sent(ctx.store, row_id, now)
+        oq.mark_sent(ctx.store, row_id, now)
     return now
 
 
@@ -104,12 +104,12 @@ def _failed(ctx: Context, row: dict, exc: DeliveryError) -> None:
     attempts = row["attempts"] + 1
     with ctx.store.transaction():
         if exc.permanent or attempts >= settings.max_attempts:
-            mq.mark_final(ctx.store, row["id"], "failed", str(exc))
+            oq.mark_final(ctx.store, row["id"], "failed", str(exc))
             log.error("giving up on %s to %s after %d attempts: %s", row["message_id"],
                       ", ".join(row["recipients"]), attempts, exc)
             return
         wait = backoff(attempts, settings.backoff_seconds, settings.max_backoff_seconds)
-        mq.mark_retry(ctx.store, row["id"], str(exc), ctx.clock() + wait)
+        oq.mark_retry(ctx.store, row["id"], str(exc), ctx.clock() + wait)
     log.warning("delivery of %s failed (attempt %d), retrying in %ds: %s", row["message_id"],
                 attempts, wait.total_seconds(), exc)
 
@@ -147,7 +147,7 @@ class Sender:
             await _wait_any(self.bell.event, stop, await asyncio.to_thread(self._sleep_seconds))
 
     def _sleep_seconds(self) -> float:
-        due_at = mq.next_due_at(self.ctx.store)
+        due_at = oq.next_due_at(self.ctx.store)
         if due_at is None:
             return IDLE_POLL_SECONDS
         seconds = (datetime.fromisoformat(due_at) - self.ctx.clock()).total_seconds()

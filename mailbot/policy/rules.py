@@ -12,16 +12,15 @@ customer. Build a Policy once from PolicyConfig with build_policy and pass it ar
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 from mailbot.policy.bizhours import (
     BusinessCalendar,
     BusinessDuration,
     add_business_time,
-    business_time_between,
     is_open,
     next_opening,
     parse_duration,
@@ -192,34 +191,6 @@ def calendar_for(policy: Policy, contract: ContractPolicy | None) -> tuple[str, 
     if name not in policy.calendars:
         raise ValueError(f"contract {contract.name!r}: unknown calendar {name!r}")
     return name, policy.calendars[name]
-
-
-def due_at(
-    cal: BusinessCalendar, start: datetime, target: BusinessDuration,
-    paused: timedelta = timedelta(0),
-) -> datetime:  # fmt: skip
-    """The deadline target after start, pushed back by paused business time (the time the
-    ticket waited for the customer)."""
-    due = add_business_time(cal, start, target)
-    return add_business_time(cal, due, paused) if paused > timedelta(0) else due
-
-
-def paused_business_time(
-    cal: BusinessCalendar, history: Sequence[tuple[str, datetime]], until: datetime,
-    paused_statuses: Sequence[str] = ("waiting",),
-) -> timedelta:  # fmt: skip
-    """Business time spent in paused statuses; history is (status, since) in time order and
-    the last status lasts until `until`."""
-    ends = [since for _status, since in history[1:]] + [until]
-    spans = zip(history, ends, strict=True)
-    return sum(
-        (
-            business_time_between(cal, since, end)
-            for (status, since), end in spans
-            if status in paused_statuses and end > since
-        ),
-        timedelta(0),
-    )
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,13 @@ def latest_reply(text: str, max_chars: int = 20000, timeout: float = 1.0) -> str
     return reply or _unquoted(lines)
 
 
+def new_words(text: str) -> str:
+    """What a mail adds to its thread when it quotes earlier mail: its latest reply; ``""``
+    when nothing was cut (the whole text is new, or all of it is quoted)."""
+    latest = latest_reply(text)
+    return latest if latest and latest != text.strip() else ""
+
+
 def own_text(text: str, max_chars: int) -> str:
     """Everything the author wrote in this mail, signature and footers included: the first
     ``max_chars`` characters without quoted history (the same markers as

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from mailbot.status.health import Health
 from mailbot.store import Store
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 
 OUTCOMES = ("created", "followup", "duplicate", "note", "ignored", "quarantined")
 OUTBOX_GAUGED = ("pending", "failed")
@@ -40,7 +40,7 @@ class ScrapeTimeCollector:
     def _outbox(self) -> GaugeMetricFamily:
         gauge = GaugeMetricFamily("mailbot_outbox_mails", "Outbox mails by delivery status",
                                   labels=["status"])
-        counts = mq.outbox_counts(self.store)
+        counts = oq.outbox_counts(self.store)
         for status in OUTBOX_GAUGED:
             gauge.add_metric([status], counts.get(status, 0))
         return gauge

@@ -31,11 +31,6 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def parse_iso(value: str | None) -> datetime | None:
-    """A stored timestamp back as an aware datetime."""
-    return None if not value else datetime.fromisoformat(value)
-
-
 class Store:
     """Access to mailbot's SQLite database."""
 

@@ -10,7 +10,7 @@ from mailbot.context import Context
 from mailbot.reading import classify, dsn
 from mailbot.reading.message import Message
 from mailbot.store import directory as dq
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 from mailbot.store import tickets as tq
 from mailbot.tickets.filing import store_message
 from mailbot.tickets.outcome import Outcome
@@ -22,10 +22,10 @@ def handle(ctx: Context, msg: Message, verdict: classify.Verdict) -> Outcome:
     if report is None:
         return Outcome("ignored", "", f"{verdict.reason}; no delivery report found")
     now = ctx.clock()
-    row = mq.outbox_by_message_id(ctx.store, report.original_message_id) \
+    row = oq.outbox_by_message_id(ctx.store, report.original_message_id) \
         if report.original_message_id else None
     if row is not None and report.permanent:
-        mq.mark_final(ctx.store, row["id"], "bounced", f"{report.status} {report.reason}")
+        oq.mark_final(ctx.store, row["id"], "bounced", f"{report.status} {report.reason}")
     if report.permanent:
         for address in report.recipients:
             dq.flag_bounce(ctx.store, address, f"{report.status} {report.reason}".strip(), now)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from mailbot.context import Context
 from mailbot.reading.message import Message
-from mailbot.store import mail as mq
+from mailbot.store import outbox as oq
 from mailbot.store import tickets as tq
 from mailbot.tickets.identify import Identity
 
@@ -16,7 +16,7 @@ def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:
     if not msg.from_addr:
         return "no sender address to answer to"
     limit = ctx.config.hygiene.max_acks_per_hour
-    sent = mq.acknowledgements_since(ctx.store, msg.from_addr, now - timedelta(hours=1))
+    sent = oq.acknowledgements_since(ctx.store, msg.from_addr, now - timedelta(hours=1))
     if sent >= limit:
         return f"rate limit: {sent} acknowledgements to {msg.from_addr} in the last hour"
     return ""

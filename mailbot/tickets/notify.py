@@ -64,8 +64,8 @@ def _new_text(msg: Message, kind: str) -> tuple[str, bool]:
     """What agents read of a customer mail: a follow-up without the quoted history."""
     if kind != "agent_followup":
         return msg.text, False
-    latest = quotes.latest_reply(msg.text)
-    return (latest, True) if latest and latest != msg.text.strip() else (msg.text, False)
+    latest = quotes.new_words(msg.text)
+    return (latest, True) if latest else (msg.text, False)
 
 
 def agents_alert(ctx: Context, ticket: dict | None, kind: str, values: dict,

@@ -192,5 +192,4 @@ def _without_history(message: dict) -> str:
     """A customer mail's new words when it quotes earlier mails, else ``""``."""
     if message["direction"] != "in":
         return ""
-    latest = quotes.latest_reply(message["body"])
-    return latest if latest and latest != message["body"].strip() else ""
+    return quotes.new_words(message["body"])

@@ -1,4 +1,4 @@
-"""Queries on ingest records, the quarantine, the outbox and IMAP state."""
+"""Queries on the outbox: queueing, claiming, delivery state, the acknowledgement count."""
 
 from __future__ import annotations
 
@@ -6,48 +6,6 @@ import json
 from datetime import datetime
 
 from mailbot.store import Store, iso
-
-
-def ingest_by_sha(store: Store, sha256: str) -> dict | None:
-    """The ingest record of exactly these bytes, or None."""
-    return store.row("SELECT * FROM ingest WHERE sha256 = ?", (sha256,))
-
-
-def ingest_by_message_id(store: Store, message_id: str) -> dict | None:
-    """The first ingest record of a mail with this Message-ID that was filed, or None."""
-    if not message_id:
-        return None
-    return store.row("SELECT * FROM ingest WHERE message_id = ? AND outcome != 'quarantined' "
-                     "ORDER BY id LIMIT 1", (message_id,))
-
-
-def record_ingest(store: Store, sha256: str, message_id: str, outcome: str,
-                  ticket_id: int | None, source: str, at: datetime) -> None:
-    """Remember a processed mail so a second delivery of it is a no-op."""
-    store.execute(
-        "INSERT INTO ingest(sha256, message_id, outcome, ticket_id, source, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET outcome = excluded.outcome,"
-        " ticket_id = excluded.ticket_id, message_id = excluded.message_id",
-        (sha256, message_id, outcome, ticket_id, source, iso(at)))
-
-
-def add_quarantine(store: Store, sha256: str, source: str, error: str, at: datetime) -> int:
-    """Hold a mail that could not be processed, with its error."""
-    return store.insert("quarantine", {"sha256": sha256, "source": source, "error": error,
-                                       "created_at": at})
-
-
-def quarantined(store: Store, status: str | None = "held") -> list[dict]:
-    """Quarantine entries, newest last; all of them when ``status`` is None."""
-    if status is None:
-        return store.rows("SELECT * FROM quarantine ORDER BY id")
-    return store.rows("SELECT * FROM quarantine WHERE status = ? ORDER BY id", (status,))
-
-
-def set_quarantine_status(store: Store, entry_id: int, status: str, at: datetime) -> None:
-    """Mark a quarantine entry retried or released."""
-    store.execute("UPDATE quarantine SET status = ?, retried_at = ? WHERE id = ?",
-                  (status, iso(at), entry_id))
 
 
 def enqueue(store: Store, record: dict) -> int:
@@ -135,16 +93,3 @@ def outbox_counts(store: Store) -> dict[str, int]:
     """How many outbox rows are in each status."""
     return {r["status"]: r["n"] for r in
             store.rows("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")}
-
-
-def uidvalidity(store: Store, mailbox: str) -> int | None:
-    """The UIDVALIDITY last seen for an IMAP mailbox, or None."""
-    row = store.row("SELECT uidvalidity FROM imap_state WHERE mailbox = ?", (mailbox,))
-    return row["uidvalidity"] if row else None
-
-
-def set_uidvalidity(store: Store, mailbox: str, value: int) -> None:
-    """Remember the UIDVALIDITY of an IMAP mailbox."""
-    store.execute("INSERT INTO imap_state(mailbox, uidvalidity) VALUES (?, ?) "
-                  "ON CONFLICT(mailbox) DO UPDATE SET uidvalidity = excluded.uidvalidity",
-                  (mailbox, value))
