@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 import click
-from imapclient.exceptions import IMAPClientError
 
 from mailbot.app import reports
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
 from mailbot.inbound.files import FileSource
-from mailbot.inbound.imap import ImapSource, uidvalidity_keeper
+from mailbot.inbound.imap import CONNECTION_ERRORS, ImapSource, uidvalidity_keeper
 from mailbot.outbound.sender import deliver_due
 from mailbot.outbound.transports import transport_for
 from mailbot.settings import config as config_mod
@@ -138,7 +137,7 @@ def fetch(obj: dict) -> None:
         source = ImapSource(cfg, keeper, ctx.health)
         try:
             filed = source.run_once(pipeline.feed(ctx))
-        except (IMAPClientError, OSError) as exc:  # TLS and timeouts are OSErrors too
+        except CONNECTION_ERRORS as exc:
             click.echo(f"{source.name}: cannot read the mailbox: {type(exc).__name__}: {exc}",
                        err=True)
             failed = True

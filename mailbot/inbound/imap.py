@@ -35,6 +35,10 @@ class Reconnect(Exception):
     """The server closed the session; connect again."""
 
 
+# What a mailbox that cannot be read raises (TLS failures and timeouts are OSErrors).
+CONNECTION_ERRORS = (IMAPClientError, OSError, Reconnect)
+
+
 def connect(cfg: ImapConfig) -> IMAPClient:
     """A logged-in client for one mailbox: TLS, STARTTLS or plain (for loopback)."""
     context = ssl.create_default_context(cafile=cfg.ca_file or None)
@@ -110,7 +114,7 @@ class ImapSource:
         while not self.stop.is_set():
             try:
                 self._session()
-            except (IMAPClientError, OSError, Reconnect, TimeoutError) as exc:
+            except CONNECTION_ERRORS as exc:
                 self.failures += 1
                 wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1))
                 self.health.set(self.name, "retrying", f"{type(exc).__name__}: {exc}")
