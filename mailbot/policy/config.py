@@ -110,3 +110,14 @@ class ContractPolicy:
     calendar: str = ""
     # Response targets per priority overriding the policy's; "" fields inherit.
     targets: dict[str, Targets] = field(default_factory=dict)
+
+
+def contract_policy(contract: dict | None) -> ContractPolicy | None:
+    """A contract row of the store as the policy sees it (None without a contract)."""
+    if not contract:
+        return None
+    raise_levels = contract.get("raise_levels")
+    targets = {k: Targets(**v) for k, v in (contract.get("targets") or {}).items()}
+    return ContractPolicy(name=contract["name"], tier=contract.get("tier") or "none",
+                          raise_levels=-1 if raise_levels is None else raise_levels,
+                          calendar=contract.get("calendar") or "", targets=targets)

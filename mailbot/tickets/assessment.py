@@ -13,7 +13,7 @@ from datetime import datetime
 from mailbot.context import Context
 from mailbot.outbound import wording
 from mailbot.policy import rules as policy_mod
-from mailbot.policy.config import ContractPolicy, Targets
+from mailbot.policy.config import contract_policy
 from mailbot.reading import facts as facts_mod
 from mailbot.reading.message import Message
 from mailbot.store import iso
@@ -29,17 +29,6 @@ class Assessed:
     fields: dict = field(default_factory=dict)
     events: tuple[tuple[str, dict], ...] = ()
     ack_values: dict = field(default_factory=dict)
-
-
-def contract_policy(contract: dict | None) -> ContractPolicy | None:
-    """A stored contract as the policy sees it."""
-    if not contract:
-        return None
-    raise_levels = contract.get("raise_levels")
-    targets = {k: Targets(**v) for k, v in (contract.get("targets") or {}).items()}
-    return ContractPolicy(name=contract["name"], tier=contract.get("tier") or "none",
-                          raise_levels=-1 if raise_levels is None else raise_levels,
-                          calendar=contract.get("calendar") or "", targets=targets)
 
 
 def assess(ctx: Context, msg: Message, identity: Identity, facts: dict,

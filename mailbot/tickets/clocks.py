@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from mailbot.context import Context
 from mailbot.policy import rules as policy_mod
 from mailbot.policy.bizhours import BusinessCalendar, add_business_time, business_time_between
+from mailbot.policy.config import contract_policy
 from mailbot.store import directory as dq
 from mailbot.store import iso
 from mailbot.store import tickets as tq
-from mailbot.tickets.assessment import contract_policy
 
 
 def calendar_of(ctx: Context, ticket: dict) -> BusinessCalendar:
