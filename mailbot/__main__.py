@@ -1,5 +1,5 @@
 """`python -m mailbot` runs the command line."""
 
-from mailbot.app.cli import main
+from mailbot.app.launch import main
 
 main()

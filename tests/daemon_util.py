@@ -221,13 +221,19 @@ class DaemonProcess:
         self.log_path = config_path.with_name(f"daemon-{time.monotonic_ns()}.log")
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> None:
-        """Start the daemon; return once the listener answers (or it logged that it runs)."""
+    def start(self, timeout: float = 15.0, env: dict[str, str] | None = None,
+              wait: bool = True) -> None:
+        """Start the daemon; return once the listener answers (or it logged that it runs).
+
+        ``env`` adds variables (e.g. NOTIFY_SOCKET); ``wait=False`` returns at once.
+        """
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mailbot", "--config", str(self.config_path), "run"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=process_env())
-        wait_until(self._ready, timeout, interval=0.02, message=f"mailbot ready\n{self.log()}")
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=process_env(env))
+        if wait:
+            wait_until(self._ready, timeout, interval=0.02,
+                       message=f"mailbot ready\n{self.log()}")
 
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -277,3 +283,26 @@ class DaemonProcess:
             self.stop()
         else:
             self.kill()
+
+
+# Runs `python -m mailbot ARGS` and writes its peak resident memory (kB) to stderr at exit.
+MEASURED = """\
+import atexit, runpy, sys
+def peak():
+    hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+    sys.stderr.write(f"peak-kB {hwm[0]}\\n")
+atexit.register(peak)
+sys.argv[0] = "mailbot"
+runpy.run_module("mailbot", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_measured(config: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a `mailbot` command as a process of its own; its result and peak memory in MB."""
+    result = subprocess.run([sys.executable, "-c", MEASURED, "--config", str(config), *args],
+                            capture_output=True, text=True, cwd=REPO, env=process_env(),
+                            timeout=600)
+    peaks = [line.split()[1] for line in result.stderr.splitlines()
+             if line.startswith("peak-kB ")]
+    assert peaks, result.stderr[-2000:]
+    return result, int(peaks[-1]) / 1024

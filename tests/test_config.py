@@ -46,7 +46,7 @@ def test_an_empty_file_means_all_defaults(tmp_path):
     ('[listner]\nport = 25\n', "listner", "unknown key"),
     ('[listener]\nport = "2525"\n', "listener.port", "expected an integer, got a string"),
     ('[listener]\nenabled = "yes"\n', "listener.enabled", "expected a boolean"),
-    ('[outbox]\nmax_attempts = true\n', "outbox.max_attempts", "got a boolean"),
+    ('[outbox]\nbatch_size = true\n', "outbox.batch_size", "got a boolean"),
     ('[support]\naliases = "a@b.example"\n', "support.aliases", "expected a list"),
     ('[listener]\nprotocol = "pop3"\n', "listener.protocol", "must be one of 'smtp', 'lmtp'"),
     ('[[imap]]\nusername = "support"\n', "imap[0].host", "required value is missing"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +15,7 @@ import pytest
 from mailbot.context import Context, open_context
 from mailbot.outbound.compose import Outgoing
 from mailbot.outbound.outbox import backoff, enqueue
-from mailbot.outbound.sender import Sender, deliver_due
+from mailbot.outbound.sender import OWNER, Sender, deliver_due
 from mailbot.outbound.transports import DeliveryError
 from mailbot.settings.config import Config, OutboxConfig, RelayConfig, ServiceConfig, SupportConfig
 from mailbot.store import outbox as oq
@@ -39,7 +42,7 @@ class FakeTransport:
 
     label = "fake"
 
-    def __init__(self, *errors: DeliveryError) -> None:
+    def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)
         self.sent: list[tuple[str, list[str], bytes]] = []
         self.sessions = 0
@@ -71,10 +74,10 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ctx(tmp_path, clock) -> Context:
-    """A store with three attempts allowed, 10 s first backoff capped at 25 s."""
+    """A store with a one-minute lifetime, 10 s first backoff capped at 25 s."""
     config = Config(service=ServiceConfig(data_dir=str(tmp_path)),
                     support=SupportConfig(signing_secret="outbox-test"),
-                    outbox=OutboxConfig(max_attempts=3, backoff_seconds=10,
+                    outbox=OutboxConfig(lifetime_days=60 / 86400, backoff_seconds=10,
                                         max_backoff_seconds=25),
                     relay=RelayConfig(timeout_seconds=30))
     context = open_context(config, clock)
@@ -97,9 +100,18 @@ def row(ctx: Context) -> dict:
     return found
 
 
-def deliver(ctx: Context, transport: FakeTransport) -> int:
+class Reports(list):
+    """The sender's ``on_failed``: keeps (row id, reason) of each mail given up on."""
+
+    def __call__(self, row: dict, reason: str, now: datetime) -> None:
+        self.append((row["id"], reason))
+
+
+def deliver(ctx: Context, transport: FakeTransport, reports: Reports | None = None,
+            owner: str = OWNER) -> int:
     """One sender round at the injected clock's time."""
-    return asyncio.run(deliver_due(ctx, transport))
+    on_failed = Reports() if reports is None else reports
+    return asyncio.run(deliver_due(ctx, transport, on_failed=on_failed, owner=owner))
 
 
 @pytest.mark.parametrize(("attempts", "seconds"), [(0, 10), (1, 10), (2, 20), (3, 25), (30, 25)])
@@ -134,37 +146,87 @@ def test_temporary_failure_is_retried_after_the_backoff(ctx, clock):
     assert (row(ctx)["status"], row(ctx)["attempts"], row(ctx)["last_error"]) == ("sent", 2, "")
 
 
-def test_mail_is_marked_failed_after_the_last_attempt(ctx, clock):
-    """After max_attempts temporary failures the mail is given up on, not retried forever."""
+def test_temporary_failures_are_retried_for_the_lifetime_then_the_mail_fails(ctx, clock):
+    """A relay answering 4xx gets the mail, with backoff, until its one-minute lifetime ends
+    (the last attempt right then); then it fails, is reported once and never tried again."""
     queue(ctx)
-    transport = FakeTransport(TEMPORARY, TEMPORARY, TEMPORARY, TEMPORARY)
-    for wait in (0, 10, 20):
-        clock.advance(wait)
-        deliver(ctx, transport)
-    assert (row(ctx)["status"], row(ctx)["attempts"]) == ("failed", 3)
-    clock.advance(3600)
-    assert deliver(ctx, transport) == 0
-    assert len(transport.errors) == 1  # the fourth attempt never happened
+    transport, reports = FakeTransport(*[TEMPORARY] * 10), Reports()
+    tried_at = []
+    for second in range(120):
+        left = len(transport.errors)
+        deliver(ctx, transport, reports)
+        if len(transport.errors) < left:
+            tried_at.append(second)
+        clock.advance(1)
+    assert tried_at == [0, 10, 30, 55, 60]
+    assert (row(ctx)["status"], row(ctx)["attempts"]) == ("failed", 5)
+    [(row_id, reason)] = reports
+    assert row_id == row(ctx)["id"]
+    assert reason == row(ctx)["last_error"]
+    assert reason.startswith("451 4.3.0 try later (not delivered within")
 
 
-def test_permanent_failure_fails_at_once(ctx):
-    """A 5xx answer (no such user) is not retried."""
+def test_permanent_failure_fails_at_once_and_is_reported(ctx):
+    """A 5xx answer (no such user) is not retried; the tickets layer hears of it once."""
     queue(ctx)
-    deliver(ctx, FakeTransport(PERMANENT))
+    reports = Reports()
+    deliver(ctx, FakeTransport(PERMANENT), reports)
     assert (row(ctx)["status"], row(ctx)["last_error"]) == ("failed", "550 5.1.1 no such user")
+    assert reports == [(row(ctx)["id"], "550 5.1.1 no such user")]
 
 
-def test_mail_in_flight_during_a_crash_is_sent_again_after_its_lease(ctx, clock):
-    """A delivery cut off by a crash is retried once its lease ends, not before."""
+def test_a_mail_the_library_chokes_on_fails_alone_and_the_rest_go_out(ctx):
+    """Any error of one mail (here the kind aiosmtplib raises for a control character) fails
+    that mail; the mails behind it are delivered in the same round."""
+    queue(ctx, 3)
+    transport, reports = FakeTransport(ValueError("prohibited control character")), Reports()
+    assert deliver(ctx, transport, reports) == 2
+    statuses = [(r["status"], r["last_error"]) for r in oq.outbox_rows(ctx.store, None)]
+    assert statuses == [("failed", "ValueError: prohibited control character"),
+                        ("sent", ""), ("sent", "")]
+    assert [reason for _, reason in reports] == ["ValueError: prohibited control character"]
+
+
+def test_a_mail_claimed_by_another_sender_waits_for_the_end_of_its_lease(ctx, clock):
+    """A row in another sender's hands (it may be sending it) is left alone until the claim's
+    lease (twice ten relay timeouts) ends; then a crash is assumed and it is sent."""
     queue(ctx)
-    [due] = oq.due(ctx.store, clock(), 10)
-    lease = clock() + timedelta(seconds=60)
     with ctx.store.transaction():
-        assert oq.claim(ctx.store, due["id"], due["next_attempt_at"], lease)
+        assert oq.claim_next(ctx.store, "elsewhere", clock(), clock(),
+                             clock() + timedelta(seconds=600))
     transport = FakeTransport()
-    assert deliver(ctx, transport) == 0  # another sender holds it
-    clock.advance(60)
+    assert deliver(ctx, transport) == 0
+    clock.advance(599)
+    assert deliver(ctx, transport) == 0
+    clock.advance(1)
     assert deliver(ctx, transport) == 1
+
+
+def test_a_mail_claimed_by_a_crashed_process_of_this_host_is_sent_at_once(ctx, clock):
+    """A sender that finds a claim of a process on this host that is gone takes the row
+    without waiting for the lease (a restarted daemon resends the mail in flight)."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    queue(ctx)
+    with ctx.store.transaction():
+        assert oq.claim_next(ctx.store, f"{socket.gethostname()}:{gone}:0badc0de", clock(),
+                             clock(), clock() + timedelta(seconds=600))
+    assert deliver(ctx, FakeTransport()) == 1
+    assert row(ctx)["status"] == "sent"
+
+
+def test_only_the_sender_holding_the_claim_marks_the_row(ctx, clock):
+    """A sender whose claim passed to another (its lease ran out) cannot mark the row."""
+    queue(ctx)
+    with ctx.store.transaction():
+        first = oq.claim_next(ctx.store, "first", clock(), clock(), clock())
+        second = oq.claim_next(ctx.store, "second", clock(), clock(),
+                               clock() + timedelta(seconds=600))
+        assert first["id"] == second["id"]
+        assert not oq.mark_sent(ctx.store, first["id"], "first", clock())
+        assert not oq.mark_failed(ctx.store, first["id"], "first", "late")
+        assert oq.mark_sent(ctx.store, second["id"], "second", clock())
+    assert row(ctx)["status"] == "sent"
 
 
 async def test_sender_task_delivers_as_soon_as_it_is_woken(tmp_path):

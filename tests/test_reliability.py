@@ -49,7 +49,7 @@ timeout_seconds = 5
 [outbox]
 backoff_seconds = 0.2
 max_backoff_seconds = 1.0
-max_attempts = 1000
+lifetime_days = 5
 [notifications]
 interval_seconds = 3600
 [web]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from mails import build_mail
 
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
+from mailbot.inbound.source import TemporaryFailure
 from mailbot.settings.config import Config, ServiceConfig, SupportConfig
 from mailbot.store import Store, TemporaryStoreError
 from mailbot.store.schema import migrations
@@ -33,6 +36,35 @@ def test_a_new_database_file_is_migrated_with_wal_and_foreign_keys(tmp_path):
     assert migrations.pending(store.db) == []
     assert {"tickets", "messages", "outbox", "ingest", "quarantine"} <= \
         set(store.db.table_names())
+    store.close()
+
+
+def test_stores_opened_at_once_on_a_new_file_create_the_schema_once(tmp_path):
+    """Processes starting together on a new database: one migrates, the others go on."""
+    path = tmp_path / "new" / "mailbot.sqlite3"
+    count = 6
+    start = threading.Barrier(count)
+
+    def open_store(_: int) -> Store:
+        start.wait(10)
+        return Store(path)
+
+    with ThreadPoolExecutor(count) as pool:
+        stores = list(pool.map(open_store, range(count)))
+    names = [m.name for m in migrations.applied(stores[0].db)]
+    assert names and len(names) == len(set(names))
+    assert all(migrations.pending(store.db) == [] for store in stores)
+    for store in stores:
+        store.close()
+
+
+def test_the_database_is_private_to_its_owner(tmp_path):
+    """The database and its WAL are 0600 in a 0700 directory, whatever the umask."""
+    store = Store(tmp_path / "data" / "mailbot.sqlite3")
+    with store.transaction():
+        store.execute("INSERT INTO ticket_counters(day, counter) VALUES ('20260101', 1)")
+    for path in (store.path, store.path.parent, store.path.with_name("mailbot.sqlite3-wal")):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
     store.close()
 
 
@@ -82,6 +114,57 @@ def test_a_locked_database_is_a_temporary_failure(tmp_path):
         other.execute("ROLLBACK")
         other.close()
         store.close()
+
+
+def test_a_writer_waiting_for_another_thread_gives_up_after_the_busy_timeout(tmp_path):
+    """The busy timeout also bounds the wait for this process's connection, held by a thread."""
+    store = Store(tmp_path / "mailbot.sqlite3", busy_timeout=0.2)
+    holding, release = threading.Event(), threading.Event()
+    waited: list[object] = []
+
+    def hold() -> None:
+        with store.transaction():
+            holding.set()
+            release.wait(30)
+
+    def write() -> None:
+        try:
+            with store.transaction():
+                store.execute("INSERT INTO ticket_counters(day, counter) VALUES ('d', 1)")
+            waited.append("written")
+        except TemporaryStoreError as exc:
+            waited.append(exc)
+
+    holder, writer = threading.Thread(target=hold), threading.Thread(target=write)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        writer.start()
+        writer.join(20)
+        assert not writer.is_alive(), "the writer waited far beyond its busy timeout"
+        assert [type(w) for w in waited] == [TemporaryStoreError]
+    finally:
+        release.set()
+        holder.join(10)
+        writer.join(10)
+        store.close()
+
+
+def test_a_full_database_is_a_temporary_failure_and_the_mail_is_filed_once_after(tmp_path):
+    """SQLITE_FULL while filing: nothing is filed or quarantined; with room, filed once."""
+    ctx = make_context(tmp_path / "data")
+    raw = build_mail(subject="Platte voll", text="Ein langer Bericht. " * 2000)  # needs pages
+    pages = ctx.store.row("PRAGMA page_count")["page_count"]
+    ctx.store.execute(f"PRAGMA max_page_count = {pages}")  # the database cannot grow
+    with pytest.raises(TemporaryFailure, match="full"):
+        pipeline.ingest(ctx, raw, "test")
+    assert ctx.store.rows("SELECT * FROM quarantine") == []
+    assert ctx.store.rows("SELECT * FROM tickets") == []
+    ctx.store.execute("PRAGMA max_page_count = 1073741823")  # space freed
+    assert pipeline.ingest(ctx, raw, "test").status == "created"
+    assert pipeline.ingest(ctx, raw, "test").status == "duplicate"
+    assert len(ctx.store.rows("SELECT * FROM tickets")) == 1
+    ctx.store.close()
 
 
 def test_ticket_numbers_stay_unique_and_increasing_with_two_writers(tmp_path):

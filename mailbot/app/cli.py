@@ -7,30 +7,36 @@ import json
 import logging
 import sqlite3
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
 
 from mailbot.app import reports
+from mailbot.app.watchdog import read_status
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
 from mailbot.inbound.files import FileSource
 from mailbot.inbound.imap import CONNECTION_ERRORS, ImapSource, uidvalidity_keeper
-from mailbot.outbound.sender import deliver_due
+from mailbot.inbound.source import TemporaryFailure
+from mailbot.outbound.outbox import RetryError, retry_failed
+from mailbot.outbound.sender import flush as flush_outbox
 from mailbot.outbound.transports import transport_for
 from mailbot.settings import config as config_mod
 from mailbot.settings import team
 from mailbot.settings.schema import ConfigError
+from mailbot.store import TemporaryStoreError
 from mailbot.store import inbound as iq
 from mailbot.store import outbox as oq
 from mailbot.tickets import accounts as customer_list
-from mailbot.tickets import actions
+from mailbot.tickets import actions, notify
 from mailbot.tickets.outcome import Outcome
 
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
+EX_NOT_RUNNING = 3  # as `systemctl status` / LSB: the program is not running
 
 
 def _load(obj: dict) -> config_mod.Config:
@@ -103,7 +109,7 @@ def ingest(obj: dict, files: tuple[Path, ...]) -> None:
     """
     try:
         ctx = _context(obj)
-    except (sqlite3.Error, OSError) as exc:  # e.g. a database locked during start-up
+    except (sqlite3.Error, OSError, TemporaryStoreError) as exc:  # e.g. a full disk at start
         click.echo(f"temporary failure: cannot open the store: {exc}", err=True)
         sys.exit(EX_TEMPFAIL)
     inputs = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
@@ -146,6 +152,21 @@ def fetch(obj: dict) -> None:
     if not ctx.config.imap:
         click.echo("no [[imap]] mailbox is configured")
     sys.exit(EX_TEMPFAIL if failed else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(obj: dict, as_json: bool) -> None:
+    """The running daemon's sources and loops: state, successes, failures, mails handled.
+
+    Exit 0 when all is well, 1 when something is wrong (as /healthz's 503), 3 when no
+    daemon runs for this data directory.
+    """
+    config = _load(obj)
+    document = read_status(config.data_dir)
+    _emit(document, as_json, reports.status_text(document, config.timezone))
+    sys.exit({"ok": 0, "not running": EX_NOT_RUNNING}.get(document["status"], 1))
 
 
 @main.group()
@@ -245,7 +266,7 @@ def accounts_import(obj: dict, file: Path) -> None:
 
 @main.group()
 def outbox() -> None:
-    """Inspect and flush the outbox."""
+    """Inspect, flush and retry the outbox."""
 
 
 @outbox.command("list")
@@ -259,17 +280,50 @@ def outbox_list(obj: dict, status: str | None, as_json: bool) -> None:
 
 
 @outbox.command("flush")
-@click.option("--failed", is_flag=True, help="Also retry mails that were given up on.")
+@click.option("--failed", is_flag=True, help="Also queue mails that were given up on again.")
 @click.pass_obj
 def outbox_flush(obj: dict, failed: bool) -> None:
-    """Deliver every pending mail now."""
+    """Deliver every pending mail now; safe beside the running daemon (none goes out twice)."""
     ctx = _context(obj)
-    with ctx.store.transaction():
-        oq.retry_now(ctx.store, ctx.clock(), failed)
-    sent = asyncio.run(deliver_due(ctx, transport_for(ctx.config)))
-    left = oq.outbox_counts(ctx.store).get("pending", 0)
-    click.echo(f"delivered {sent}, still pending {left}")
+    try:
+        with ctx.store.transaction():
+            if failed:
+                retry_failed(ctx.store, (), ctx.clock())
+            oq.retry_now(ctx.store, ctx.clock())
+    except TemporaryStoreError as exc:
+        click.echo(f"temporary failure: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    sent = asyncio.run(flush_outbox(ctx, transport_for(ctx.config),
+                                    on_failed=partial(notify.delivery_failed, ctx)))
+    counts = oq.outbox_counts(ctx.store)
+    left = counts.get("pending", 0)
+    click.echo(f"delivered {sent}, still pending {left}, failed {counts.get('failed', 0)}")
     sys.exit(0 if left == 0 else EX_TEMPFAIL)
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--failed", "every_failed", is_flag=True, help="Every mail that failed.")
+@click.pass_obj
+def outbox_retry(obj: dict, ids: tuple[int, ...], every_failed: bool) -> None:
+    """Queue failed mails again (IDS, or all with --failed): due now, with a new lifetime."""
+    if bool(ids) == every_failed:
+        raise click.UsageError("name the IDs of failed mails, or --failed for all of them")
+    ctx = _context(obj)
+    try:
+        with ctx.store.transaction():
+            rows = retry_failed(ctx.store, ids, ctx.clock())
+    except RetryError as exc:
+        click.echo(f"nothing queued: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+    except TemporaryStoreError as exc:
+        click.echo(f"temporary failure: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    for row in rows:
+        to = ", ".join(a if a.isprintable() else repr(a) for a in row["recipients"])
+        click.echo(f"{row['id']}: {row['kind']} to {to} queued again "
+                   f"(failed: {row['last_error']})")
+    click.echo(f"queued {len(rows)} failed mail(s) again")
 
 
 @main.group()
@@ -292,7 +346,11 @@ def quarantine_list(obj: dict, as_json: bool) -> None:
 def quarantine_retry(obj: dict, ids: tuple[int, ...]) -> None:
     """Run quarantined mails through the pipeline again (all held ones without IDS)."""
     ctx = _context(obj)
-    results = pipeline.retry_quarantined(ctx, ids)
+    try:
+        results = pipeline.retry_quarantined(ctx, ids)
+    except TemporaryFailure as exc:  # the disk or the database, not the mails: try later
+        click.echo(f"temporary failure, run it again later: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
     for entry_id, outcome in results:
         click.echo(f"{entry_id}: {outcome.status} {outcome.ticket_number} {outcome.detail}")
     sys.exit(EX_DATAERR if any(o.status == "quarantined" for _, o in results) else 0)

@@ -1,8 +1,11 @@
 """`mailbot run`: the sources, the outbox sender, the scheduler and the web server in one loop.
 
 The daemon builds the one Context of the process, lists its sources (:func:`sources`)
-and serves each of them with the same feed into the pipeline.  SIGTERM/SIGINT stop
-accepting new mail, let the mail in hand finish, and exit 0.
+and serves each of them, supervised (:mod:`mailbot.app.supervisor`), with the same feed
+into the pipeline; an IMAP mailbox reads in a thread of its own.  The watch
+(:mod:`mailbot.app.watchdog`) writes the status file and feeds systemd's watchdog.
+SIGTERM/SIGINT, at any moment, stop accepting new mail, let the mail in hand finish,
+and exit 0.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from functools import partial
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from mailbot.app.signals import EarlyStop
+from mailbot.app.supervisor import counted, supervise
+from mailbot.app.watchdog import Notifier, keep_watch, remove_status
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
 from mailbot.inbound.imap import ImapSource, uidvalidity_keeper
@@ -21,9 +28,12 @@ from mailbot.inbound.source import Feed, Source
 from mailbot.outbound.sender import Doorbell, Sender
 from mailbot.outbound.transports import transport_for
 from mailbot.settings.config import Config
-from mailbot.tickets import jobs
+from mailbot.tickets import jobs, notify
 
 log = logging.getLogger(__name__)
+
+# Seconds without progress after which a loop counts as stuck.
+OUTBOX_STUCK_SECONDS = 300.0
 
 
 class StartupError(Exception):
@@ -46,12 +56,14 @@ def sources(ctx: Context) -> list[Source]:
 class Daemon:
     """One running mailbot instance."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, stop: asyncio.Event | None = None) -> None:
         self.config = config
         bell = Doorbell()
         self.ctx = open_context(config, on_outbox=bell.ring)
-        self.stop = asyncio.Event()
-        self.sender = Sender(self.ctx, transport_for(config), bell)
+        self.stop = stop or asyncio.Event()
+        self.notifier = Notifier()
+        self.sender = Sender(self.ctx, transport_for(config), bell,
+                             on_failed=partial(notify.delivery_failed, self.ctx))
         self.sources = sources(self.ctx)
         self.scheduler: AsyncIOScheduler | None = None
         self._opened: list[Listener] = []
@@ -62,22 +74,37 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.ctx.team.reload)
+        try:
+            if not self.stop.is_set():
+                await self._serve()
+        finally:
+            self.notifier.send("STOPPING=1")
+            remove_status(self.config.data_dir)
+            self.ctx.store.close()
+            log.info("mailbot stopped")
+
+    async def _serve(self) -> None:
         feed = pipeline.feed(self.ctx)
-        await self._open_listeners(feed)
+        feeds = {s.name: counted(feed, self.ctx.health, s.name) for s in self.sources}
+        await self._open_listeners(feeds)
         runner = await self._start_web()
-        served = [asyncio.create_task(source.serve(feed, self.stop)) for source in self.sources]
-        sender = asyncio.create_task(self.sender.run(self.stop))
+        tasks = [asyncio.create_task(supervise(
+            source.name, lambda s=source: s.serve(feeds[s.name], self.stop), self.ctx.health,
+            self.stop)) for source in self.sources]
+        self.ctx.health.watch("outbox", OUTBOX_STUCK_SECONDS, state="running")
+        tasks.append(asyncio.create_task(
+            supervise("outbox", lambda: self.sender.run(self.stop), self.ctx.health, self.stop)))
+        tasks.append(asyncio.create_task(keep_watch(self.ctx, self.notifier, self.stop)))
         self.scheduler = self._start_scheduler()
         log.info("mailbot running: %s", self.describe())
+        self.notifier.send("READY=1")
         await self.stop.wait()
         log.info("shutting down: no new mail accepted, finishing the mail in hand")
-        await asyncio.gather(*served, return_exceptions=True)
-        await sender
+        self.notifier.send("STOPPING=1")
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
-        log.info("mailbot stopped")
         if runner is not None:
             await runner.cleanup()
-        self.ctx.store.close()
 
     def describe(self) -> str:
         """A one-line summary of what this instance serves."""
@@ -88,14 +115,14 @@ class Daemon:
         parts += [f"imap {c.label}/{c.folder}" for c in self.config.imap]
         return ", ".join(parts)
 
-    async def _open_listeners(self, feed: Feed) -> None:
+    async def _open_listeners(self, feeds: dict[str, Feed]) -> None:
         """Bind every listening source before anything runs: a taken port stops the start."""
         opened = []
         for source in self.sources:
             if not isinstance(source, Listener):
                 continue
             try:
-                await source.open(feed)
+                await source.open(feeds[source.name])
             except OSError as exc:
                 for listener in opened:
                     listener.server.close()
@@ -121,8 +148,9 @@ class Daemon:
     def _start_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(self.sender.notify, "interval", seconds=30, id="outbox-retry")
-        scheduler.add_job(self._run_jobs, "interval", id="ticket-jobs",
-                          seconds=self.config.notifications.interval_seconds)
+        interval = self.config.notifications.interval_seconds
+        scheduler.add_job(self._run_jobs, "interval", id="ticket-jobs", seconds=interval)
+        self.ctx.health.watch("jobs", 3 * interval + OUTBOX_STUCK_SECONDS, state="running")
         scheduler.add_job(self.ctx.team.reload_if_changed, "interval", seconds=5,
                           id="agents-reload")
         mailboxes = [s for s in self.sources if isinstance(s, ImapSource)]
@@ -133,9 +161,23 @@ class Daemon:
         return scheduler
 
     async def _run_jobs(self) -> None:
-        await asyncio.to_thread(jobs.run_all, self.ctx, self.ctx.clock())
+        """One round of the scheduler's ticket jobs; a failure is logged and on the board."""
+        try:
+            await asyncio.to_thread(jobs.run_all, self.ctx, self.ctx.clock())
+        except Exception as exc:
+            log.exception("ticket jobs failed; they run again next round")
+            self.ctx.health.set("jobs", "failed", f"{type(exc).__name__}: {exc}")
+        else:
+            self.ctx.health.set("jobs", "running")
 
 
 def run(config: Config) -> None:
-    """Serve until a stop signal arrives."""
-    asyncio.run(Daemon(config).serve())
+    """Serve until a stop signal arrives, also one that arrives while we are starting."""
+    asyncio.run(_main(config, EarlyStop.install()))
+
+
+async def _main(config: Config, early: EarlyStop) -> None:
+    stop = asyncio.Event()
+    early.attach(stop)
+    daemon = await asyncio.to_thread(Daemon, config, stop)
+    await daemon.serve()

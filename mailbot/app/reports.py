@@ -151,3 +151,29 @@ def config_summary(config: Config) -> str:
     lines += [f"  imap: {c.label} folder {c.folder} ({c.security}) -> "
               f"{c.done_folder or 'flag Seen'}" for c in config.imap]
     return "\n".join(lines)
+
+
+def status_text(document: dict, zone: str) -> str:
+    """`mailbot status` for the terminal: the verdict, its reasons, then one line a source."""
+    head = f"mailbot: {document['status']}"
+    if document.get("pid") and document["status"] != "not running":
+        head += (f" (pid {document['pid']}, running since "
+                 f"{_local(document['started_at'], zone)})")
+    lines = [head, *(f"  ! {reason}" for reason in document["reasons"])]
+    if document["sources"]:
+        lines.append(f"{'SOURCE':<30} {'STATE':<10} {'SINCE':<16} {'FAILS':>5} {'MAILS':>6} "
+                     f"{'LAST SUCCESS':<16}  LAST ERROR")
+    for s in document["sources"]:
+        error = f"{_local(s['last_error_at'], zone)} {s['last_error']}" if s["last_error"] \
+            else "-"
+        lines.append(f"{s['name']:<30} {s['state']:<10} {_local(s['since'], zone):<16} "
+                     f"{s['failures']:>5} {s['handled']:>6} "
+                     f"{_local(s['last_success'], zone):<16}  {error}")
+    return "\n".join(lines)
+
+
+def _local(moment: str | None, zone: str) -> str:
+    """An ISO time from the status file in the support's time zone, to the minute."""
+    if not moment:
+        return "-"
+    return datetime.fromisoformat(moment).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")

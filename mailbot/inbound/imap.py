@@ -1,8 +1,11 @@
 """IMAP source (imapclient, blocking, one worker thread per mailbox).
 
-Fetches with BODY.PEEK[], files each mail of a batch (one transaction each), makes the
-batch durable with one flush, and only then moves it to the done
-folder (or flags it \\Seen); quarantined mails go to the quarantine folder.  Waits
+Asks for the sizes of a batch first: a mail over the size limit is not fetched but moved
+to the quarantine folder (and listed).  The rest is fetched with BODY.PEEK[] a byte budget
+at a time (``fetch_budget_bytes``, a bigger mail alone), so memory holds one such group,
+never the whole batch.  Files each mail (one transaction each), makes the batch durable
+with one flush, and only then moves it to the done folder (or flags it \\Seen);
+quarantined mails go to the quarantine folder.  Waits
 with IDLE when the server offers it, else polls.  A failure closes the connection,
 waits with exponential backoff and reconnects, without touching other sources.
 """
@@ -14,7 +17,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
@@ -28,6 +31,7 @@ from mailbot.store import inbound as iq
 log = logging.getLogger(__name__)
 
 IDLE_RENEW_SECONDS = 540
+STUCK_SECONDS = 120.0
 MAX_BACKOFF_SECONDS = 300.0
 
 
@@ -85,6 +89,8 @@ class ImapSource:
         """Read the mailbox in its own thread until ``stop`` is set; its errors are raised here."""
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
+        self.stop.clear()
+        self.health.watch(self.name, self.stuck_after)
 
         def main() -> None:
             try:
@@ -103,6 +109,15 @@ class ImapSource:
             stopping.cancel()
         await finished
 
+    @property
+    def stuck_after(self) -> float:
+        """Seconds without progress after which this mailbox counts as stuck.
+
+        IDLE answers every second and a poll comes every ``poll_seconds``; a mail or a
+        network call takes at most ``timeout_seconds``.
+        """
+        return max(STUCK_SECONDS, 3 * self.cfg.poll_seconds, 3 * self.cfg.timeout_seconds)
+
     def halt(self) -> None:
         """Ask the thread to stop after the mail in hand (and to leave IDLE or a poll wait)."""
         self.stop.set()
@@ -114,7 +129,7 @@ class ImapSource:
         while not self.stop.is_set():
             try:
                 self._session()
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, TemporaryFailure) as exc:  # the mail stays unmoved
                 self.failures += 1
                 wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1))
                 self.health.set(self.name, "retrying", f"{type(exc).__name__}: {exc}")
@@ -159,6 +174,7 @@ class ImapSource:
 
         A poll is also made after twice the interval on its own, should the scheduler stall.
         """
+        self.health.beat(self.name)
         self.poll_requested.wait(2 * self.cfg.poll_seconds)
         self.poll_requested.clear()
 
@@ -188,21 +204,58 @@ class ImapSource:
         return filed
 
     def _file_batch(self, client: IMAPClient, uids: list[int]) -> tuple[list, list, bool]:
-        done, held = [], []
-        fetched = client.fetch(uids, ["BODY.PEEK[]"])
-        for uid in uids:
-            if self.stop.is_set():
+        """File one batch: the sizes first, then a byte budget of mails at a time.
+
+        A mail the feed refuses for its size is not fetched at all.  Returns the UIDs filed,
+        the UIDs for the quarantine folder, and whether to stop after this batch.
+        """
+        done: list[int] = []
+        held: list[int] = []
+        sizes = _sizes(client, uids)
+        wanted = self._screen([uid for uid in uids if uid in sizes], sizes, held)
+        if wanted is None:
+            return done, held, True
+        for group in fetch_groups(wanted, sizes, self.cfg.fetch_budget_bytes):
+            if self._file_group(client, group, done, held):
                 return done, held, True
-            raw = fetched.get(uid, {}).get(b"BODY[]")
+        return done, held, False
+
+    def _screen(self, uids: list[int], sizes: dict[int, int],
+                held: list[int]) -> list[int] | None:
+        """The UIDs to fetch; the ones refused by size go to ``held``.  None: stop here."""
+        wanted = []
+        for uid in uids:
+            try:
+                refused = self.feed.screen(sizes[uid], self.name, self._where(uid))
+            except TemporaryFailure as exc:
+                log.warning("IMAP %s: uid %d deferred: %s", self.cfg.label, uid, exc)
+                return None
+            (held if refused else wanted).append(uid)
+        return wanted
+
+    def _where(self, uid: int) -> str:
+        """Where a mail refused unread stays, and which it was, for the quarantine list."""
+        return (f"left in IMAP folder {self.cfg.quarantine_folder} of {self.cfg.label} "
+                f"(was {self.cfg.folder} UID {uid}); move it back to {self.cfg.folder} "
+                "to file it once the limit allows")
+
+    def _file_group(self, client: IMAPClient, group: list[int], done: list[int],
+                    held: list[int]) -> bool:
+        """Fetch and file the mails of one group; True when the batch must stop here."""
+        fetched = client.fetch(group, ["BODY.PEEK[]"])
+        for uid in group:
+            if self.stop.is_set():
+                return True
+            raw = fetched.pop(uid, {}).get(b"BODY[]")  # let go of each mail once filed
             if raw is None:
                 continue
             try:
                 outcome = self.feed.file(bytes(raw), self.name)
             except TemporaryFailure as exc:
                 log.warning("IMAP %s: uid %d deferred: %s", self.cfg.label, uid, exc)
-                return done, held, True
+                return True
             (held if outcome.status == "quarantined" else done).append(uid)
-        return done, held, False
+        return False
 
     def _finish(self, client: IMAPClient, done: list[int], held: list[int]) -> None:
         if held:
@@ -222,6 +275,7 @@ class ImapSource:
             while not self.stop.is_set() and time.monotonic() - started < renew:
                 asked = time.monotonic()
                 responses = client.idle_check(timeout=1)
+                self.health.beat(self.name)
                 if not responses and time.monotonic() - asked < 0.5:
                     # Woken without a response: the server closed the connection (imapclient
                     # swallows the EOF). idle_done() below raises then, and we reconnect.
@@ -234,6 +288,30 @@ class ImapSource:
                     break
         finally:
             client.idle_done()
+
+
+def _sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:
+    """Each mail's size in bytes as the server counts it, by UID (a vanished one is missing)."""
+    fetched = client.fetch(uids, ["RFC822.SIZE"])
+    return {uid: int(data[b"RFC822.SIZE"]) for uid, data in fetched.items()
+            if b"RFC822.SIZE" in data}
+
+
+def fetch_groups(uids: list[int], sizes: dict[int, int], budget: int) -> Iterator[list[int]]:
+    """The UIDs in order, in groups whose mails fit ``budget`` bytes together.
+
+    A mail bigger than the budget is a group of its own: memory holds one group at a time.
+    """
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        if group and total + sizes[uid] > budget:
+            yield group
+            group, total = [], 0
+        group.append(uid)
+        total += sizes[uid]
+    if group:
+        yield group
 
 
 def _move(client: IMAPClient, uids: list[int], folder: str) -> None:

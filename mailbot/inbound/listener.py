@@ -23,7 +23,8 @@ from mailbot.tickets.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
-DRAIN_SECONDS = 30.0
+# Shutdown: how long the mails being committed may take to get their answer.
+DRAIN_SECONDS = 8.0
 
 OK = "250 2.0.0 OK: {detail}"
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
@@ -67,6 +68,7 @@ class IngestHandler:
         self.recipients = frozenset(a.lower() for a in recipients)
         self.accepting = True
         self.in_flight = 0
+        self.committing: set[Session] = set()  # sessions whose mail is being filed
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -82,6 +84,7 @@ class IngestHandler:
         if not self.accepting:
             return self._per_recipient(SHUTTING_DOWN, envelope)
         self.in_flight += 1
+        self.committing.add(session)
         try:
             raw = envelope.original_content or envelope.content
             outcome = await asyncio.to_thread(self.ingest, bytes(raw), "smtp")
@@ -95,6 +98,7 @@ class IngestHandler:
             return self._per_recipient(TEMPFAIL, envelope)
         finally:
             self.in_flight -= 1
+            self.committing.discard(session)
         detail = outcome.ticket_number or outcome.status
         return self._per_recipient(OK.format(detail=detail), envelope)
 
@@ -105,14 +109,37 @@ class IngestHandler:
 
 
 async def start_listener(host: str, port: int, protocol: str, max_bytes: int,
-                         handler: IngestHandler) -> asyncio.AbstractServer:
-    """Listen for SMTP or LMTP in the running loop."""
-    server_class = LMTP if protocol == "lmtp" else SMTP
+                         handler: IngestHandler, max_line_bytes: int = 10_000,
+                         sessions: set[SMTP] | None = None) -> asyncio.AbstractServer:
+    """Listen for SMTP or LMTP in the running loop; open sessions are kept in ``sessions``."""
+    server_class = _server_class(protocol, max_line_bytes, set() if sessions is None
+                                 else sessions)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: server_class(handler, data_size_limit=max_bytes, enable_SMTPUTF8=True,
                              decode_data=False, hostname="mailbot"),
         host=host, port=port)
+
+
+def _server_class(protocol: str, max_line_bytes: int, sessions: set[SMTP]) -> type[SMTP]:
+    """aiosmtpd's SMTP or LMTP with our line length, keeping track of open sessions.
+
+    RFC 5321 allows 1,000 bytes a line, but real mail has longer lines; MTAs accept them.
+    """
+    base = LMTP if protocol == "lmtp" else SMTP
+
+    class Server(base):
+        line_length_limit = max_line_bytes + 2  # the limit counts the CRLF
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sessions.add(self)
+            super().connection_made(transport)
+
+        def connection_lost(self, error: Exception | None) -> None:
+            sessions.discard(self)
+            super().connection_lost(error)
+
+    return Server
 
 
 class Listener:
@@ -127,26 +154,46 @@ class Listener:
         self.health = health
         self.handler: IngestHandler | None = None
         self.server: asyncio.AbstractServer | None = None
+        self.sessions: set[SMTP] = set()
 
     async def open(self, feed: Feed) -> None:
         """Bind the port (an OSError says why not) and accept mail for ``feed`` from now on."""
         self.handler = IngestHandler(feed.file, self.cfg.protocol == "lmtp", self.recipients,
                                      GroupCommit(feed.flush))
         self.server = await start_listener(self.cfg.host, self.cfg.port, self.cfg.protocol,
-                                           self.max_bytes, self.handler)
+                                           self.max_bytes, self.handler,
+                                           self.cfg.max_line_bytes, self.sessions)
         self.health.set(self.name, "connected")
 
     async def serve(self, feed: Feed, stop: asyncio.Event) -> None:
-        """Accept mail until ``stop`` is set, then refuse new mail and finish the mail in hand."""
-        if self.server is None:
+        """Accept mail until ``stop`` is set, then refuse new mail and finish the mail in hand.
+
+        On the way out every client gets 421 4.3.2 (after the answer to a mail that is being
+        filed), so the sending MTA tries again later instead of waiting for a timeout.
+        """
+        if self.server is None or not self.server.is_serving():
             await self.open(feed)
         try:
             await stop.wait()
         finally:
             self.handler.accepting = False
             self.server.close()
+            await self._say_goodbye(lambda s: s.session not in self.handler.committing)
             await self._drain()
+            await self._say_goodbye(lambda s: True)
             self.health.set(self.name, "stopped")
+
+    async def _say_goodbye(self, chosen: Callable[[SMTP], bool]) -> None:
+        """Answer 421 4.3.2 to the chosen open sessions and close them."""
+        for session in [s for s in self.sessions if chosen(s)]:
+            if session.transport is None:
+                continue
+            try:
+                await asyncio.wait_for(session.push(SHUTTING_DOWN), 1.0)
+            except (OSError, TimeoutError, RuntimeError):
+                log.debug("could not say goodbye to an SMTP client", exc_info=True)
+            if session.transport is not None:
+                session.transport.close()
 
     async def _drain(self) -> None:
         """Wait (bounded) for deliveries that are being committed to get their answer."""

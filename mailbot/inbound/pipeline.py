@@ -10,14 +10,15 @@ mail is read and classified (pure) and its attachments are written.  COMMIT runs
 transaction that also writes the ingest record, so a crash leaves everything a mail
 caused (ticket, messages, events, outbox rows) or nothing, and a re-delivery is a no-op.
 
-A fault of ours (the disk, a busy database) raises
+A fault of ours (a full or unwritable disk, a busy or failing database) raises
 :class:`~mailbot.inbound.source.TemporaryFailure`: the source keeps the mail and retries.
 Anything else that goes wrong with a mail quarantines it with the error; it is never lost.
+The outbox sender is woken only once a mail's commit is durable, so no acknowledgement
+leaves for a ticket a power loss could still take back.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -89,9 +90,16 @@ def classify(ctx: Context, mail: Mail) -> Mail:
 
 
 def save_attachments(ctx: Context, mail: Mail) -> Mail:
-    """Attachment payloads on disk by content hash, before the transaction refers to them."""
-    for attachment in mail.msg.attachments:
-        blobs.put(ctx.files_dir, attachment.payload, attachment.sha256, sync=mail.durable)
+    """Attachment payloads on disk by content hash, before the transaction refers to them.
+
+    A file that cannot be written (full disk, unwritable directory) is our fault, not the
+    mail's: the mail waits at its source.
+    """
+    try:
+        for attachment in mail.msg.attachments:  # decoded as written: never whole in memory
+            blobs.put(ctx.files_dir, attachment.chunks(), attachment.sha256, sync=mail.durable)
+    except OSError as exc:
+        raise TemporaryFailure(f"cannot write an attachment: {exc}") from exc
     return mail
 
 
@@ -180,7 +188,9 @@ def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True) -> Outco
     """File one raw mail through every step; the returned outcome is final once this returns.
 
     With ``durable=False`` (a batch of mails) nothing is fsynced: the caller must call
-    :func:`flush` before it acknowledges the batch to the mail's source.
+    :func:`flush` before it acknowledges the batch to the mail's source, and only that
+    flush wakes the outbox sender.  A fault of ours, also while quarantining, raises
+    :class:`TemporaryFailure` and leaves nothing quarantined.
     """
     mail = Mail(raw=raw, source=source, durable=durable)
     try:
@@ -200,7 +210,7 @@ def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True) -> Outco
         except Exception as exc:
             return quarantine(ctx, mail.sha, source, f"{type(exc).__name__}: {exc}", durable)
     except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
-        raise TemporaryFailure(f"database busy: {exc}") from exc
+        raise TemporaryFailure(f"database unavailable: {exc}") from exc
     _announce(ctx, mail)
     return mail.outcome
 
@@ -214,8 +224,9 @@ def _record(ctx: Context, mail: Mail) -> None:
 
 
 def _announce(ctx: Context, mail: Mail) -> None:
-    """After the commit: wake the outbox sender, count the outcome, log one line."""
-    ctx.on_outbox()
+    """After the commit: wake the outbox sender (if durable), count the outcome, log a line."""
+    if mail.durable:  # else the batch's flush wakes it
+        ctx.on_outbox()
     ctx.metrics.ingested(mail.outcome)
     outcome = mail.outcome
     log.info("mail %s from %s via %s: %s %s %s", mail.msg.message_id or mail.sha[:12],
@@ -226,13 +237,22 @@ def _announce(ctx: Context, mail: Mail) -> None:
 def feed(ctx: Context) -> Feed:
     """The pipeline as the daemon's sources see it: batched, made durable by ``flush``."""
     return Feed(file=lambda raw, source: ingest(ctx, raw, source, durable=False),
-                flush=lambda: flush(ctx))
+                flush=lambda: flush(ctx),
+                screen=lambda size, source, where: screen(ctx, size, source, where))
 
 
 def flush(ctx: Context) -> None:
-    """Make everything filed so far durable (spool files and database) in one go."""
-    blobs.sync_filesystem(ctx.config.data_dir)
-    ctx.store.sync()
+    """Make everything filed so far durable (spool files and database) in one go.
+
+    Only then is the outbox sender woken for the acknowledgements of the batch.  A sync
+    that fails is a :class:`TemporaryFailure`: the batch must not be acknowledged.
+    """
+    try:
+        blobs.sync_filesystem(ctx.config.data_dir)
+        ctx.store.sync()
+    except (OSError, TemporaryStoreError) as exc:
+        raise TemporaryFailure(f"cannot make the mail durable: {exc}") from exc
+    ctx.on_outbox()
 
 
 def quarantine(ctx: Context, sha: str, source: str, error: str,
@@ -247,11 +267,34 @@ def quarantine(ctx: Context, sha: str, source: str, error: str,
     return Outcome("quarantined", "", error)
 
 
+def screen(ctx: Context, size: int, source: str, where: str) -> Outcome | None:
+    """Refuse a mail over the size limit before it is read (None: read it).
+
+    It is listed in the quarantine without bytes; ``where`` says where it stays.
+    """
+    limit = ctx.config.limits.max_message_bytes
+    if size <= limit:
+        return None
+    error = (f"message is {size} bytes, over the limit of {limit} (limits.max_message_bytes): "
+             f"not downloaded; {where}")
+    log.warning("refused a mail from %s unread: %s", source, error)
+    try:
+        with ctx.store.transaction():
+            iq.add_quarantine(ctx.store, "", source, error, ctx.clock())
+    except TemporaryStoreError as exc:
+        raise TemporaryFailure(f"database unavailable: {exc}") from exc
+    ctx.metrics.ingested(Outcome("quarantined"))
+    return Outcome("quarantined", "", error)
+
+
 def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int, Outcome]]:
-    """Run held mails through the pipeline again, e.g. after a fix; results per entry."""
+    """Run held mails through the pipeline again, e.g. after a fix; results per entry.
+
+    A mail refused unread has no bytes here: it waits where its entry says.
+    """
     results = []
     for entry in iq.quarantined(ctx.store):
-        if ids and entry["id"] not in ids:
+        if (ids and entry["id"] not in ids) or not entry["sha256"]:
             continue
         outcome = ingest(ctx, blobs.get(ctx.spool_dir, entry["sha256"]), entry["source"])
         status = "superseded" if outcome.status == "quarantined" else "released"
@@ -264,14 +307,11 @@ def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int
 def identity_key(msg: Message) -> str:
     """What makes two deliveries the same mail: its Message-ID, else a content fingerprint.
 
-    The fingerprint (sender, date, subject, text) ignores the Received headers that differ
-    between two copies of a mail without Message-ID sent to two support addresses.
+    The fingerprint covers the whole mail (attachments too) except the trace headers
+    (Received, Delivered-To, ...) that differ between two copies of a mail without
+    Message-ID sent to two support addresses: see :attr:`Message.fingerprint`.
     """
-    if msg.message_id:
-        return msg.message_id
-    date = msg.date.isoformat() if msg.date else ""
-    content = "\0".join((msg.from_addr, date, msg.subject, msg.text))
-    return "fingerprint:" + hashlib.sha256(content.encode("utf-8", "replace")).hexdigest()
+    return msg.message_id or "fingerprint:" + msg.fingerprint
 
 
 def classify_context(ctx: Context) -> classify_mod.ClassifyContext:

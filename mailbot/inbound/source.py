@@ -30,6 +30,10 @@ class Feed:
     file: Callable[[bytes, str], Outcome]
     # Make everything filed so far durable, once for a whole batch.
     flush: Callable[[], None]
+    # A mail's size before it is read (bytes, the source's name, where the mail stays):
+    # None to read it, or the outcome of refusing it unread (recorded in the quarantine
+    # list; the source leaves the mail in its quarantine).  Raises TemporaryFailure.
+    screen: Callable[[int, str, str], Outcome | None] = lambda size, source, where: None
 
 
 class Source(Protocol):

@@ -3,16 +3,22 @@
 Rows are written by the step that causes them, in the same transaction as the change,
 so a crash leaves a change and its mails together or neither.  Whether a mail may go
 out at all (e.g. to an address that bounced) is the caller's decision: a mail queued
-with a reason to hold it waits as ``held`` and is never sent.
+with a reason to hold it waits as ``held`` and is never sent.  A mail is retried for a
+lifetime counted from when it was queued, or queued again by the operator.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from mailbot.outbound.compose import Outgoing
 from mailbot.store import Store
 from mailbot.store import outbox as oq
+
+
+class RetryError(ValueError):
+    """`outbox retry` was asked for mails that do not exist or have not failed."""
 
 
 def enqueue(store: Store, ticket_id: int | None, outgoing: Outgoing, now: datetime,
@@ -31,3 +37,30 @@ def enqueue(store: Store, ticket_id: int | None, outgoing: Outgoing, now: dateti
 def backoff(attempts: int, base: float, ceiling: float) -> timedelta:
     """Wait before attempt ``attempts + 1``: exponential from ``base``, capped at ``ceiling``."""
     return timedelta(seconds=min(ceiling, base * (2 ** max(0, attempts - 1))))
+
+
+def give_up_at(row: dict, lifetime_days: float) -> datetime:
+    """When temporary failures stop being retried: the lifetime after the row was queued
+    (or queued again by `outbox retry`)."""
+    start = datetime.fromisoformat(row.get("retried_at") or row["created_at"])
+    return start + timedelta(days=lifetime_days)
+
+
+def retry_failed(store: Store, row_ids: Sequence[int], now: datetime) -> list[dict]:
+    """Queue failed mails again (inside the caller's transaction): due now, with attempts and
+    lifetime starting afresh; the rows, as they were.  No ids: every failed mail.
+
+    Raises :class:`RetryError` naming every id that is unknown or not failed; then nothing
+    is queued.
+    """
+    ids = tuple(dict.fromkeys(row_ids))
+    rows = oq.outbox_rows(store, None, ids) if ids else oq.outbox_rows(store, "failed")
+    found = {r["id"]: r for r in rows}
+    problems = [f"no outbox mail {i}" if i not in found else
+                f"mail {i} is {found[i]['status']}, only failed mails are queued again"
+                for i in ids if found.get(i, {}).get("status") != "failed"]
+    if problems:
+        raise RetryError("; ".join(problems))
+    if rows:
+        oq.requeue(store, found, now)
+    return rows

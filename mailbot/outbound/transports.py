@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import mailbox
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +13,11 @@ from pathlib import Path
 import aiosmtplib
 
 from mailbot.settings.config import Config, RelayConfig
+
+log = logging.getLogger(__name__)
+
+# One delivery may take this many relay timeouts (connect, TLS, login, the transaction).
+SEND_DEADLINE_TIMEOUTS = 10
 
 
 class DeliveryError(Exception):
@@ -48,6 +54,15 @@ class SmtpTransport:
             await session.send(sender, recipients, raw)
 
 
+def send_deadline(relay: RelayConfig) -> float:
+    """The longest one delivery may take, in seconds; a slower one is cut off and retried.
+
+    Connecting, greeting, TLS, login and each command of the transaction may each take
+    the relay timeout; the sender's claim on a row outlasts this deadline.
+    """
+    return SEND_DEADLINE_TIMEOUTS * relay.timeout_seconds
+
+
 class SmtpSession:
     """A relay connection reused across mails; dropped after any failure, reopened on use."""
 
@@ -56,22 +71,51 @@ class SmtpSession:
         self.client: aiosmtplib.SMTP | None = None
 
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        """Hand one mail to the relay or raise :class:`DeliveryError`."""
+        """Hand one mail to the relay or raise :class:`DeliveryError`.
+
+        An address the relay or the mail library cannot take (a control character, a
+        non-ASCII address without SMTPUTF8) is a permanent failure of this mail alone.
+        """
         try:
-            if self.client is None:
-                self.client = self._client()
-                await self.client.connect()
-            await self.client.sendmail(sender, recipients, raw)
+            async with asyncio.timeout(send_deadline(self.relay)):
+                await self._transaction(sender, recipients, raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             await self.close()
-            codes = [r.code for r in exc.recipients]
-            raise DeliveryError(str(exc), permanent=all(c >= 500 for c in codes)) from exc
+            answers = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            raise DeliveryError(answers, permanent=all(r.code >= 500 for r in exc.recipients)) \
+                from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self.close()
             raise DeliveryError(f"{exc.code} {exc.message}", permanent=exc.code >= 500) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            await self.close()
+            self._drop()
             raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+        except ValueError as exc:  # aiosmtplib refuses the address (UnicodeEncodeError too)
+            self._drop()
+            raise DeliveryError(f"unusable address in {recipients}: {exc}",
+                                permanent=True) from exc
+        except DeliveryError:
+            raise
+        except BaseException:
+            self._drop()
+            raise
+
+    async def _transaction(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        if self.client is None:
+            self.client = self._client()
+            await self.client.connect()
+        options = []
+        if not all(address.isascii() for address in (sender, *recipients)):
+            if self.client.is_ehlo_or_helo_needed:
+                await self.client.ehlo()  # the relay's extensions are known after EHLO
+            if not self.client.supports_extension("smtputf8"):
+                raise DeliveryError(f"the relay does not offer SMTPUTF8, needed for "
+                                    f"{', '.join(recipients)}", permanent=True)
+            options.append("SMTPUTF8")
+        refused, _ = await self.client.sendmail(sender, recipients, raw, mail_options=options)
+        if refused:
+            log.warning("the relay refused some recipients of a mail: %s",
+                        "; ".join(f"{a}: {r.code} {r.message}" for a, r in refused.items()))
 
     async def close(self) -> None:
         """Say goodbye to the relay (or just drop a broken connection)."""
@@ -81,6 +125,12 @@ class SmtpSession:
         try:
             await client.quit()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+
+    def _drop(self) -> None:
+        """Drop a connection in an unknown state without a word to the relay."""
+        client, self.client = self.client, None
+        if client is not None:
             client.close()
 
     def _client(self) -> aiosmtplib.SMTP:

@@ -91,6 +91,8 @@ class ListenerConfig:
     port: int = 2525
     protocol: Literal["smtp", "lmtp"] = "smtp"
     accept_any_recipient: bool = False
+    # Longest line accepted in a mail, in bytes (RFC 5321 says 1,000; real mail has longer).
+    max_line_bytes: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class ImapConfig:
     idle: bool = True
     poll_seconds: float = 60.0
     batch_size: int = 100
+    # Bytes of mail fetched at once (sizes are asked first); a bigger mail comes alone.
+    fetch_budget_bytes: int = 8 * 1024 * 1024
     timeout_seconds: float = 30.0
     ca_file: str = ""
 
@@ -141,7 +145,9 @@ class RelayConfig:
 class OutboxConfig:
     """Retry policy of the outbox sender."""
 
-    max_attempts: int = 12
+    # Days a mail is retried after temporary failures, from when it was queued (as an
+    # MTA's queue lifetime); then it fails and the ticket and the agents hear of it.
+    lifetime_days: float = 5.0
     backoff_seconds: float = 30.0
     max_backoff_seconds: float = 3600.0
     batch_size: int = 50
@@ -305,17 +311,32 @@ def _anchor(config: Config, base: Path) -> Config:
 
 
 def signing_secret(config: Config) -> str:
-    """The configured signing secret, else one generated once and kept in the data directory."""
+    """The configured signing secret, else one generated once and kept in the data directory.
+
+    The key file is created 0600 in a 0700 directory.  Processes starting at once on a new
+    data directory agree on one key: each writes a temporary file of its own, the first to
+    link it as ``signing.key`` wins, and every process reads the winner's key.
+    """
     if config.support.signing_secret:
         return config.support.signing_secret
     key_file = config.data_dir / "signing.key"
     if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = key_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-        os.replace(tmp, key_file)
-        log.warning("generated a signing secret in %s: back it up with the data directory, "
-                    "or links and reply addresses in sent mails stop working", key_file)
+        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = key_file.with_name(f".signing.key.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, key_file)
+            except FileExistsError:  # another process was first: its key counts
+                pass
+            else:
+                log.warning("generated a signing secret in %s: back it up with the data "
+                            "directory, or links and reply addresses in sent mails stop "
+                            "working", key_file)
+        finally:
+            tmp.unlink(missing_ok=True)
     return key_file.read_text(encoding="utf-8").strip()

@@ -7,12 +7,13 @@ store and the :class:`~mailbot.health.Health` board, so they are never stale.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from mailbot.status.health import Health
+from mailbot.status.health import WORKING, Health
 from mailbot.store import Store
 from mailbot.store import outbox as oq
 
@@ -46,16 +47,25 @@ class ScrapeTimeCollector:
         return gauge
 
     def _sources(self):
+        now = time.monotonic()
         up = GaugeMetricFamily("mailbot_source_connected",
-                               "1 when the mail source is connected, else 0", labels=["source"])
+                               "1 when the source or loop is working and not stuck, else 0",
+                               labels=["source"])
         failures = GaugeMetricFamily("mailbot_source_failures",
-                                     "Consecutive connection failures of the mail source",
+                                     "Consecutive failures of the source or loop",
                                      labels=["source"])
+        success = GaugeMetricFamily("mailbot_source_last_success_timestamp_seconds",
+                                    "When the source last connected or handled a mail",
+                                    labels=["source"])
+        mails = CounterMetricFamily("mailbot_source_mails", "Mails the source handed over",
+                                    labels=["source"])
         for state in self.health.states():
-            up.add_metric([state.name], 1 if state.state == "connected" else 0)
+            working = state.state in WORKING and not state.stuck(now)
+            up.add_metric([state.name], 1 if working else 0)
             failures.add_metric([state.name], state.failures)
-        yield up
-        yield failures
+            success.add_metric([state.name], state.last_success or 0)
+            mails.add_metric([state.name], state.handled)
+        yield from (up, failures, success, mails)
 
 
 class Metrics:

@@ -3,6 +3,10 @@
 One connection, guarded by a lock, shared by the sources' threads and the event
 loop.  Writes happen inside :meth:`Store.transaction` (``BEGIN IMMEDIATE``), so one
 mail is one transaction and a second process (the CLI) waits instead of failing.
+Waiting is bounded by the busy timeout, for the lock of this process as for another
+process's write lock; a fault of the database or of the disk under it (busy, locked,
+full, I/O error, cannot open) is a :class:`TemporaryStoreError`, never a broken mail.
+The database file is created 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +31,15 @@ class TemporaryStoreError(Exception):
     """The database is busy or unavailable right now; the caller should retry later."""
 
 
+# SQLite's primary result codes that say the database or the disk under it failed, not the
+# statement: a mail that met one of them must wait and be tried again, never be quarantined.
+TEMPORARY_CODES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOTADB,
+})
+
+
 def iso(moment: datetime | None) -> str | None:
     """The stored form of a timestamp: ISO 8601 in UTC."""
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="microseconds")
@@ -35,7 +49,10 @@ class Store:
     """Access to mailbot's SQLite database."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Created private before SQLite opens it: its -wal and -shm files take its mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False,
                                isolation_level=None)
         conn.row_factory = sqlite3.Row
@@ -43,15 +60,49 @@ class Store:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         self.path = path
+        self.busy_timeout = busy_timeout
         self.db = Database(conn)
         self._lock = threading.RLock()
-        with self._lock:
-            migrations.apply(self.db)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Apply pending migrations, one process at a time.
+
+        The write lock is taken before the pending migrations are read again, so of several
+        processes starting on a new database one creates the schema and the others find it
+        made and go on.  Without pending migrations no write lock is taken at all.
+        """
+        with self._connection():
+            if not migrations.pending(self.db):
+                return
+            with self.transaction():
+                migrations.apply(self.db)
 
     def close(self) -> None:
         """Close the connection (pending transactions are rolled back)."""
         with self._lock:
             self.db.conn.close()
+
+    @contextlib.contextmanager
+    def _connection(self, deadline: float | None = None) -> Iterator[sqlite3.Connection]:
+        """The connection, for this thread alone until the block ends.
+
+        Waiting for another thread of this process gives up at ``deadline`` (default: the
+        busy timeout from now), and SQLite errors of the database or disk become
+        :class:`TemporaryStoreError`, whatever statement met them.
+        """
+        deadline = time.monotonic() + self.busy_timeout if deadline is None else deadline
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TemporaryStoreError(f"database busy: no connection within "
+                                      f"{self.busy_timeout:g} s")
+        try:
+            yield self.db.conn
+        except sqlite3.Error as exc:
+            if not _is_temporary(exc):
+                raise
+            raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._lock.release()
 
     @contextlib.contextmanager
     def transaction(self, durable: bool = True) -> Iterator[Store]:
@@ -60,43 +111,52 @@ class Store:
         ``durable=False`` skips the fsync of this commit (WAL keeps it safe from a crash of
         the process, not from power loss): for bookkeeping whose loss only causes a resend,
         or for a batch made durable at once with :meth:`sync` before it is acknowledged.
+        The busy timeout bounds the whole wait: for another thread of this process first,
+        then, with what is left of it, for another process's write lock.
         """
-        with self._lock:
-            conn = self.db.conn
-            nested = conn.in_transaction
-            if not nested and not durable:
+        deadline = time.monotonic() + self.busy_timeout
+        with self._connection(deadline) as conn:
+            if conn.in_transaction:  # nested: part of the transaction around it
+                yield self
+                return
+            if not durable:
                 conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                if not nested:
-                    conn.execute("BEGIN IMMEDIATE")
+                _begin_immediate(conn, deadline - time.monotonic(), self.busy_timeout)
                 yield self
-                if not nested:
-                    conn.execute("COMMIT")
-            except BaseException as exc:
-                if not nested and conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-                    raise TemporaryStoreError(str(exc)) from exc
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the news
+                        conn.execute("ROLLBACK")
                 raise
             finally:
-                if not nested and not durable:
+                if not durable:
                     conn.execute("PRAGMA synchronous=FULL")
 
     def sync(self) -> None:
-        """Make every commit so far durable (fsync the write-ahead log)."""
-        with self._lock:
+        """Make every commit so far durable (fsync the write-ahead log).
+
+        A failing fsync (the disk is full or broken) is a :class:`TemporaryStoreError`: what
+        was committed without a sync may be lost, so nothing may be acknowledged.
+        """
+        with self._connection():
             wal = Path(f"{self.path}-wal")
-            if wal.exists():
+            try:
                 fd = os.open(wal, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            except FileNotFoundError:  # no commit since the last checkpoint removed it
+                return
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise TemporaryStoreError(f"cannot sync the database: {exc}") from exc
+            finally:
+                os.close(fd)
 
     def rows(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         """Rows of a query as plain dicts."""
-        with self._lock:
-            return [dict(r) for r in self.db.conn.execute(sql, params).fetchall()]
+        with self._connection() as conn:
+            return [dict(r) for r in conn.execute(sql, params).fetchall()]
 
     def row(self, sql: str, params: tuple | dict = ()) -> dict | None:
         """The first row of a query, or None."""
@@ -105,8 +165,8 @@ class Store:
 
     def execute(self, sql: str, params: tuple | dict = ()) -> int:
         """Run one statement; the id of an inserted row (or rows changed)."""
-        with self._lock:
-            cursor = self.db.conn.execute(sql, params)
+        with self._connection() as conn:
+            cursor = conn.execute(sql, params)
             return cursor.lastrowid if sql.lstrip().upper().startswith("INSERT") \
                 else cursor.rowcount
 
@@ -119,14 +179,14 @@ class Store:
         if unknown:
             raise ValueError(f"{table} has no columns {sorted(unknown)}")
         values = {**columns, **{k: _encode(v) for k, v in record.items()}}
-        with self._lock:
-            return self.db.conn.execute(sql, values).lastrowid
+        with self._connection() as conn:
+            return conn.execute(sql, values).lastrowid
 
     def update_row(self, table: str, row_id: int, values: dict[str, Any]) -> None:
         """Change some columns of one row of a known table."""
         if table not in _TABLES:
             raise ValueError(f"unknown table {table}")
-        with self._lock:
+        with self._connection():
             self.db[table].update(row_id, {k: _encode(v) for k, v in values.items()})
 
     def check_writable(self) -> None:
@@ -158,9 +218,19 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+def _is_temporary(exc: sqlite3.Error) -> bool:
+    """Whether an error is the database's or the disk's fault (see :data:`TEMPORARY_CODES`)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in TEMPORARY_CODES
+
+
+def _begin_immediate(conn: sqlite3.Connection, seconds: float, busy_timeout: float) -> None:
+    """Take the write lock, waiting for another process at most ``seconds``."""
+    conn.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
 
 _INSERTS = {table: _insert_sql(table, columns) for table, columns in {

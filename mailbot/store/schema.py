@@ -162,6 +162,14 @@ def m003_outbox_ack_index(db: Database) -> None:
     db.execute("CREATE INDEX outbox_ack ON outbox(kind, recipients, created_at)")
 
 
+@migrations()
+def m004_outbox_claims(db: Database) -> None:
+    """A sender claims a row with its name and a lease; `outbox retry` restarts a lifetime."""
+    db.execute("ALTER TABLE outbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE outbox ADD COLUMN claimed_until TEXT")
+    db.execute("ALTER TABLE outbox ADD COLUMN retried_at TEXT")
+
+
 def _run(db: Database, script: str) -> None:
     """Execute each statement on its own: executescript() would commit mid-migration."""
     for statement in script.split(";"):

@@ -68,8 +68,8 @@ def answer(ctx: Context, ticket: dict, reply: Reply, now: datetime) -> None:
                  and m["direction"] in ("in", "out"))
     envelope = Envelope(to=(contact["address"],), from_name=agent_name, in_reply_to=last_in,
                         references=refs, auto_submitted="",
-                        attachments=tuple((f.filename, f.content_type, f.payload)
-                                          for f in reply.files))
+                        attachments=notify.mail_files(ctx, ticket["number"], reply.files,
+                                                      ticket["language"]))
     values = {"text": text, "agent_name": agent_name, "subject": ticket["subject"],
               "ticket_url": ctx.link("ticket", ticket["number"]),
               "support_name": ctx.config.support.name}

@@ -36,7 +36,11 @@ def new_ticket_number(ctx: Context, now: datetime) -> str:
 
 def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
                   now: datetime) -> int:
-    """Append an inbound mail and its attachments to a ticket."""
+    """Append an inbound mail and its attachments to a ticket.
+
+    An attachment that could not be decoded is kept as it came, and an event on the
+    ticket names it and why, so agents know the file needs a look.
+    """
     row = tq.add_message(ctx.store, {
         "ticket_id": ticket_id, "direction": direction, "message_id": msg.message_id,
         "from_addr": msg.from_addr, "from_name": msg.from_name, "to_addrs": list(msg.recipients),
@@ -46,6 +50,10 @@ def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
         tq.add_attachment(ctx.store, {"message_row": row, "filename": attachment.filename,
                                       "content_type": attachment.content_type,
                                       "size": attachment.size, "sha256": attachment.sha256})
+    for attachment in msg.damaged:
+        tq.add_event(ctx.store, ticket_id, "attachment_damaged",
+                     {"filename": attachment.filename, "reason": attachment.damage,
+                      "from": msg.from_addr}, now)
     return row
 
 

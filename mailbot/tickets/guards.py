@@ -1,8 +1,10 @@
-"""Whom we answer and who may add to a ticket: the acknowledgement limit, strangers."""
+"""Whom we answer and who may add to a ticket: addresses, the acknowledgement limit, strangers."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
+from email_validator import EmailNotValidError, validate_email
 
 from mailbot.context import Context
 from mailbot.reading.message import Message
@@ -12,13 +14,30 @@ from mailbot.tickets.identify import Identity
 
 
 def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:
-    """Why an acknowledgement must not be sent (rate limit, no sender address), or ``""``."""
+    """Why an acknowledgement must not be sent (no deliverable sender address, rate limit),
+    or ``""``."""
     if not msg.from_addr:
         return "no sender address to answer to"
+    problem = undeliverable(msg.from_addr)
+    if problem:
+        return problem
     limit = ctx.config.hygiene.max_acks_per_hour
     sent = oq.acknowledgements_since(ctx.store, msg.from_addr, now - timedelta(hours=1))
     if sent >= limit:
         return f"rate limit: {sent} acknowledgements to {msg.from_addr} in the last hour"
+    return ""
+
+
+def undeliverable(address: str) -> str:
+    """Why no mail can go to ``address``, judged by its form alone (no DNS), or ``""``.
+
+    Control characters, no domain, broken quoting or no address at all would make the
+    relay or the mail library refuse the mail; an internationalised address is fine.
+    """
+    try:
+        validate_email(address, check_deliverability=False, allow_quoted_local=True)
+    except EmailNotValidError as exc:
+        return f"{address!r} is not a deliverable address: {exc}"
     return ""
 
 

@@ -7,15 +7,22 @@ at mailbot and is known to be about that ticket.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
+from mailbot.outbound.wording import moment, supported_language
 from mailbot.reading import quotes
-from mailbot.reading.message import Message
+from mailbot.reading.message import Attachment, Message
+from mailbot.store import blobs
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.tickets import mails
+
+log = logging.getLogger(__name__)
 
 
 def recipients(ctx: Context, ticket: dict) -> tuple[str, ...]:
@@ -45,8 +52,8 @@ def agents_about_message(ctx: Context, ticket: dict, msg: Message | None, kind: 
     to = recipients(ctx, ticket)
     if not to:
         return
-    attachments = tuple((a.filename, a.content_type, a.payload) for a in msg.attachments) \
-        if msg else ()
+    attachments = mail_files(ctx, ticket["number"], msg.attachments,
+                             ctx.config.service.language) if msg else ()
     body, shortened = _new_text(msg, kind) if msg else (text, False)
     sender = (msg.from_name or msg.from_addr) if msg else ticket["subject"]
     envelope = Envelope(to=to, from_name=f"{sender} via {ctx.config.support.name}",
@@ -58,6 +65,38 @@ def agents_about_message(ctx: Context, ticket: dict, msg: Message | None, kind: 
     outgoing = ctx.composer.build(kind, ctx.config.service.language, ticket["number"],
                                   envelope, values, now)
     mails.queue(ctx, ticket["id"], outgoing, now)
+
+
+def mail_files(ctx: Context, number: str, files: tuple[Attachment, ...],
+               language: str) -> tuple[tuple[str, str, bytes], ...]:
+    """The files a mail about ticket ``number`` carries, read from the files directory.
+
+    Once :data:`MAIL_FILES_BYTES` are attached, each further file is replaced by a short
+    note (in ``language``) that names it and links the ticket, where it is kept: relays
+    refuse big mails, and composing one costs several times its size in memory.
+    """
+    attached, room = [], MAIL_FILES_BYTES
+    for file in files:
+        if file.size <= room:
+            room -= file.size
+            attached.append((file.filename, file.content_type,
+                             blobs.get(ctx.files_dir, file.sha256)))
+            continue
+        note = LEFT_OUT[supported_language(language)].format(
+            name=file.filename, size=f"{file.size / 1024 / 1024:.1f} MB", number=number,
+            url=ctx.link("ticket", number))
+        attached.append((f"{file.filename}.txt", "text/plain", note.encode("utf-8")))
+    return tuple(attached)
+
+
+# Most bytes of files one mail carries; see mail_files.
+MAIL_FILES_BYTES = 5 * 1024 * 1024
+LEFT_OUT = {
+    "de": "Die Datei {name} ({size}) ist zu groß für diese E-Mail. Sie liegt bei Ticket "
+          "{number}:\n{url}\n",
+    "en": "The file {name} ({size}) is too large for this mail. It is kept with ticket "
+          "{number}:\n{url}\n",
+}
 
 
 def _new_text(msg: Message, kind: str) -> tuple[str, bool]:
@@ -82,3 +121,33 @@ def agents_alert(ctx: Context, ticket: dict | None, kind: str, values: dict,
     outgoing = ctx.composer.build(kind, ctx.config.service.language, number, envelope,
                                   {**facts, **values}, now)
     mails.queue(ctx, ticket["id"] if ticket else None, outgoing, now)
+
+
+def delivery_failed(ctx: Context, row: dict, reason: str, now: datetime) -> None:
+    """Report an outbox mail given up on: an event on its ticket and a notice to the agents.
+
+    The sender calls it in the transaction that marks the row failed, so each failure is
+    reported once.  A notice that fails itself is not reported by another notice: its
+    addressees are the ones who cannot be reached.
+    """
+    ticket = tq.by_id(ctx.store, row["ticket_id"]) if row.get("ticket_id") else None
+    recipients = list(row["recipients"])
+    if ticket is not None:
+        tq.add_event(ctx.store, ticket["id"], "mail_failed", {
+            "kind": row["kind"], "recipients": recipients, "reason": reason,
+            "message_id": row["message_id"]}, now)
+    if row["kind"] == "agent_mail_failed":
+        log.error("the notice about a failed mail (%s) failed too: %s", row["message_id"], reason)
+        return
+    shown = [a if a.isprintable() else repr(a) for a in recipients]  # control characters
+    agents_alert(ctx, ticket, "agent_mail_failed", {
+        "row_id": row["id"], "recipients": shown, "reason": reason,
+        "attempts": row["attempts"], "mail_subject": _subject(row["raw"]),
+        "queued": moment(row["created_at"], ctx.config.timezone, ctx.config.service.language),
+    }, now)
+
+
+def _subject(raw: bytes) -> str:
+    """The decoded subject of a mail we composed."""
+    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+    return " ".join(str(headers.get("Subject", "")).split())
