@@ -219,6 +219,15 @@ class HygieneConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    """Whose word counts: the border MTA whose Authentication-Results are believed."""
+
+    # The authserv-id our receiving MTA writes into Authentication-Results (RFC 8601),
+    # e.g. "mx.example.com"; "" trusts no Authentication-Results at all.
+    authserv_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one mailbot instance."""
 
@@ -236,6 +245,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     facts: FactsConfig = field(default_factory=FactsConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
     source_path: str = ""
 
     @property
