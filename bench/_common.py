@@ -273,7 +273,7 @@ class Db:
 
 
 def write_config(path: Path, data_dir: Path, *, listener_port: int | None = None,
-                 imap: dict | None = None, relay_port: int | None = None,
+                 imap: dict | list[dict] | None = None, relay_port: int | None = None,
                  log_level: str = "INFO") -> Path:
     """A mailbot.toml for one benchmark run (web server off, everything on loopback)."""
     lines = [
@@ -285,9 +285,9 @@ def write_config(path: Path, data_dir: Path, *, listener_port: int | None = None
         'host = "127.0.0.1"', f"port = {listener_port or 2525}", "",
         "[web]", "enabled = false", "",
     ]
-    if imap:
+    for mailbox in [imap] if isinstance(imap, dict) else imap or []:
         lines += ["[[imap]]"]
-        for key, value in imap.items():
+        for key, value in mailbox.items():
             rendered = f'"{value}"' if isinstance(value, str) else \
                 str(value).lower() if isinstance(value, bool) else str(value)
             lines.append(f"{key} = {rendered}")

@@ -4,7 +4,7 @@ its IMAP source also reads a Dovecot mailbox that keeps receiving mail.
 Checks that every mail answered 250 is a ticket, that no mail got a 5xx, that nothing is lost
 (the IMAP mails included), and reports throughput and the daemon's peak RSS (VmHWM).
 
-    python bench/load.py [--smtp-n 5000] [--clients 10] [--imap-n 1000]
+    python bench/load.py [--smtp-n 5000] [--clients 10] [--imap-n 1000] [--mailboxes 6]
 
 Exit status 1 if a check fails.  Everything lives in a temp dir that is removed at the end.
 """
@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10, help="concurrent SMTP clients")
     parser.add_argument("--imap-n", type=int, default=1000,
                         help="mails appended to the IMAP INBOX during the SMTP load")
+    parser.add_argument("--mailboxes", type=int, default=6,
+                        help="IMAP mailboxes the daemon reads (the IMAP mails spread over them)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="give up waiting for tickets/acks after this many seconds")
@@ -157,17 +159,21 @@ def main(argv: list[str] | None = None) -> int:
         imap_mails = generate(args.imap_n, args.seed, tag="imap")
         smtp_ids = [message_id(m) for m in smtp_mails]
         imap_ids = [message_id(m) for m in imap_mails]
-        print(f"{args.smtp_n} SMTP mails from {args.clients} clients + {args.imap_n} IMAP mails; "
+        print(f"{args.smtp_n} SMTP mails from {args.clients} clients + {args.imap_n} IMAP mails "
+              f"in {args.mailboxes} mailboxes; "
               f"{tmp}; load average {load_average()}", flush=True)
 
         dovecot = Dovecot()
-        dovecot.add_user(USER, PASSWORD)
+        users = [USER if i == 0 else f"{USER}{i + 1}" for i in range(args.mailboxes)]
+        for user in users:
+            dovecot.add_user(user, PASSWORD)
         dovecot.start()
         sink = TimedSink(keep_messages=False)
         sink.start()
         port = free_port()
         config = write_config(tmp / "load.toml", tmp / "data", listener_port=port,
-                              imap=imap_settings(dovecot, USER), relay_port=sink.port)
+                              imap=[imap_settings(dovecot, user, name=user) for user in users],
+                              relay_port=sink.port)
         db = Db(tmp / "data" / "mailbot.sqlite3")
         daemon = DaemonProcess(config, tmp / "daemon.log").start()
         wait_listening(port, daemon)
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                 chunk = 25
                 pause = 0.25
                 for start in range(0, len(imap_mails), chunk):
-                    dovecot.append_many(USER, "INBOX", imap_mails[start:start + chunk])
+                    user = users[(start // chunk) % len(users)]
+                    dovecot.append_many(user, "INBOX", imap_mails[start:start + chunk])
                     time.sleep(pause)
             except BaseException as exc:
                 imap_error.append(exc)
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         lost_imap = [m for m in imap_ids if m not in filed]
         not_accepted = [m for m in smtp_ids if m not in set(accepted)]
         duplicates = sum(c - 1 for c in filed.values() if c > 1)
-        inbox_left = dovecot.message_count(USER, "INBOX")
+        inbox_left = sum(dovecot.message_count(user, "INBOX") for user in users)
         acks = sink.acked(want_acks)
         dup_acks = sum(len(v) - 1 for v in sink.arrivals.values() if len(v) > 1)
         code = daemon.terminate()
@@ -268,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             ("SMTP 5xx answers", len(stats.get("permfail", []))),
             ("SMTP throughput (250s / s)", f"{len(accepted) / t_smtp:.0f} mails/s"),
             ("SMTP DATA->250 p50 / p95", f"{p50 * 1000:.0f} / {p95 * 1000:.0f} ms"),
-            ("IMAP mails appended meanwhile", len(imap_ids)),
+            (f"IMAP mails appended meanwhile ({args.mailboxes} mailboxes)", len(imap_ids)),
             ("all tickets after", f"{t_tickets:.1f} s" if t_tickets else "TIMEOUT"),
             ("overall (SMTP+IMAP) mails/s",
              f"{expected / t_tickets:.0f} mails/s" if t_tickets else "-"),
