@@ -284,6 +284,7 @@ def write_config(path: Path, data_dir: Path, *, listener_port: int | None = None
         f"enabled = {'true' if listener_port else 'false'}",
         'host = "127.0.0.1"', f"port = {listener_port or 2525}", "",
         "[web]", "enabled = false", "",
+        "[admin]", "enabled = false", "",
     ]
     for mailbox in [imap] if isinstance(imap, dict) else imap or []:
         lines += ["[[imap]]"]

@@ -91,9 +91,9 @@ class Desk:
         return [message_from_bytes(r["raw"], policy=email_policy.default) for r in rows
                 if kind in ("", r["kind"]) and (not to or to in json.loads(r["recipients"]))]
 
-    def reply_address(self, number: str) -> str:
-        """The signed address agents answer ticket ``number`` through."""
-        return self.ctx.composer.reply_address(number)
+    def reply_address(self, number: str, agent: str = AGENTS[0]["address"]) -> str:
+        """The address ``agent`` answers ticket ``number`` through, signed today."""
+        return self.ctx.composer.reply_address(number, agent, self.now)
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ def base_settings(data_dir: Path) -> dict:
         "relay": {"host": ""},
         "outbox": {"backoff_seconds": 0.2, "max_backoff_seconds": 1},
         "web": {"enabled": False, "base_url": "https://support.example.com"},
+        "admin": {"enabled": False},
     }
 
 

@@ -47,6 +47,8 @@ signing_secret = "test-secret-{instance}"
 enabled = false
 [web]
 enabled = false
+[admin]
+enabled = false
 """
 
 
@@ -156,7 +158,7 @@ class DaemonProcess:
 
     config_path: Path
     log_path: Path
-    web_port: int = 0
+    admin_port: int = 0  # where /healthz and /metrics answer
     process: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -14,7 +14,8 @@ from servers import Dovecot, ImapAccount, ReceivedMail, SmtpSink
 SUBJECT = "Drucker druckt nicht"
 CUSTOMER_MESSAGE_ID = "erste-anfrage@kunde.example"
 ANNA = (AGENTS[0]["name"], AGENTS[0]["address"])
-REPLY_ADDRESS = re.compile(r"support\+t(\w+)-[0-9a-f]{16}@example\.com")
+# support+t<number>-<agent id>-<day>-<signature>: signed for one agent and day
+REPLY_ADDRESS = re.compile(r"support\+t(\w+)-[0-9a-f]{8}-\d+-[0-9a-f]{16}@example\.com")
 
 
 @pytest.fixture
@@ -117,8 +118,8 @@ def test_forged_agent_mail_changes_nothing(bot, world):
         number, _ = open_ticket(world)
         world.deliver(build_mail(sender=ANNA, to=SUPPORT, subject=f"Re: [Ticket#{number}] "
                                 f"{SUBJECT}", text="#close\nErledigt, Ticket geschlossen."))
-        alert = world.wait_mail(ANNA[1], "Verdächtige E-Mail")
-    assert set(alert.rcpt_tos) == {a["address"] for a in AGENTS}
+        alerts = [world.wait_mail(a["address"], "Verdächtige E-Mail") for a in AGENTS]
+    assert [alert.rcpt_tos for alert in alerts] == [(a["address"],) for a in AGENTS]
     ticket = bot.ticket(number)
     assert ticket["status"] == "new"
     assert [e["data"]["from"] for e in ticket["events"] if e["kind"] == "suspicious"] == \

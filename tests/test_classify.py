@@ -168,7 +168,9 @@ def test_agent_mail() -> None:
     ("Precedence: auto_reply", "auto_reply"),
     ("Precedence: junk", "robot"),
     ("Precedence: first-class", "customer"),
-    ("X-Auto-Response-Suppress: OOF, DR, RN, NRN", "robot"),
+    # Outlook writes X-Auto-Response-Suppress on a person's mail too (issue 14): never a robot
+    ("X-Auto-Response-Suppress: OOF, DR, RN, NRN", "customer"),
+    ("X-Auto-Response-Suppress: All", "customer"),
     ("X-Auto-Response-Suppress: None", "customer"),
     ("Return-Path: <>", "robot"),
     ("Feedback-ID: 42:shop:ses", "customer"),

@@ -66,7 +66,7 @@ def test_an_attachment_that_cannot_be_decoded_is_kept_raw_and_the_mail_filed(
     [event] = desk.events(outcome.ticket_number, "attachment_damaged")
     assert event["data"]["filename"] == "bad.jpg.damaged"
     assert reason in event["data"]["reason"]
-    [notice] = desk.outbox("agent_new_ticket")
+    [notice] = desk.outbox("agent_new_ticket", to="anna@example.com")
     assert {p.get_filename() for p in notice.iter_attachments()} == {"ok.jpg",
                                                                       "bad.jpg.damaged"}
 

@@ -51,7 +51,7 @@ def test_deadline_warning_fires_once_before_and_once_at_breach(make_desk):
     lead = timedelta(minutes=60)
     assert runs(desk, jobs.deadline_warnings, due - lead - MINUTE, due - lead, due - lead / 2,
                 due, due + lead) == [0, 1, 0, 1, 0]
-    subjects = [m["Subject"] for m in desk.outbox(kind="deadline_warning")]
+    subjects = [m["Subject"] for m in desk.outbox(kind="deadline_warning", to="anna@example.com")]
     assert subjects == [f"[Ticket#{number}] Frist läuft ab: Drucker",
                         f"[Ticket#{number}] Frist überschritten: Drucker"]
     assert [e["kind"] for e in desk.ctx.store.rows(

@@ -26,7 +26,7 @@ FLOORS = {
 }
 # Libraries that belong to one folder only.
 OWNERS = {"sqlite_utils": "store", "aiosmtpd": "inbound", "imapclient": "inbound",
-          "aiohttp": "web", "mailparser_reply": "reading", "authres": "reading",
+          "aiohttp": "web", "authres": "reading",
           "aiosmtplib": "outbound", "apscheduler": "app"}
 
 

@@ -149,7 +149,7 @@ def test_pathological_quote_line_in_agent_reply_returns(tmp_path: Path) -> None:
     """An agent reply with a hostile 20 KB quote line is filed (the pipeline goes on)."""
     ctx = make_ctx(tmp_path, AGENT, clock=Clock())
     number = ingest(ctx, build_mail()).ticket_number
-    reply_to = ctx.composer.reply_address(number)
+    reply_to = ctx.composer.reply_address(number, "anna@example.com", ctx.clock())
     line = ("Am schrieb " * 2000)[:20000]
     outcome = ingest(ctx, build_mail(sender=("Anna Berg", "anna@example.com"), to=reply_to,
                                      subject=f"Re: [Ticket#{number}]", text=line + "\n"))

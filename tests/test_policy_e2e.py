@@ -75,15 +75,18 @@ def test_unknown_sender_is_asked_for_customer_number(bot, smtp_sink):
         acknowledgement(bot, smtp_sink, number)
 
 
-def test_customer_number_in_text_links_the_account(bot, smtp_sink):
-    """A stranger who names a known customer number is filed under that account."""
+def test_customer_number_in_text_is_a_claim_and_not_asked_for_again(bot, smtp_sink):
+    """A stranger who names a known customer number is not filed under that account (a
+    claim, see tests/test_claims.py), nor asked for the number, nor told whose it is."""
     number = ingest(bot, build_mail(sender=STRANGER, subject="Frage zur Kasse",
                                     text="Hallo,\nunsere Kundennummer ist 10002.\n"
                                          "Wie kann ich einen Bon stornieren?\n"))
     ticket = bot.ticket(number)
-    assert (ticket["account"], ticket["customer_number"], ticket["contract"],
-            ticket["entitled"]) == ("Bäckerei Schmidt", "10002", "kasse", True)
-    assert "Kundennummer" not in acknowledgement(bot, smtp_sink, number)
+    assert (ticket["account"], ticket["contract"], ticket["entitled"], ticket["missing"]) == \
+        (None, None, False, [])
+    assert [c["account"] for c in ticket["claims"]] == ["Bäckerei Schmidt"]
+    body = acknowledgement(bot, smtp_sink, number)
+    assert "Kundennummer" not in body and "Bäckerei" not in body
 
 
 def test_ticket_list_orders_work_for_agents(make_desk):

@@ -28,7 +28,7 @@ LOAD_IMAP_MAILS = 40
 MEASURED: dict[str, object] = {}  # figures for the report (printed with -s)
 
 
-def daemon_config(user: ImapAccount, sink: SmtpSink, web: int, listener: int) -> str:
+def daemon_config(user: ImapAccount, sink: SmtpSink, web: int, admin: int, listener: int) -> str:
     """A complete mailbot.toml: read ``user``'s INBOX, send through ``sink``, serve /healthz."""
     return f"""
 [service]
@@ -58,6 +58,9 @@ host = "127.0.0.1"
 port = {web}
 base_url = "http://127.0.0.1:{web}"
 max_source_failures = 1
+[admin]
+host = "127.0.0.1"
+port = {admin}
 [[imap]]
 name = "support"
 host = "{user.host}"
@@ -78,10 +81,10 @@ def daemon_for(tmp_path: Path) -> Iterator:
     made: list[DaemonProcess] = []
 
     def build(user: ImapAccount, sink: SmtpSink, listener: int = 0) -> DaemonProcess:
-        web = free_port()
+        web, admin = free_port(), free_port()
         path = tmp_path / "mailbot.toml"
-        path.write_text(daemon_config(user, sink, web, listener), encoding="utf-8")
-        daemon = DaemonProcess(path, tmp_path / "daemon.log", web_port=web)
+        path.write_text(daemon_config(user, sink, web, admin, listener), encoding="utf-8")
+        daemon = DaemonProcess(path, tmp_path / "daemon.log", admin_port=admin)
         made.append(daemon)
         return daemon
 
@@ -113,8 +116,8 @@ def unsent(daemon: DaemonProcess) -> int:
 
 
 def healthz(daemon: DaemonProcess) -> tuple[int, dict]:
-    """GET /healthz of the daemon: status code and document."""
-    port = daemon.web_port
+    """GET /healthz of the daemon (its admin listener): status code and document."""
+    port = daemon.admin_port
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
             return answer.status, json.loads(answer.read())

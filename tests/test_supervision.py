@@ -83,7 +83,8 @@ def test_refused_login_makes_health_503_then_200_when_the_server_accepts(tmp_pat
     user = dovecot.new_user()
     bot = Instance(tmp_path)
     bot.settings["imap"] = [imap_settings(user)]
-    bot.settings["web"].update(enabled=True, port=free_web_port(), max_source_failures=2)
+    bot.settings["web"].update(max_source_failures=2)
+    bot.settings["admin"].update(enabled=True, port=free_web_port())
     bot.write()
     dovecot.add_user(user.username, "changed-password")
     with bot.start():
@@ -106,10 +107,10 @@ def free_web_port() -> int:
 
 
 def healthz(bot: Instance) -> tuple[int, dict]:
-    """GET /healthz of the instance's web server."""
+    """GET /healthz of the instance's admin listener."""
     import urllib.error
     import urllib.request
-    url = f"http://127.0.0.1:{bot.settings['web']['port']}/healthz"
+    url = f"http://127.0.0.1:{bot.settings['admin']['port']}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, json.loads(response.read())

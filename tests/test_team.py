@@ -92,17 +92,20 @@ def send(instance: Instance, raw: bytes, to: str) -> None:
 
 
 def test_sighup_reloads_agents_in_running_daemon(tmp_path, smtp_sink):
-    """After SIGHUP a newly added agent's reply through the reply address reaches the
-    customer."""
+    """After SIGHUP a newly added agent hears of the ticket's next mail, and its reply
+    through its own reply address reaches the customer."""
     instance = team_instance(tmp_path, agents_toml(), smtp_sink)
     with instance.start() as daemon:
         send(instance, build_mail(subject="Drucker druckt nicht"), SUPPORT)
         notification = smtp_sink.wait_for(lambda m: "Neues Ticket" in m.subject)[0]
-        reply_to = str(notification.message["Reply-To"])
         rewrite(tmp_path / "agents.toml", agents_toml(BOB), keep_mtime=True)
         daemon.process.send_signal(signal.SIGHUP)
         daemon.wait_log(f"agents reloaded: {ANNA[1]}, {BOB[1]}")
-        send(instance, build_mail(sender=BOB, to=reply_to, subject="Re: Neues Ticket",
+        send(instance, build_mail(subject=f"Re: {notification.subject}", text="Noch da?\n"),
+             SUPPORT)
+        followup = smtp_sink.wait_for(lambda m: m.rcpt_tos == (BOB[1],))[0]
+        reply_to = str(followup.message["Reply-To"])
+        send(instance, build_mail(sender=BOB, to=reply_to, subject="Re: Neue Nachricht",
                                   text="Guten Tag,\nich kümmere mich darum.\n"), reply_to)
         answer = smtp_sink.wait_for(lambda m: m.message["From"].addresses[0].display_name
                                     == BOB[0])[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from mails import SUPPORT, build_mail
 
@@ -14,6 +16,8 @@ OLD = "202611200003"  # a ticket whose mails we know by Message-ID
 FILED = {"customer-first@kunde.example": 7, "agent-answer@example.com": 7}
 OURS = SIGNER.message_id(OLD, "example.com")
 TAG = threads.tag_pattern("Ticket#")
+ISSUED = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+ANNAS = SIGNER.read_reply_tag(SIGNER.reply_tag(OLD, "anna@example.com", ISSUED))
 
 
 def find(raw: bytes) -> threads.ThreadMatch:
@@ -23,13 +27,14 @@ def find(raw: bytes) -> threads.ThreadMatch:
 
 
 def reply_address(number: str) -> str:
-    """Our signed per-ticket reply address for ``number``."""
-    return f"support+{SIGNER.reply_tag(number)}@example.com"
+    """Anna's signed reply address for ``number``."""
+    return f"support+{SIGNER.reply_tag(number, 'anna@example.com', ISSUED)}@example.com"
 
 
 @pytest.mark.parametrize(("mail", "expected"), [
-    (dict(to=reply_address(OLD)), threads.ThreadMatch(OLD, None, "reply-address", True)),
-    (dict(to=reply_address(OLD).upper()), threads.ThreadMatch(OLD, None, "reply-address", True)),
+    (dict(to=reply_address(OLD)), threads.ThreadMatch(OLD, None, "reply-address", ANNAS)),
+    (dict(to=reply_address(OLD).upper()),
+     threads.ThreadMatch(OLD, None, "reply-address", ANNAS)),
     (dict(in_reply_to=OURS), threads.ThreadMatch(OLD, None, "in-reply-to")),
     (dict(in_reply_to="customer-first@kunde.example"),
      threads.ThreadMatch("", 7, "in-reply-to")),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailbot.outbound.tokens import Signer, TokenError, TokenExpired
+from mailbot.outbound.tokens import ReplyTag, Signer, TokenError, TokenExpired, agent_id
 
 NUMBER = "202611240007"
 
@@ -82,28 +85,45 @@ def test_links_made_before_a_key_rotation_still_work():
         Signer("new-secret").read_link_token("ticket", token)
 
 
-def test_reply_tag_round_trips_even_when_the_case_changes(signer):
-    """A reply address survives mail systems that change its case."""
-    tag = signer.reply_tag(NUMBER)
-    assert signer.read_reply_tag(tag) == NUMBER
-    assert signer.read_reply_tag(tag.upper()) == NUMBER
+ANNA = "anna@example.com"
+ISSUED = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+def test_reply_tag_names_ticket_agent_and_day_even_when_the_case_changes(signer):
+    """A reply address survives mail systems that change its case; it says whom it was sent
+    to and how old it is."""
+    tag = signer.reply_tag(NUMBER, ANNA, ISSUED)
+    read = signer.read_reply_tag(tag)
+    assert read == signer.read_reply_tag(tag.upper())
+    assert read == ReplyTag(NUMBER, agent_id(ANNA), read.issued_day)
+    assert read.sent_to("Anna@Example.com") and not read.sent_to("ben@example.com")
+    assert read.age_days(ISSUED + timedelta(days=30, hours=15)) == 31  # by UTC dates
+    assert tag == tag.lower() and len(f"support+{tag}") <= 64
 
 
 @pytest.mark.parametrize("forge", [
     lambda tag: tag.replace(NUMBER, "202611240008"),
+    lambda tag: tag.replace(agent_id(ANNA), agent_id("ben@example.com")),
+    lambda tag: tag.replace(f"-{tag.split('-')[2]}-", f"-{int(tag.split('-')[2]) + 9}-"),
     lambda tag: tag[:-1] + ("0" if tag[-1] != "0" else "1"),
-    lambda tag: tag.partition("-")[0],
+    lambda tag: tag.rpartition("-")[0],
     lambda tag: "",
-], ids=["other-number", "mac", "no-mac", "empty"])
+], ids=["other-number", "other-agent", "later-day", "mac", "no-mac", "empty"])
 def test_forged_reply_tag_is_rejected(signer, forge):
-    """A reply address edited to point at another ticket is not trusted."""
-    assert signer.read_reply_tag(forge(signer.reply_tag(NUMBER))) is None
+    """A reply address edited to point at another ticket, agent or day is not trusted."""
+    assert signer.read_reply_tag(forge(signer.reply_tag(NUMBER, ANNA, ISSUED))) is None
+
+
+def test_reply_tag_without_an_agent_is_no_longer_accepted(signer):
+    """The per-ticket tags of earlier versions (signed, but for no agent) are refused."""
+    mac = hmac.new(b"current-secret", f"reply:{NUMBER}".encode(), hashlib.sha256).hexdigest()
+    assert signer.read_reply_tag(f"t{NUMBER}-{mac[:16]}") is None
 
 
 def test_reply_tag_of_a_rotated_secret_is_still_accepted():
     """Reply addresses in mails sent before a key rotation still thread."""
-    tag = Signer("old-secret").reply_tag(NUMBER)
-    assert Signer("new", old_secrets=("old-secret",)).read_reply_tag(tag) == NUMBER
+    tag = Signer("old-secret").reply_tag(NUMBER, ANNA, ISSUED)
+    assert Signer("new", old_secrets=("old-secret",)).read_reply_tag(tag).ticket_number == NUMBER
     assert Signer("new").read_reply_tag(tag) is None
 
 

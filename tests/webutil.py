@@ -21,10 +21,13 @@ from mailbot.store import tickets as tq
 
 AGENTS = (("agent1@example.com", "Anna Agent"), ("agent2@example.com", "Bernd Agent"))
 LINK = re.compile(r"https?://[^\s<>\"]+/(?:escalate|t)/[A-Za-z0-9_.-]+")
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def write_config(root: Path, web_port: int, relay_port: int = 0, language: str = "de") -> Path:
-    """A real mailbot.toml under ``root``: data dir, web port, agents, optional SMTP relay."""
+def write_config(root: Path, web_port: int, relay_port: int = 0, language: str = "de",
+                 web: str = "") -> Path:
+    """A real mailbot.toml under ``root``: data dir, web port (``web``: more [web] lines),
+    agents, optional SMTP relay."""
     relay = f'[relay]\nhost = "127.0.0.1"\nport = {relay_port}\nsecurity = "plain"\n' \
         if relay_port else ""
     agents = "".join(f'[[team.agents]]\naddress = "{a}"\nname = "{n}"\n' for a, n in AGENTS)
@@ -35,7 +38,7 @@ def write_config(root: Path, web_port: int, relay_port: int = 0, language: str =
         f'signing_secret = "test-secret-not-for-production"\n'
         f'[listener]\nenabled = false\n'
         f'[web]\nhost = "127.0.0.1"\nport = {web_port}\n'
-        f'base_url = "http://127.0.0.1:{web_port}"\nmax_body_bytes = 4096\n'
+        f'base_url = "http://127.0.0.1:{web_port}"\nmax_body_bytes = 4096\n{web}'
         f"{relay}{agents}", encoding="utf-8")
     return path
 
@@ -79,6 +82,13 @@ def links_in(mail: EmailMessage) -> dict[str, str]:
     """The customer links in a mail's text, by kind: ``escalate`` and ``ticket``."""
     found = LINK.findall(mail.get_body(("plain",)).get_content())
     return {("escalate" if "/escalate/" in url else "ticket"): url for url in found}
+
+
+def form_field(html: str) -> str:
+    """The CSRF field of the form on a page."""
+    found = CSRF.search(html)
+    assert found, "no form on the page"
+    return found.group(1)
 
 
 def path_of(url: str) -> str:

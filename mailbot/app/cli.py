@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from mailbot.app import reports
+from mailbot.app import spam as held_reports
 from mailbot.app.watchdog import read_status
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
@@ -28,8 +29,10 @@ from mailbot.settings.schema import ConfigError
 from mailbot.store import TemporaryStoreError
 from mailbot.store import inbound as iq
 from mailbot.store import outbox as oq
+from mailbot.store import spam as sq
 from mailbot.tickets import accounts as customer_list
 from mailbot.tickets import actions, notify
+from mailbot.tickets import spam as held_spam
 from mailbot.tickets.outcome import Outcome
 
 EX_DATAERR = 65
@@ -264,6 +267,27 @@ def accounts_import(obj: dict, file: Path) -> None:
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()))
 
 
+@accounts.command("link")
+@click.argument("address")
+@click.argument("number")
+@click.pass_obj
+def accounts_link(obj: dict, address: str, number: str) -> None:
+    """Link a sender's ADDRESS to the account with customer NUMBER (confirms its claim).
+
+    Its later mails get the account's contract, and its tickets that are not closed get
+    the contract treatment now.  Exit 65 for an unknown customer number.
+    """
+    ctx = _context(obj)
+    try:
+        account, numbers = customer_list.link(ctx, address, number)
+    except customer_list.DirectoryImportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+    click.echo(f"{address.strip().lower()} linked to {account['name']} "
+               f"({account['customer_number']}, contract {account['contract'] or '-'})"
+               + (f"; contract treatment for ticket(s) {', '.join(numbers)}" if numbers else ""))
+
+
 @main.group()
 def outbox() -> None:
     """Inspect, flush and retry the outbox."""
@@ -354,3 +378,61 @@ def quarantine_retry(obj: dict, ids: tuple[int, ...]) -> None:
     for entry_id, outcome in results:
         click.echo(f"{entry_id}: {outcome.status} {outcome.ticket_number} {outcome.detail}")
     sys.exit(EX_DATAERR if any(o.status == "quarantined" for _, o in results) else 0)
+
+
+@main.group("spam")
+def spam_group() -> None:
+    """Mails held as spam: list, show, release (file and answer) or delete them."""
+
+
+@spam_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def spam_list(obj: dict, as_json: bool) -> None:
+    """Mails held as spam, oldest first, with the filter's verdict."""
+    ctx = _context(obj)
+    rows = sq.held(ctx.store)
+    _emit(rows, as_json, held_reports.held_text(rows, ctx.config.timezone))
+
+
+@spam_group.command("show")
+@click.argument("entry_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def spam_show(obj: dict, entry_id: int, as_json: bool) -> None:
+    """One held mail with its headers and text; exit 65 when none is held under ID."""
+    ctx = _context(obj)
+    data = _operate(lambda: held_spam.detail(ctx, entry_id))
+    _emit(data, as_json, held_reports.held_detail_text(data, ctx.config.timezone))
+
+
+@spam_group.command("release")
+@click.argument("entry_id", metavar="ID", type=int)
+@click.pass_obj
+def spam_release(obj: dict, entry_id: int) -> None:
+    """File a held mail as a normal mail, with its acknowledgement (the filter was wrong).
+
+    Exit 65 when none is held under ID or the mail is quarantined, 75 on a temporary failure.
+    """
+    ctx = _context(obj)
+    try:
+        outcome = _operate(lambda: pipeline.release_spam(ctx, entry_id))
+    except (TemporaryFailure, TemporaryStoreError) as exc:
+        click.echo(f"temporary failure, run it again later: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    click.echo(f"{entry_id}: {outcome.status} {outcome.ticket_number} {outcome.detail}".rstrip())
+    sys.exit(EX_DATAERR if outcome.status == "quarantined" else 0)
+
+
+@spam_group.command("delete")
+@click.argument("entry_id", metavar="ID", type=int)
+@click.pass_obj
+def spam_delete(obj: dict, entry_id: int) -> None:
+    """Forget a held mail and its raw bytes; exit 65 when none is held under ID."""
+    ctx = _context(obj)
+    try:
+        _operate(lambda: held_spam.delete(ctx, entry_id))
+    except TemporaryStoreError as exc:
+        click.echo(f"temporary failure, run it again later: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    click.echo(f"{entry_id}: deleted")

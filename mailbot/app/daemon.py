@@ -88,6 +88,7 @@ class Daemon:
         feeds = {s.name: counted(feed, self.ctx.health, s.name) for s in self.sources}
         await self._open_listeners(feeds)
         runner = await self._start_web()
+        admin = await self._start_admin(runner)
         tasks = [asyncio.create_task(supervise(
             source.name, lambda s=source: s.serve(feeds[s.name], self.stop), self.ctx.health,
             self.stop)) for source in self.sources]
@@ -103,8 +104,9 @@ class Daemon:
         self.notifier.send("STOPPING=1")
         await asyncio.gather(*tasks, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
-        if runner is not None:
-            await runner.cleanup()
+        for started in (runner, admin):
+            if started is not None:
+                await started.cleanup()
 
     def describe(self) -> str:
         """A one-line summary of what this instance serves."""
@@ -143,6 +145,23 @@ class Daemon:
             for listener in self._opened:
                 listener.server.close()
             raise StartupError(f"web server {self.config.web.host}:{self.config.web.port}: "
+                               f"{exc.strerror}") from exc
+
+    async def _start_admin(self, web_runner):
+        """The operators' listener (/healthz, /metrics); a taken port stops the start."""
+        admin_config = self.config.admin
+        if not admin_config.enabled:
+            return None
+        from mailbot.web import admin
+
+        try:
+            return await admin.start_admin(self.ctx)
+        except OSError as exc:
+            for listener in self._opened:
+                listener.server.close()
+            if web_runner is not None:
+                await web_runner.cleanup()
+            raise StartupError(f"admin listener {admin_config.host}:{admin_config.port}: "
                                f"{exc.strerror}") from exc
 
     def _start_scheduler(self) -> AsyncIOScheduler:

@@ -1,14 +1,25 @@
-"""The `mailbot` executable: catch stop signals for `mailbot run` before anything loads."""
+"""The `mailbot` executable: private files and, for `mailbot run`, stop signals from the start.
+
+Every command sets the umask 077 before it writes anything, whatever the shell or the
+service manager set: the data directory holds customers' mail, so what mailbot creates
+there (database, spool, attachments, outbound Maildir, status file) is 0600 in 0700
+directories.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from mailbot.app.signals import EarlyStop
 
+PRIVATE_UMASK = 0o077
+
 
 def main() -> None:
-    """Run the command line; for `run`, stop signals are caught from this moment on."""
+    """Run the command line with private file modes; for `run`, stop signals are caught
+    from this moment on."""
+    os.umask(PRIVATE_UMASK)
     if _command(sys.argv[1:]) == "run":
         EarlyStop.install()
     from mailbot.app.cli import main as command_line  # the heavy imports come after

@@ -11,10 +11,11 @@ from mailbot.policy.rules import work_order_key
 from mailbot.settings.config import Config
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
-from mailbot.tickets import lifecycle
+from mailbot.tickets import identify, lifecycle
 
 OPEN_STATUSES = ("new", "open", "waiting")
 ATTACHMENT_KEYS = ("filename", "content_type", "size", "sha256")
+CLAIM_KEYS = ("customer_number", "account", "line", "from", "confirmed", "created_at")
 
 
 def work_order(row: dict) -> tuple:
@@ -69,10 +70,23 @@ def ticket_detail(ctx: Context, number: str) -> dict | None:
         "customer_number": account["customer_number"] if account else None,
         "contract": ticket["contract"],
         "parent": parent["number"] if parent else None,
+        "claims": [{**{k: c[k] for k in CLAIM_KEYS}, "confirmable": not c["confirmed"]
+                    and ctx.config.directory.claims == "confirm"}
+                   for c in identify.claims_of(ctx, ticket)],
         "messages": [_message(m) for m in tq.messages(ctx.store, ticket["id"])],
         "events": [{k: e[k] for k in ("kind", "data", "actor", "created_at")}
                    for e in tq.events(ctx.store, ticket["id"])],
     }
+
+
+def _claim_text(claim: dict) -> str:
+    """One customer number claim for the terminal, with how to confirm it while open."""
+    ways = [f"mailbot accounts link {claim['from']} {claim['customer_number']}"]
+    if claim["confirmable"]:
+        ways.insert(0, "an agent's #confirm")
+    state = "confirmed" if claim["confirmed"] else f"NOT confirmed ({' or '.join(ways)})"
+    return (f"  claim: customer number {claim['customer_number']} of {claim['account']} "
+            f"from {claim['from']}, {state}; from the line: {claim['line']}")
 
 
 def _message(row: dict) -> dict:
@@ -103,6 +117,7 @@ def ticket_detail_text(data: dict, zone: str) -> str:
         lines.append(f"  missing {', '.join(data['missing'])}")
     if data["parent"]:
         lines.append(f"  follows up on {data['parent']}")
+    lines += [_claim_text(c) for c in data["claims"]]
     for m in data["messages"]:
         lines += ["", f"--- {m['direction']} from {m['from']}, "
                       f"{moment(m['created_at'], zone, 'en')}",

@@ -32,7 +32,7 @@ from mailbot.reading.message import Message
 from mailbot.store import TemporaryStoreError, blobs
 from mailbot.store import inbound as iq
 from mailbot.store import tickets as tq
-from mailbot.tickets import agents, bounces, filing, threads
+from mailbot.tickets import agents, bounces, filing, spam, threads
 from mailbot.tickets import identify as identify_mod
 from mailbot.tickets.identify import Identity
 from mailbot.tickets.outcome import Outcome
@@ -49,9 +49,12 @@ class Mail:
     source: str
     # Sync each mail to disk; False for a batch that the source flushes at once.
     durable: bool = True
+    # An operator releases it from the spam hold: filed although its bytes were seen.
+    release: bool = False
     sha: str = ""  # spool
     msg: Message | None = None  # parse
     verdict: classify_mod.Verdict | None = None  # classify
+    spam: str = ""  # read_spam: why the filter in front called it spam
     match: threads.ThreadMatch = field(default_factory=threads.ThreadMatch)  # thread
     ticket: dict | None = None  # thread: the ticket it follows up on
     facts: dict = field(default_factory=dict)  # find_facts
@@ -73,7 +76,7 @@ def spool(ctx: Context, mail: Mail) -> Mail:
 def skip_same_bytes(ctx: Context, mail: Mail) -> Mail:
     """The same bytes filed before (and not quarantined): a duplicate, nothing to do."""
     known = iq.ingest_by_sha(ctx.store, mail.sha)
-    if known is None or known["outcome"] == "quarantined":
+    if known is None or known["outcome"] == "quarantined" or _held_self(mail, known):
         return mail
     return replace(mail, outcome=Outcome("duplicate", _number(ctx, known["ticket_id"]),
                                          "same bytes"))
@@ -89,12 +92,19 @@ def classify(ctx: Context, mail: Mail) -> Mail:
     return replace(mail, verdict=classify_mod.classify(mail.msg, classify_context(ctx)))
 
 
+def read_spam(ctx: Context, mail: Mail) -> Mail:
+    """The verdict of the spam filter in front (not for a mail an operator releases)."""
+    return mail if mail.release else replace(mail, spam=spam.verdict(ctx, mail.msg))
+
+
 def save_attachments(ctx: Context, mail: Mail) -> Mail:
     """Attachment payloads on disk by content hash, before the transaction refers to them.
 
     A file that cannot be written (full disk, unwritable directory) is our fault, not the
-    mail's: the mail waits at its source.
+    mail's: the mail waits at its source.  Spam keeps only its raw bytes until released.
     """
+    if mail.spam:
+        return mail
     try:
         for attachment in mail.msg.attachments:  # decoded as written: never whole in memory
             blobs.put(ctx.files_dir, attachment.chunks(), attachment.sha256, sync=mail.durable)
@@ -106,7 +116,7 @@ def save_attachments(ctx: Context, mail: Mail) -> Mail:
 def skip_same_message(ctx: Context, mail: Mail) -> Mail:
     """The same Message-ID (or content fingerprint) filed before: a duplicate."""
     earlier = iq.ingest_by_message_id(ctx.store, identity_key(mail.msg))
-    if earlier is None:
+    if earlier is None or _held_self(mail, earlier):
         return mail
     return replace(mail, outcome=Outcome("duplicate", _number(ctx, earlier["ticket_id"]),
                                          "same Message-ID"))
@@ -119,11 +129,27 @@ def drop_loop(ctx: Context, mail: Mail) -> Mail:
     return replace(mail, outcome=Outcome("ignored", "", mail.verdict.reason))
 
 
+def hold_spam(ctx: Context, mail: Mail) -> Mail:
+    """Mail the filter in front called spam is held: no ticket, no answer, nobody told.
+
+    A mail an operator releases is filed instead, and its held entry goes in this same
+    transaction (a forged bounce or agent mail is held too: it acts on nothing).
+    """
+    if mail.release:
+        spam.released(ctx, mail.sha)
+        return mail
+    if not mail.spam:
+        return mail
+    return replace(mail, outcome=spam.hold(ctx, mail.sha, mail.msg, mail.source, mail.spam))
+
+
 def file_bounce(ctx: Context, mail: Mail) -> Mail:
-    """A delivery report acts on the outbox row and the ticket of the mail it reports."""
+    """A delivery report acts on the outbox row and the ticket of a mail we sent, and only
+    on the addresses it went to; any other report is recorded and changes nothing."""
     if mail.verdict.kind != classify_mod.BOUNCE:
         return mail
-    return replace(mail, outcome=bounces.handle(ctx, mail.msg, mail.verdict))
+    return replace(mail, outcome=bounces.handle(ctx, mail.msg, mail.verdict, sha=mail.sha,
+                                                source=mail.source))
 
 
 def thread(ctx: Context, mail: Mail) -> Mail:
@@ -141,11 +167,15 @@ def thread(ctx: Context, mail: Mail) -> Mail:
 
 
 def file_agent_mail(ctx: Context, mail: Mail) -> Mail:
-    """An agent acts only through a ticket's signed reply address; else it is suspicious."""
+    """An agent acts only through a reply address signed for that agent; an agent's mail
+    without one is suspicious, and a person's mail through one that is not theirs (or
+    too old) is refused with an explanation."""
+    person = mail.verdict.kind in (classify_mod.AGENT, classify_mod.CUSTOMER)
+    if person and mail.match.reply_tag is not None and mail.ticket is not None:
+        return replace(mail, outcome=agents.handle_reply(ctx, mail.msg, mail.ticket,
+                                                         mail.match.reply_tag))
     if mail.verdict.kind != classify_mod.AGENT:
         return mail
-    if mail.match.reply_token and mail.ticket is not None:
-        return replace(mail, outcome=agents.handle_reply(ctx, mail.msg, mail.ticket))
     return replace(mail, outcome=agents.suspicious(
         ctx, mail.msg, mail.ticket, "agent address without a valid reply address"))
 
@@ -166,9 +196,12 @@ def find_facts(ctx: Context, mail: Mail) -> Mail:
 
 
 def identify(ctx: Context, mail: Mail) -> Mail:
-    """Who wrote: contact, account and contract, by address, domain or customer number."""
+    """Who wrote: contact, account and contract, by address or domain; a customer number
+    in the mail is a claim unless ``[directory] claims`` trusts it."""
     numbers = mail.facts.get("customer_number", ())
-    return replace(mail, identity=identify_mod.identify(ctx.store, mail.msg.from_addr, numbers))
+    return replace(mail, identity=identify_mod.identify(
+        ctx.store, mail.msg.from_addr, numbers, ctx.config.directory.claims,
+        f"{mail.msg.subject}\n{mail.msg.text}"))
 
 
 def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
@@ -179,20 +212,24 @@ def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
 
 
 # The whole story of a mail, in order.
-PREPARE: tuple[Step, ...] = (spool, skip_same_bytes, parse, classify, save_attachments)
-COMMIT: tuple[Step, ...] = (skip_same_message, drop_loop, file_bounce, thread, file_agent_mail,
-                            note_auto_reply, find_facts, identify, file_customer_mail)
+PREPARE: tuple[Step, ...] = (spool, skip_same_bytes, parse, classify, read_spam,
+                             save_attachments)
+COMMIT: tuple[Step, ...] = (skip_same_message, drop_loop, hold_spam, file_bounce, thread,
+                            file_agent_mail, note_auto_reply, find_facts, identify,
+                            file_customer_mail)
 
 
-def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True) -> Outcome:
+def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
+           release: bool = False) -> Outcome:
     """File one raw mail through every step; the returned outcome is final once this returns.
 
     With ``durable=False`` (a batch of mails) nothing is fsynced: the caller must call
     :func:`flush` before it acknowledges the batch to the mail's source, and only that
     flush wakes the outbox sender.  A fault of ours, also while quarantining, raises
-    :class:`TemporaryFailure` and leaves nothing quarantined.
+    :class:`TemporaryFailure` and leaves nothing quarantined.  ``release`` files a mail
+    held as spam (see :func:`release_spam`).
     """
-    mail = Mail(raw=raw, source=source, durable=durable)
+    mail = Mail(raw=raw, source=source, durable=durable, release=release)
     try:
         try:
             for step in PREPARE:  # `mail` keeps the last record: on an error, its spool hash
@@ -302,6 +339,22 @@ def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int
             iq.set_quarantine_status(ctx.store, entry["id"], status, ctx.clock())
         results.append((entry["id"], outcome))
     return results
+
+
+def release_spam(ctx: Context, entry_id: int) -> Outcome:
+    """File a mail held as spam as a normal mail (ticket, acknowledgement): an operator's call.
+
+    Its bytes were seen (their ingest record says ``spam``), so the duplicate checks let
+    this one mail through, and the filing rewrites its ingest record.  An unknown entry is
+    an :class:`~mailbot.tickets.actions.OperatorError`.
+    """
+    held = spam.entry(ctx, entry_id)
+    return ingest(ctx, spam.raw_of(ctx, held), held["source"], release=True)
+
+
+def _held_self(mail: Mail, record: dict) -> bool:
+    """Whether ``record`` is the spam hold's record of the very mail being released."""
+    return mail.release and record["outcome"] == "spam" and record["sha256"] == mail.sha
 
 
 def identity_key(msg: Message) -> str:

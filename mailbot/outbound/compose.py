@@ -2,7 +2,8 @@
 
 Each mail template ``templates/<lang>/mail/<kind>.txt`` defines a ``subject`` and a
 ``body`` block.  Every mail we send carries ``Auto-Submitted``,
-``X-Auto-Response-Suppress`` and our loop header, and a signed Message-ID.
+``X-Auto-Response-Suppress`` and our loop header, a signed Message-ID, and a signed
+return path (VERP) that names the mail, for its bounces.
 """
 
 from __future__ import annotations
@@ -112,13 +113,20 @@ class Composer:
             ("Content-Language", language),
         ]
         raw = _header_block(headers) + _body_part(body, envelope.attachments).as_bytes(policy=_CRLF)
-        return Outgoing(kind=kind, message_id=message_id, sender=self.support_address,
+        return Outgoing(kind=kind, message_id=message_id, sender=self.return_path(message_id),
                         recipients=envelope.to, raw=raw)
 
-    def reply_address(self, number: str) -> str:
-        """The signed per-ticket reply address (plus-addressing on the support address)."""
+    def return_path(self, message_id: str) -> str:
+        """The envelope sender of our mail ``message_id``: the support address with a signed
+        tag naming the mail (VERP), so a bounce of it proves which mail it is about."""
         local, _, domain = self.support_address.partition("@")
-        return f"{local}+{self.signer.reply_tag(number)}@{domain}"
+        return f"{local}+{self.signer.bounce_tag(message_id)}@{domain}"
+
+    def reply_address(self, number: str, agent: str, issued: datetime) -> str:
+        """The address through which the agent ``agent`` acts on ticket ``number``: the
+        support address plus a tag signed for that agent and issue day."""
+        local, _, domain = self.support_address.partition("@")
+        return f"{local}+{self.signer.reply_tag(number, agent, issued)}@{domain}"
 
 
 def _thread_headers(envelope: Envelope) -> list[tuple[str, str]]:

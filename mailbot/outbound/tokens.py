@@ -1,8 +1,10 @@
-"""Signed, expiring tokens: customer links, per-ticket reply addresses, our Message-IDs.
+"""Signed, expiring tokens: customer links, per-agent reply addresses, our Message-IDs
+and the return paths (VERP) that tell which of our mails a bounce is about.
 
-Link tokens use itsdangerous (a list of secrets rotates keys); reply-address and
-Message-ID signatures are short lower-case HMACs because mail systems may change
-the case of an address's local part.
+Link tokens use itsdangerous (a list of secrets rotates keys); reply-address, return-path
+and Message-ID signatures are short lower-case HMACs because mail systems may change
+the case of an address's local part.  A reply tag names the ticket, the agent it was sent
+to and the day it was issued, so a reply from anyone else, or a late one, is known.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import hmac
 import secrets as random_source
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -23,6 +26,35 @@ class TokenError(Exception):
 
 class TokenExpired(TokenError):
     """A token was genuine but is too old."""
+
+
+@dataclass(frozen=True)
+class ReplyTag:
+    """What a genuine reply tag says: the ticket, the agent it was sent to, its issue day."""
+
+    ticket_number: str
+    # agent_id() of the address the reply address was sent to.
+    agent_id: str
+    # epoch_day() of the day it was issued.
+    issued_day: int
+
+    def sent_to(self, address: str) -> bool:
+        """Whether the reply address was sent to the agent with this address."""
+        return hmac.compare_digest(self.agent_id, agent_id(address))
+
+    def age_days(self, now: datetime) -> int:
+        """Whole days since the reply address was issued (by UTC dates)."""
+        return epoch_day(now) - self.issued_day
+
+
+def agent_id(address: str) -> str:
+    """A short id of an agent's address for reply tags: 8 hex digits of its SHA-256."""
+    return hashlib.sha256(address.strip().lower().encode()).hexdigest()[:8]
+
+
+def epoch_day(moment: datetime) -> int:
+    """The UTC date of ``moment`` as days since 1970-01-01 (short, and counts on)."""
+    return (moment.astimezone(UTC).date() - date(1970, 1, 1)).days
 
 
 @dataclass(frozen=True)
@@ -49,16 +81,27 @@ class Signer:
             raise TokenError("token invalid")
         return data["t"]
 
-    def reply_tag(self, ticket_number: str) -> str:
-        """The plus-address tag that marks a reply as being about one ticket."""
-        return f"t{ticket_number}-{self._mac('reply', ticket_number, 16)}"
+    def reply_tag(self, ticket_number: str, agent: str, issued: datetime) -> str:
+        """The plus-address tag of replies about one ticket by one agent, issued on a day.
 
-    def read_reply_tag(self, tag: str) -> str | None:
-        """The ticket number of a genuine reply tag, else None."""
-        number, _, mac = tag.lower().removeprefix("t").partition("-")
-        if not number or not mac:
+        ``t<number>-<agent id>-<day>-<mac>``: 33 characters besides the number.
+        """
+        text = f"{ticket_number}-{agent_id(agent)}-{epoch_day(issued)}".lower()
+        return f"t{text}-{self._mac('agent-reply', text, 16)}"
+
+    def read_reply_tag(self, tag: str) -> ReplyTag | None:
+        """What a genuine reply tag says, else None (also for old tags without an agent)."""
+        if not tag.lower().startswith("t"):  # never a +b- tag
             return None
-        return number if self._verify("reply", number, mac, 16) else None
+        parts = tag.lower()[1:].rsplit("-", 3)
+        if len(parts) != 4:
+            return None
+        number, agent, day, mac = parts
+        if not number or len(agent) != 8 or not (day.isascii() and day.isdecimal()):
+            return None
+        if not self._verify("agent-reply", f"{number}-{agent}-{day}", mac, 16):
+            return None
+        return ReplyTag(ticket_number=number, agent_id=agent, issued_day=int(day))
 
     def message_id(self, ticket_number: str, domain: str) -> str:
         """A fresh Message-ID for an outgoing mail that proves we sent it for this ticket."""
@@ -74,6 +117,28 @@ class Signer:
             return None
         _, number, nonce, mac = parts
         return number if self._verify("msgid", f"{number}.{nonce}", mac, 12) else None
+
+    def bounce_tag(self, message_id: str) -> str:
+        """The plus-address tag of the return path (VERP) of our mail ``message_id``.
+
+        It names the mail by the ticket number and random part of its Message-ID and is
+        signed on its own, so knowing a Message-ID (quoted in every reply) is not enough
+        to make up the address a bounce of that mail is sent to.
+        """
+        parts = message_id.partition("@")[0].split(".")
+        if len(parts) != 4 or parts[0] != "mb":
+            raise ValueError(f"not one of our Message-IDs: {message_id}")
+        mark = f"{parts[1]}.{parts[2]}"
+        return f"b-{mark}-{self._mac('bounce', mark.lower(), 16)}"
+
+    def read_bounce_tag(self, tag: str) -> str | None:
+        """How the Message-ID of the mail a genuine return-path tag names begins
+        (``mb.<number>.<nonce>.``), else None."""
+        kind, _, rest = tag.lower().partition("-")
+        mark, _, mac = rest.rpartition("-")
+        if kind != "b" or not mark or not mac:
+            return None
+        return f"mb.{mark}." if self._verify("bounce", mark, mac, 16) else None
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
         if purpose not in LINK_PURPOSES:

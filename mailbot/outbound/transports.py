@@ -152,8 +152,9 @@ class MaildirTransport:
 
     @property
     def label(self) -> str:
-        """Where mail goes, for logs and health."""
-        return f"maildir:{self.path}"
+        """Where mail goes, for logs and health: the kind only, as the health document
+        names no file paths."""
+        return "maildir"
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[MaildirTransport]:
@@ -170,6 +171,7 @@ class MaildirTransport:
     def _add(self, sender: str, recipients: list[str], raw: bytes) -> None:
         header = (f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n"
                   ).encode()
+        # Folders 0700; files 0600 by the umask every `mailbot` command sets (app/launch.py).
         mailbox.Maildir(self.path, create=True).add(header + raw)
 
 

@@ -5,6 +5,15 @@ context that returns a :class:`Verdict` (with the reason) or ``None``; the first
 :data:`RULES` that answers wins.  Only customer mails are acknowledged.  Signals follow
 RFC 3834 (automatic responses), RFC 3464 (delivery status notifications), RFC 8098 (read
 receipts) and what Exchange, Gmail, Postfix, Exim and Sieve really send.
+
+Every copy of a signal header counts, not just the first: a list server or a relay may add
+its own ``Precedence`` or ``Auto-Submitted`` below the sender's.  Outlook and Exchange mark
+ordinary mail too (``Thread-Index``, ``X-MS-Exchange-*``, and ``X-Auto-Response-Suppress``
+on meeting responses and some plain sends): none of these makes a person's mail a robot.
+``X-Auto-Response-Suppress: All`` (or ``AutoReply``) is the sender's request that no
+automatic reply answer the mail; our acknowledgement is one, so such a mail is a customer's
+whose ticket is opened without an acknowledgement.  Exchange's own answers (out-of-office,
+inbox-rule replies) say ``X-MS-Exchange-Inbox-Rules-Loop`` and reply to a mail: auto-replies.
 """
 
 from __future__ import annotations
@@ -53,18 +62,23 @@ class Verdict:
 
 
 _OOF_SUBJECT_RE = re.compile(
-    r"(?:(?:re|aw|wg|fw|fwd|antw|tr|rv|r)\s*:\s*)*"
+    r"(?:(?:re|aw|wg|fw|fwd|antw|tr|rv|r|sv|odp)\s*:\s*)*"
     r"(?:abwesenheitsnotiz|automatische antwort|out of (?:the )?office|auto-?reply|"
     r"automatic reply|autoreply|i am out of the office|i'm out of the office|"
     r"ich bin nicht im büro|abwesenheit|(?:vacation|urlaub|abwesend)\b\s*(?:[:(-]|$)|"
-    # Exchange/Outlook out-of-office subjects in French, Spanish, Italian, Dutch, Polish
+    # Exchange/Outlook out-of-office subjects in French, Spanish, Italian, Dutch, Polish,
+    # Portuguese, the Scandinavian languages and Czech
     r"r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|"
-    r"automatisch antwoord|odpowied[źz] automatyczna)",
+    r"automatisch antwoord|odpowied[źz] automatyczna|resposta autom[áa]tica|"
+    r"automatiskt? svar|automatick[áa] odpov[ěe]ď)",
     re.IGNORECASE)
-# Headers of our original mail that identify it, most specific first.
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
-_SUPPRESS_TOKENS = frozenset({"all", "oof", "autoreply", "dr", "ndr", "rn", "nrn"})
+# X-Auto-Response-Suppress tokens that ask automatic replies (like our acknowledgement) not
+# to answer; DR, NDR, RN, NRN and OOF name other kinds of automatic mail.
+_NO_AUTO_REPLY_TOKENS = frozenset({"all", "autoreply"})
+# Exchange stamps these on mail its inbox rules generate: out-of-office, rule replies, forwards.
 _EXCHANGE_HEADERS = ("X-MS-Exchange-Inbox-Rules-Loop", "X-MS-Exchange-Generated-Message-Source")
+_NEGATIVE_TOKENS = frozenset({"no", "false", "0"})
 _AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder")
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe")
 
@@ -86,6 +100,22 @@ def _first_token(value: str) -> str:
     """Leading keyword of a header value: 'auto-replied (vacation)' -> 'auto-replied'."""
     match = re.match(r"\s*([\w-]+)", value)
     return match.group(1).lower() if match else ""
+
+
+def _keywords(msg: Message, name: str) -> tuple[str, ...]:
+    """The leading keyword of every copy of header ``name``, in order."""
+    return tuple(_first_token(value) for value in msg.header_all(name))
+
+
+def _tokens(msg: Message, name: str) -> frozenset[str]:
+    """The comma-separated tokens of every copy of header ``name``, lower-case."""
+    return frozenset(token.strip().lower() for value in msg.header_all(name)
+                     for token in value.split(","))
+
+
+def _shown(msg: Message, name: str) -> str:
+    """Header ``name`` as a reason shows it: every copy, joined."""
+    return f"header {name}: {'; '.join(v.strip() for v in msg.header_all(name))}"
 
 
 def loop_header(msg: Message, ctx: ClassifyContext) -> Verdict | None:
@@ -127,16 +157,26 @@ def other_report(msg: Message, ctx: ClassifyContext) -> Verdict | None:
 
 
 def auto_reply_header(msg: Message, ctx: ClassifyContext) -> Verdict | None:
-    """RFC 3834 auto-replied, X-Autoreply and friends, Precedence: auto_reply."""
-    submitted = _first_token(msg.header("Auto-Submitted"))
-    if submitted == "auto-replied":
-        return _verdict(AUTO_REPLY, f"header Auto-Submitted: {msg.header('Auto-Submitted')}")
+    """RFC 3834 auto-replied, X-Autoreply and friends, Precedence: auto_reply (any copy)."""
+    if "auto-replied" in _keywords(msg, "Auto-Submitted"):
+        return _verdict(AUTO_REPLY, _shown(msg, "Auto-Submitted"))
     for name in _AUTOREPLY_HEADERS:
-        value = msg.header(name)
-        if msg.has_header(name) and _first_token(value) not in {"no", "false", "0"}:
-            return _verdict(AUTO_REPLY, f"header {name}: {value}")
-    if _first_token(msg.header("Precedence")) == "auto_reply":
+        if any(k not in _NEGATIVE_TOKENS for k in _keywords(msg, name)):
+            return _verdict(AUTO_REPLY, _shown(msg, name))
+    if "auto_reply" in _keywords(msg, "Precedence"):
         return _verdict(AUTO_REPLY, "header Precedence: auto_reply")
+    return None
+
+
+def exchange_reply(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """Exchange's out-of-office and inbox-rule replies, whatever their language: automatic
+    mail (Auto-Submitted) from an inbox rule (X-MS-Exchange-Inbox-Rules-Loop) that replies
+    to another mail (In-Reply-To).  A rule's forward replies to nothing; a redirect keeps
+    the person's own headers, without Auto-Submitted."""
+    names = [name for name in _EXCHANGE_HEADERS if msg.has_header(name)]
+    automatic = any(k != "no" for k in _keywords(msg, "Auto-Submitted"))
+    if names and automatic and msg.in_reply_to:
+        return _verdict(AUTO_REPLY, f"{_shown(msg, names[0])}, replying to a mail")
     return None
 
 
@@ -145,9 +185,9 @@ def bulk_or_list(msg: Message, ctx: ClassifyContext) -> Verdict | None:
     for name in _LIST_HEADERS:
         if msg.has_header(name):
             return _verdict(ROBOT, f"header {name}: {msg.header(name)}")
-    precedence = _first_token(msg.header("Precedence"))
-    if precedence in _BULK_PRECEDENCE:
-        return _verdict(ROBOT, f"header Precedence: {precedence}")
+    bulk = [k for k in _keywords(msg, "Precedence") if k in _BULK_PRECEDENCE]
+    if bulk:
+        return _verdict(ROBOT, f"header Precedence: {bulk[0]}")
     return None
 
 
@@ -159,27 +199,17 @@ def auto_reply_subject(msg: Message, ctx: ClassifyContext) -> Verdict | None:
 
 
 def auto_submitted(msg: Message, ctx: ClassifyContext) -> Verdict | None:
-    """RFC 3834: any Auto-Submitted value other than 'no' is automatic mail."""
-    keyword = _first_token(msg.header("Auto-Submitted"))
-    if msg.has_header("Auto-Submitted") and keyword != "no":
-        return _verdict(ROBOT, f"header Auto-Submitted: {msg.header('Auto-Submitted')}")
-    return None
-
-
-def response_suppress(msg: Message, ctx: ClassifyContext) -> Verdict | None:
-    """X-Auto-Response-Suppress (All, OOF, AutoReply, ...): the sender is an automatic mailer."""
-    value = msg.header("X-Auto-Response-Suppress")
-    tokens = {t.strip().lower() for t in value.split(",")}
-    if tokens & _SUPPRESS_TOKENS:
-        return _verdict(ROBOT, f"header X-Auto-Response-Suppress: {value}")
+    """RFC 3834: any Auto-Submitted value other than 'no' (in any copy) is automatic mail."""
+    if any(k != "no" for k in _keywords(msg, "Auto-Submitted")):
+        return _verdict(ROBOT, _shown(msg, "Auto-Submitted"))
     return None
 
 
 def exchange_generated(msg: Message, ctx: ClassifyContext) -> Verdict | None:
-    """Mail generated or redirected by Exchange inbox rules."""
+    """Mail generated, forwarded or redirected by Exchange inbox rules."""
     for name in _EXCHANGE_HEADERS:
         if msg.has_header(name):
-            return _verdict(ROBOT, f"header {name}: {msg.header(name)}")
+            return _verdict(ROBOT, _shown(msg, name))
     return None
 
 
@@ -202,20 +232,34 @@ def agent_sender(msg: Message, ctx: ClassifyContext) -> Verdict | None:
     return None
 
 
+def no_auto_reply_wanted(msg: Message, ctx: ClassifyContext) -> Verdict | None:
+    """A person's mail whose sender asked that no automatic reply answer it
+    (X-Auto-Response-Suppress: All or AutoReply, as Outlook writes on meeting responses and
+    some ordinary mail): a customer's, not acknowledged.  Last, so every robot rule has
+    spoken first."""
+    tokens = _tokens(msg, "X-Auto-Response-Suppress")
+    if tokens & _NO_AUTO_REPLY_TOKENS:
+        return Verdict(CUSTOMER, f"{_shown(msg, 'X-Auto-Response-Suppress')}: the sender asked "
+                                 "for no automatic reply", acknowledge=False)
+    return None
+
+
 # The order of the rules: the first that answers decides.  Loops first (never a ticket),
-# then bounces and reports, auto-replies before the generic robot signals they also carry.
+# then bounces and reports, auto-replies before the generic robot signals they also carry;
+# the sender's wish for no automatic reply last, as it speaks only for a person's mail.
 RULES: tuple[Callable[[Message, ClassifyContext], Verdict | None], ...] = (
     loop_header,
     own_sender,
     delivery_failure,
     other_report,
     auto_reply_header,
+    exchange_reply,
     bulk_or_list,
     auto_reply_subject,
     auto_submitted,
-    response_suppress,
     exchange_generated,
     null_return_path,
     robot_sender,
     agent_sender,
+    no_auto_reply_wanted,
 )

@@ -12,8 +12,9 @@ import email.policy
 import re
 from dataclasses import dataclass
 from email.message import Message as MimePart
+from email.utils import getaddresses
 
-from mailbot.reading.message import Message, message_ids
+from mailbot.reading.message import Message, base_address, message_ids
 
 _DAEMON_LOCAL_RE = re.compile(r"mailer-daemon|postmaster")
 _BOUNCE_SUBJECT_RE = re.compile(
@@ -37,6 +38,9 @@ _ORIGINAL_ID_RE = re.compile(r"^(?:message-id|x-mailbot-id):[ \t]*(<[^<>\s]+>)",
                              re.IGNORECASE | re.MULTILINE)
 _REPORT_TYPE_RE = re.compile(r"report-type\s*=\s*\"?([\w-]+)", re.IGNORECASE)
 _ORIGINAL_ID_HEADERS = ("Message-ID", "X-Mailbot-Id")
+# Where delivery agents record the address they delivered a mail to (its envelope recipient).
+ENVELOPE_RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "X-Delivered-To", "Envelope-To",
+                              "X-Envelope-To")
 ROBOT_LOCAL_RE = re.compile(
     r"(?:mailer-daemon|postmaster|no[._-]?reply|do[._-]?not[._-]?reply|bounces?)(?:[+-].*)?")
 def local_part(address: str) -> str:
@@ -50,6 +54,18 @@ def null_return_path(msg: Message) -> bool:
     return bool(values) and all(v.strip() in {"<>", ""} for v in values)
 
 
+def own_tags(msg: Message, own_addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """The +tags of our own addresses that a mail was addressed or delivered to, lower-case.
+
+    A bounce goes to the envelope sender of the mail that failed: MTAs write it into To,
+    delivery agents record it in Delivered-To, X-Original-To or Envelope-To.
+    """
+    own = {base_address(a) for a in own_addresses}
+    recorded = getaddresses([*msg.recipients, *(v for name in ENVELOPE_RECIPIENT_HEADERS
+                                                for v in msg.header_all(name))])
+    addresses = (address.strip().lower() for _, address in recorded)
+    tags = (local_part(a).partition("+")[2] for a in addresses if base_address(a) in own)
+    return tuple(dict.fromkeys(t for t in tags if t))
 
 
 @dataclass(frozen=True)

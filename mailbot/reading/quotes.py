@@ -1,70 +1,106 @@
 """Find what the author of a reply wrote: the text above quoted history and signature.
 
 Agents answer tickets by replying to a notification; their answer is the text above the
-quote.  Customers reply the same way, in German or English clients.  mail-parser-reply finds
-the quote headers of many clients; a fast line-based stripper of our own covers what it
-misses ("-----Ursprüngliche Nachricht-----", bottom posting, signatures) and takes over when
-the library fails or is slow.
+quote.  Customers reply the same way, from German, English, French, Spanish, Italian, Dutch
+and Polish clients.  One line-based cutter serves both readers, with the same markers:
+:func:`latest_reply` (an agent's answer, a follow-up's new words on the ticket page) and
+:func:`own_text` (what facts and priority rules read).
 
 Policy, in order:
-- Everything from the first history marker on is dropped: "On … wrote:", "Am … schrieb …:"
-  (also wrapped over two lines), "-----Original Message-----",
-  "-----Ursprüngliche Nachricht-----", an Outlook "Von:/Gesendet:" or "From:/Sent:" block,
-  a rule of 30 or more underscores (Outlook's separator, mailing-list footers).
-- Bottom and inline posting: when a quote introduced by "On … wrote:" is followed by the
+- Everything from the first history marker on is dropped:
+  - an attribution line (also wrapped over two lines): "On … wrote:", "Am … schrieb …:",
+    "Le … a écrit :", "El … escribió:", "Il … ha scritto:", "Op … schreef …:",
+    "Op … heeft … het volgende geschreven:", "W dniu … pisze:" / "napisał(a):",
+    "Dnia … napisał(a):", "Wiadomość napisana przez … w dniu …:";
+  - a separator line: "-----Original Message-----", "-----Ursprüngliche Nachricht-----",
+    "-------- Message original --------", "-----Mensaje original-----", "-----Messaggio
+    originale-----", "-----Oorspronkelijk bericht-----", "-----Oryginalna wiadomość-----",
+    the forwarded-message lines of Gmail, Thunderbird and Apple Mail in those languages;
+  - an Outlook header block: two or more header lines in a row, one of them the sender
+    ("From:/Sent:", "Von:/Gesendet:", "De :/Envoyé :", "De:/Enviado:", "Da:/Inviato:",
+    "Van:/Verzonden:", "Od:/Wysłano:" with To, Cc, Subject and Date in each language);
+  - a rule of 30 or more underscores (Outlook's separator, an HTML ``<hr>``, list footers).
+- Bottom and inline posting: when a quote introduced by an attribution is followed by the
   author's own text, that text is kept; quote blocks between two pieces of own text stay as
-  context, leading and trailing quote blocks and the "wrote:" lines go.
+  context, leading and trailing quote blocks and the attribution lines go.
 - The signature from a "-- " (or "--") line on is dropped, and so are device footers at the
-  end ("Sent from my iPhone", "Gesendet von meinem iPad", "Von meinem iPhone gesendet",
-  "Get Outlook for iOS"): they say nothing the ticket needs.  Closings the author typed
-  ("Viele Grüße, Anna") and "- item" lists are kept.
+  end ("Sent from my iPhone", "Von meinem iPhone gesendet", "Envoyé de mon iPhone",
+  "Get Outlook for iOS" and the like in the seven languages).  talon keeps such a footer,
+  email-reply-parser drops it; we drop it from the latest reply because it is what an
+  agent's answer would carry to the customer and what the ticket page would show as new
+  words, and it says nothing either needs.  :func:`own_text` keeps it: the device is a
+  fact.  A sentence that merely begins like one ("Sent from my desk, which …") is kept,
+  and so are closings the author typed ("Viele Grüße, Anna") and "- item" lists.
 - Never empty when the input has unquoted text; "" when everything is quoted.
 
 Bounds: only the first ``max_chars`` characters are examined and returned (callers keep the
-full body).  The library's regular expressions are super-linear on long lines (one 5 KB line
-of "Am schrieb …" takes 36 s), so it only sees lines of at most ``_LIBRARY_LINE_CHARS``
-characters and no more than two blank lines in a row, which bounds it to about 0.3 s on 20 KB
-of the worst input we found.  A result that
-took longer than ``timeout`` seconds, or an exception, makes the fast stripper decide alone.
+full body).  Every line is looked at a bounded number of times with patterns that cannot
+backtrack beyond one line of at most ``_ATTRIBUTION_CHARS`` characters: linear time.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import time
 from collections.abc import Callable
 
-from mailparser_reply import EmailReplyParser
-from mailparser_reply.parser import EmailReply
-
-log = logging.getLogger(__name__)
-
-_LANGUAGES = ("de", "en")
-_LIBRARY_LINE_CHARS = 200
 _ATTRIBUTION_CHARS = 300
+_ATTRIBUTION_LINES = 3
 
+# What an attribution line starts with, and how it reads (joined with its wrapped lines).
+_ATTRIBUTION_OPENERS = ("On ", "Am ", "Le ", "El ", "Il ", "Op ", "W dniu ", "Dnia ",
+                        "Wiadomość napisana przez ")
+_ATTRIBUTION_RE = re.compile(
+    r"On\s.*wrote\s*:"
+    r"|Am\s.*\sschrieb\s.*:"
+    r"|Le\s.*\sa\s+écrit\s*:"
+    r"|El\s.*\sescribió\s*:"
+    r"|Il\s.*\sha\s+scritto\s*:"
+    r"|Op\s.*\s(?:schreef\s.*|het\s+volgende\s+geschreven\s*):"
+    r"|(?:W\s+dniu|Dnia)\s.*\s(?:pisze|napisał(?:\(a\)|a)?)\s*:"
+    r"|Wiadomość\s+napisana\s+przez\s.*\sw\s+dniu\s.*:")
 _SEPARATOR_RE = re.compile(
     r"\s*-{2,}\s*(?:Original Message|Original-Nachricht|Ursprüngliche Nachricht|"
-    r"Originalnachricht)\s*-{2,}\s*", re.IGNORECASE)
-_HEADER_FROM_RE = re.compile(r"\s*\*?(?:From|Von)\*?:")
-_HEADER_NEXT_RE = re.compile(
-    r"\s*\*?(?:Sent|Gesendet|Date|Datum|To|An|Subject|Betreff|Cc)\*?:", re.IGNORECASE)
+    r"Originalnachricht|Message original|Message d'origine|Mensaje original|"
+    r"Messaggio originale|Oorspronkelijk bericht|Oryginalna wiadomość|"
+    r"Forwarded message|Weitergeleitete Nachricht|Message transféré|Mensaje reenviado|"
+    r"Messaggio inoltrato|Doorgestuurd bericht|Wiadomość przekazana|"
+    r"Przekazana wiadomość)\s*-{2,}\s*"
+    r"|\s*(?:Begin forwarded message|Anfang der weitergeleiteten Nachricht|"
+    r"Début du message réexpédié|Comienzo del mensaje reenviado|Inizio messaggio inoltrato|"
+    r"Begin doorgestuurd bericht|Początek przekazywanej wiadomości)\s*:\s*", re.IGNORECASE)
+# Outlook's header labels in the seven languages (and Russian, as Windows Mail writes them):
+# the sender's, and all of them.
+_FROM_LABELS = r"From|Von|De|Da|Van|Od|От"
+_HEADER_LABELS = (_FROM_LABELS + r"|Sent|Gesendet|Envoyé|Enviado|Inviato|Verzonden|Wysłano|"
+                  r"Отправлено|To|An|À|Para|A|Aan|Do|Кому|Cc|DW|Копия|Subject|Betreff|Objet|"
+                  r"Asunto|Oggetto|Onderwerp|Temat|Тема|Date|Datum|Fecha|Data|Дата")
+_HEADER_FROM_RE = re.compile(rf"\s*\*?(?:{_FROM_LABELS})\*?\s*:", re.IGNORECASE)
+_HEADER_RE = re.compile(rf"\s*\*?(?:{_HEADER_LABELS})\*?\s*:", re.IGNORECASE)
 _RULE_RE = re.compile(r"\s*[_-]{5,}\s*")
 _FOOTER_RULE_RE = re.compile(r"\s*_{30,}\s*")
-_LONG_RULE_RE = re.compile(r"[_-]{32,}")
 _SIGNATURE_RE = re.compile(r"--\s?")
+# How device and app footers begin, in the seven languages; the rest of the line is short.
 _DEVICE_RE = re.compile(
-    r"\s*(?:Sent from my |Sent from Mail for |Get Outlook for |Gesendet von meinem |"
-    r"Von meinem \S+ gesendet|Gesendet mit der |Outlook für \S+ beziehen)", re.IGNORECASE)
+    r"\s*(?:Sent from my|Sent from Mail for|Sent from Yahoo Mail|Sent from Outlook|"
+    r"Sent with (?:Sparrow|Proton|Spark|BlackBerry)|"
+    r"Gesendet von meinem|Gesendet von Mail für|Gesendet von Outlook|Gesendet mit der|"
+    r"Von meinem (?:\S+ ){1,4}gesendet|"
+    r"Envoyé de mon|Envoyé depuis (?:mon|ma|l'application)|Envoyé à partir de|"
+    r"Enviado desde mi|Enviado desde (?:Outlook|Yahoo|Correo)|Enviado de mi|"
+    r"Inviato da (?:iPhone|iPad|Outlook|Yahoo|Libero|Mail)|Inviato dal mio|"
+    r"Verzonden (?:vanaf|met) (?:mijn|Outlook|Mail)|Verstuurd vanaf mijn|"
+    r"Wysłane z (?:mojego|iPhone|iPada|Outlook|aplikacji)|"
+    r"Wysłano z (?:mojego|iPhone|telefonu|aplikacji)|"
+    r"(?:Get|Obtenir|Obtener|Scarica|Pobierz(?: aplikację)?) Outlook (?:for|pour|para|per|dla)|"
+    r"Outlook (?:für|voor) \S+ (?:beziehen|herunterladen|downloaden))"
+    r"[^,;:!?]{0,60}?(?:\s*<https?://[^>\s]*>)?\s*\.?\s*", re.IGNORECASE)
 _DATE_OR_ADDRESS_RE = re.compile(r"@|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{2}")
 
 
-def latest_reply(text: str, max_chars: int = 20000, timeout: float = 1.0) -> str:
+def latest_reply(text: str, max_chars: int = 20000) -> str:
     """The text the author wrote above quoted history and signature (see the module policy)."""
     lines = _lines(text[:max_chars])
-    end = _reply_end(lines, _library_cut(lines, timeout))
-    reply = _tidy(_drop_intros(lines[:end]))
+    reply = _tidy(_drop_intros(lines[:_reply_end(lines)]))
     return reply or _unquoted(lines)
 
 
@@ -84,8 +120,8 @@ def own_text(text: str, max_chars: int) -> str:
     signature is the customer's information, a quoted earlier mail is not.
     """
     lines = _lines(text[:max_chars])
-    end = _reply_end(lines, len(lines))
-    return "\n".join(line for line in _drop_intros(lines[:end]) if not _is_quoted(line))
+    kept = _drop_intros(lines[:_reply_end(lines)])
+    return "\n".join(line for line in kept if not _is_quoted(line))
 
 
 def _lines(text: str) -> list[str]:
@@ -93,71 +129,15 @@ def _lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _library_cut(lines: list[str], timeout: float) -> int:
-    """Line index where mail-parser-reply sees the history start; len(lines) when undecided."""
-    shaped, origin = _shape(lines)
-    started = time.monotonic()
-    try:
-        message = EmailReplyParser(languages=list(_LANGUAGES)).read("\n".join(shaped))
-    except Exception:  # the library is a helper only: any failure leaves the decision to us
-        log.warning("mail-parser-reply failed; using the line-based quote stripper",
-                    exc_info=True)
-        return len(lines)
-    elapsed = time.monotonic() - started
-    if elapsed > timeout:
-        log.warning("mail-parser-reply took %.2f s (budget %.2f s); using the line-based "
-                    "quote stripper", elapsed, timeout)
-        return len(lines)
-    return origin[_cut_from(message.replies[0], shaped)]
-
-
-def _shape(lines: list[str]) -> tuple[list[str], list[int]]:
-    """Lines the library scans quickly, and for each its index in ``lines`` (plus the end).
-
-    Long lines become a placeholder, long rules get short, and runs of blank lines are cut to
-    two: the library's patterns are super-linear in all three.
-    """
-    shaped: list[str] = []
-    origin: list[int] = []
-    for index, line in enumerate(lines):
-        if not line.strip() and len(shaped) > 1 and not (shaped[-1] or shaped[-2]):
-            continue
-        shaped.append(_shape_line(line))
-        origin.append(index)
-    return shaped, [*origin, len(lines)]
-
-
-def _shape_line(line: str) -> str:
-    """One line as the library sees it."""
-    if not line.strip():
-        return ""
-    if len(line) > _LIBRARY_LINE_CHARS:
-        return "x"
-    return _LONG_RULE_RE.sub("_" * 8, line)
-
-
-def _cut_from(first: EmailReply, shaped: list[str]) -> int:
-    """Map the library's first reply fragment back to an index into ``shaped``."""
-    start = next((i for i, line in enumerate(shaped) if line.strip()), len(shaped))
-    if first.headers or not first.content:
-        return start
-    return min(start + first.content.count("\n") + 1, len(shaped))
-
-
-def _reply_end(lines: list[str], library_cut: int) -> int:
+def _reply_end(lines: list[str]) -> int:
     """Index of the first line of quoted history, letting inline answers extend the reply."""
-    cut = min(_skip_blank(lines, library_cut), _first_marker(lines, 0))
+    cut = _first_marker(lines, 0)
     while cut < len(lines) and _is_quote_intro(lines, cut):
         after = _after_quote_block(lines, cut)
         if after >= len(lines) or _is_marker(lines, after):
             return cut
         cut = _first_marker(lines, after)
     return cut
-
-
-def _skip_blank(lines: list[str], i: int) -> int:
-    """Index of the first non-blank line at or after ``i``, or len(lines)."""
-    return next((k for k in range(i, len(lines)) if lines[k].strip()), len(lines))
 
 
 def _first_marker(lines: list[str], start: int) -> int:
@@ -173,28 +153,37 @@ def _is_marker(lines: list[str], i: int) -> bool:
 
 
 def _is_header_block(lines: list[str], i: int) -> bool:
-    """An Outlook-style "From:/Sent:" block: a From line and another header just below."""
-    if not _HEADER_FROM_RE.match(lines[i]):
-        return False
-    return any(_HEADER_NEXT_RE.match(line) for line in lines[i + 1:i + 4])
+    """An Outlook-style header block from line ``i``: a sender line with another header
+    line within the next three, or a run of header lines with the sender among the first
+    four (GMX and Hotmail put "Gesendet:" or "Date:" first)."""
+    if _HEADER_FROM_RE.match(lines[i]):
+        return any(_HEADER_RE.match(line) for line in lines[i + 1:i + 4])
+    run = 0
+    while run < 4 and i + run < len(lines) and _HEADER_RE.match(lines[i + run]):
+        run += 1
+    return run >= 2 and any(_HEADER_FROM_RE.match(line) for line in lines[i:i + run])
 
 
 def _is_attribution(lines: list[str], i: int) -> bool:
-    """An "On … wrote:" or "Am … schrieb …:" line, possibly wrapped onto the next line."""
+    """An attribution line ("On … wrote:", "Le … a écrit :" …), possibly wrapped."""
+    return _attribution_lines(lines, i) > 0
+
+
+def _attribution_lines(lines: list[str], i: int) -> int:
+    """How many lines the attribution starting at line ``i`` takes (mail programs wrap it
+    onto a second or third line), or 0 when line ``i`` starts none."""
     line = lines[i].strip()
-    if not line.startswith(("On ", "Am ")) or len(line) > _ATTRIBUTION_CHARS:
-        return False
-    if _attribution_text(line):
-        return True
-    following = lines[i + 1].strip() if i + 1 < len(lines) else ""
-    return len(following) < _ATTRIBUTION_CHARS and _attribution_text(f"{line} {following}")
-
-
-def _attribution_text(line: str) -> bool:
-    """Whether one (joined) line reads like a quote attribution."""
-    if line.startswith("On "):
-        return line.endswith("wrote:")
-    return " schrieb " in line and line.endswith(":")
+    if not line.startswith(_ATTRIBUTION_OPENERS) or len(line) > _ATTRIBUTION_CHARS:
+        return 0
+    for count in range(1, _ATTRIBUTION_LINES + 1):
+        if count > 1:
+            following = lines[i + count - 1].strip() if i + count - 1 < len(lines) else ""
+            if not following or len(following) > _ATTRIBUTION_CHARS:
+                return 0
+            line = f"{line} {following}"
+        if line.endswith(":") and _ATTRIBUTION_RE.fullmatch(line):
+            return count
+    return 0
 
 
 def _is_quoted(line: str) -> bool:
@@ -203,9 +192,11 @@ def _is_quoted(line: str) -> bool:
 
 
 def _is_quote_intro(lines: list[str], i: int) -> bool:
-    """Whether the line at ``i`` introduces a ">" quote (checked on the next two lines)."""
-    following = [line for line in lines[i + 1:i + 4] if line.strip()][:2]
-    return _is_attribution(lines, i) and any(_is_quoted(line) for line in following)
+    """Whether the line at ``i`` is an attribution above a ">" quote (one of the next two
+    lines with text after it is quoted)."""
+    count = _attribution_lines(lines, i)
+    following = [line for line in lines[i + count:i + count + 3] if line.strip()][:2]
+    return count > 0 and any(_is_quoted(line) for line in following)
 
 
 def _after_quote_block(lines: list[str], i: int) -> int:
@@ -217,14 +208,14 @@ def _after_quote_block(lines: list[str], i: int) -> int:
 
 
 def _drop_intros(lines: list[str]) -> list[str]:
-    """The lines without quote attributions (and their wrapped second line)."""
+    """The lines without quote attributions (and their wrapped lines)."""
     kept: list[str] = []
-    skip_next = False
+    skip = 0
     for i, line in enumerate(lines):
-        if skip_next:
-            skip_next = False
-        elif _is_attribution(lines, i):
-            skip_next = not _attribution_text(line.strip())
+        if skip:
+            skip -= 1
+        elif count := _attribution_lines(lines, i):
+            skip = count - 1
         else:
             kept.append(line)
     return kept
@@ -234,8 +225,13 @@ def _tidy(lines: list[str]) -> str:
     """Drop leading and trailing quotes, the signature and device footers; join the rest."""
     lines = _drop_quote_tail(_drop_leading_quote(lines))
     lines = _drop_signature(lines)
-    lines = _drop_trailing(lines, lambda line: not line.strip() or bool(_DEVICE_RE.match(line)))
+    lines = _drop_trailing(lines, lambda line: not line.strip() or _is_device_footer(line))
     return "\n".join(_drop_quote_tail(lines)).strip()
+
+
+def _is_device_footer(line: str) -> bool:
+    """A "Sent from my iPhone" line (any of the seven languages), not a sentence."""
+    return len(line) <= _ATTRIBUTION_CHARS and bool(_DEVICE_RE.fullmatch(line))
 
 
 def _drop_leading_quote(lines: list[str]) -> list[str]:

@@ -170,10 +170,27 @@ class WebConfig:
     max_source_failures: int = 5
     max_body_bytes: int = 65536
     form_max_age_seconds: int = 86400
+    # Form posts accepted per minute from one client address and for one ticket; 0: no limit.
+    max_posts_per_client_per_minute: int = 30
+    max_posts_per_ticket_per_minute: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("max_posts_per_client_per_minute", "max_posts_per_ticket_per_minute"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} {getattr(self, key)} must be 0 (no limit) or more")
 
     def escalation_notice(self, language: str) -> str:
         """The call-back charging note in ``language`` (German unless English)."""
         return self.escalation_notice_en if language == "en" else self.escalation_notice_de
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The operators' HTTP listener: /healthz and /metrics, apart from the customer pages."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8081
 
 
 @dataclass(frozen=True)
@@ -195,6 +212,22 @@ class TeamConfig:
 
     agents: tuple[AgentConfig, ...] = ()
     file: str = ""
+    # Days an agent's reply address (sent to that agent alone) is accepted after it was sent.
+    reply_token_days: int = 30
+
+    def __post_init__(self) -> None:
+        if self.reply_token_days < 1:
+            raise ValueError(f"reply_token_days {self.reply_token_days} must be at least 1")
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """How far a mail's own words link its sender to an account of the customer list."""
+
+    # A customer number in a mail from an address linked to no account: "confirm" (a claim
+    # agents see and confirm with #confirm, or `mailbot accounts link`), "domain" (a claim
+    # shown, never counted: only the account's mail domains link), "trust" (links at once).
+    claims: Literal["confirm", "domain", "trust"] = "confirm"
 
 
 @dataclass(frozen=True)
@@ -228,6 +261,23 @@ class TrustConfig:
 
 
 @dataclass(frozen=True)
+class SpamConfig:
+    """Mail the filter in front called spam: held, never answered, released by an operator."""
+
+    enabled: bool = True
+    # Microsoft's spam confidence level (SCL, -1..9) from which a mail is spam.
+    scl_threshold: int = 5
+    # Days a held mail is kept before it is deleted.
+    keep_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.scl_threshold <= 9:
+            raise ValueError(f"scl_threshold {self.scl_threshold} must be between 0 and 9")
+        if self.keep_days <= 0:
+            raise ValueError(f"keep_days {self.keep_days:g} must be more than 0")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one mailbot instance."""
 
@@ -239,13 +289,16 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     limits: Limits = field(default_factory=Limits)
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     team: TeamConfig = field(default_factory=TeamConfig)
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     facts: FactsConfig = field(default_factory=FactsConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    spam: SpamConfig = field(default_factory=SpamConfig)
     source_path: str = ""
 
     @property

@@ -4,11 +4,14 @@ Sources (IMAP mailboxes, the listener, the relay) and loops (the outbox sender, 
 scheduler's jobs) report here: their state, each success and failure, each mail they
 handled, and a beat whenever they make progress.  One function, :func:`report`, turns
 the board into the health document that /healthz serves, the daemon writes to its
-status file for `mailbot status`, and the systemd watchdog is fed by.
+status file for `mailbot status`, and the systemd watchdog is fed by.  The document names
+no file paths (:func:`without_paths`): monitoring needs the kind of error, not where our
+files are; the log keeps the whole error.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +23,10 @@ from mailbot.store import Store
 WORKING = ("connected", "running")
 # States of a source that is trying to get back to work.
 RECOVERING = ("connecting", "retrying", "failed")
+# An absolute file path in an error text: a "/" that opens a word (so not the "/" of
+# "I/O", nor the "//" of a URL), up to a space, quote, bracket, comma, colon or semicolon.
+FILE_PATH = re.compile(r"(?<![^\s'\"(\[{<=,])/[^\s'\"()\[\]{}<>,:;]*")
+PATH_SHOWN_AS = "<path>"
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,14 @@ def report(store: Store, health: Health, max_failures: int) -> dict:
     now = time.monotonic()
     states = health.states()
     reasons += [p for p in (source_problem(s, max_failures, now) for s in states) if p]
-    return {"status": "unavailable" if reasons else "ok", "reasons": reasons,
+    return {"status": "unavailable" if reasons else "ok",
+            "reasons": [without_paths(r) for r in reasons],
             "sources": [_describe(s, now) for s in states]}
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute file path replaced by ``<path>``."""
+    return FILE_PATH.sub(PATH_SHOWN_AS, text)
 
 
 def source_problem(state: SourceState, max_failures: int, now: float | None = None) -> str:
@@ -134,6 +147,8 @@ def source_problem(state: SourceState, max_failures: int, now: float | None = No
 def _describe(state: SourceState, now: float) -> dict:
     """One source as the health document shows it (times in ISO 8601, UTC)."""
     data = asdict(state)
+    for key in ("name", "detail", "last_error"):
+        data[key] = without_paths(data[key])
     for key in ("since", "last_success", "last_error_at"):
         data[key] = _iso(data[key])
     data["quiet_seconds"] = round(state.quiet_seconds(now), 1)

@@ -16,8 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from mailbot.status.health import WORKING, Health
 from mailbot.store import Store
 from mailbot.store import outbox as oq
+from mailbot.store import spam as sq
 
-OUTCOMES = ("created", "followup", "duplicate", "note", "ignored", "quarantined")
+OUTCOMES = ("created", "followup", "duplicate", "note", "ignored", "quarantined", "spam")
 OUTBOX_GAUGED = ("pending", "failed")
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 
@@ -34,8 +35,10 @@ class ScrapeTimeCollector:
         return []
 
     def collect(self):
-        """Yield the current outbox counts and source connection states."""
+        """Yield the current outbox counts, held spam and source connection states."""
         yield self._outbox()
+        yield GaugeMetricFamily("mailbot_spam_held", "Mails held as spam, waiting for release "
+                                "or expiry", value=sq.count(self.store))
         yield from self._sources()
 
     def _outbox(self) -> GaugeMetricFamily:

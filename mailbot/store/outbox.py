@@ -31,9 +31,23 @@ def acknowledgements_since(store: Store, address: str, since: datetime) -> int:
 
 
 def outbox_by_message_id(store: Store, message_id: str) -> dict | None:
-    """The outbox row of the mail we sent with this Message-ID, or None."""
-    return store.row("SELECT id, ticket_id, kind, status FROM outbox WHERE message_id = ?",
-                     (message_id,))
+    """The outbox row of the mail we sent with this Message-ID (with its recipients), or None."""
+    return _with_recipients(store.row(
+        "SELECT id, ticket_id, kind, status, message_id, recipients FROM outbox "
+        "WHERE message_id = ?", (message_id,)))
+
+
+def outbox_by_message_id_start(store: Store, start: str) -> dict | None:
+    """The first outbox row whose Message-ID begins with ``start`` (with its recipients),
+    or None; a range over the Message-ID index, exact in case."""
+    return _with_recipients(store.row(
+        "SELECT id, ticket_id, kind, status, message_id, recipients FROM outbox "
+        "WHERE message_id >= ? AND message_id < ? ORDER BY id LIMIT 1",
+        (start, start + "\U0010ffff")))
+
+
+def _with_recipients(row: dict | None) -> dict | None:
+    return {**row, "recipients": json.loads(row["recipients"])} if row else None
 
 
 def due(store: Store, now: datetime, limit: int) -> list[dict]:

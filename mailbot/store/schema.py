@@ -175,3 +175,35 @@ def _run(db: Database, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+@migrations()
+def m005_spam_held(db: Database) -> None:
+    """Mails the filter in front called spam, held until released, deleted or expired;
+    the spool's users are looked up by hash when a held mail is forgotten."""
+    _run(db, """
+        CREATE TABLE spam_held (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL,
+            message_id TEXT NOT NULL DEFAULT '',
+            from_addr TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX spam_held_created ON spam_held(created_at);
+        CREATE INDEX messages_spool ON messages(spool_sha256)
+        """)
+
+
+@migrations()
+def m006_web_forms_used(db: Database) -> None:
+    """Customer forms already sent (single use), kept until their signed field expires."""
+    _run(db, """
+        CREATE TABLE web_forms_used (
+            form_id TEXT PRIMARY KEY,
+            expires_at TEXT NOT NULL
+        );
+        CREATE INDEX web_forms_used_expiry ON web_forms_used(expires_at)
+        """)

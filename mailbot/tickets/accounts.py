@@ -1,4 +1,5 @@
-"""Importing the customer list: contracts, accounts and contacts from a TOML or CSV file.
+"""The customer list: importing contracts, accounts and contacts from a TOML or CSV file,
+and linking one sender's address to an account.
 
 One import is one transaction: a bad row names its file, row and column, and nothing
 of the file is kept.
@@ -11,11 +12,15 @@ import re
 import tomllib
 from pathlib import Path
 
+from mailbot.context import Context
 from mailbot.policy.config import ContractPolicy, Targets
 from mailbot.policy.rules import Policy, validate_contract
+from mailbot.reading.message import normalise_address, normalise_domain
 from mailbot.settings.schema import ConfigError, convert
 from mailbot.store import Store
 from mailbot.store import directory as q
+from mailbot.store import tickets as tq
+from mailbot.tickets import assessment, guards, lifecycle
 
 _SPLIT = re.compile(r"[\s,;]+")
 
@@ -37,6 +42,34 @@ def import_file(store: Store, path: Path, policy: Policy | None = None) -> dict[
         raise DirectoryImportError(f"{path}: unsupported file type (use .toml or .csv)")
     with store.transaction():
         return _import(store, data, str(path), policy)
+
+
+def link(ctx: Context, address: str, number: str, actor: str = "operator",
+         ) -> tuple[dict, list[str]]:
+    """Link ``address`` to the account with customer number ``number`` (an operator's word,
+    as good as an agent's #confirm): its later mails get the contract, and its tickets that
+    are not closed and have no account get the contract treatment now.  The account and
+    the numbers of those tickets; a DirectoryImportError for an unknown number or address.
+    """
+    address = normalise_address(address)
+    problem = guards.undeliverable(address)
+    if problem:
+        raise DirectoryImportError(problem)
+    now = ctx.clock()
+    with ctx.store.transaction():
+        account = q.account_by_customer_number(ctx.store, number.strip())
+        if account is None:
+            raise DirectoryImportError(f"no account has the customer number {number.strip()!r}")
+        q.upsert_contact(ctx.store, {"address": address, "name": "", "account_id": account["id"],
+                                     "phone": "", "language": ""})
+        open_statuses = tuple(s for s in lifecycle.STATUSES if s != "closed")
+        tickets = [t for t in tq.listing(ctx.store, open_statuses)
+                   if t["contact"] == address and t["account_id"] is None]
+        for ticket in tickets:
+            assessment.contract_treatment(ctx, ticket, account, f"{address} linked to customer "
+                                          f"number {account['customer_number']} by {actor}",
+                                          actor, now)
+    return account, [t["number"] for t in tickets]
 
 
 def _import(store: Store, data: dict, source: str, policy: Policy | None) -> dict[str, int]:
@@ -69,7 +102,7 @@ def _import_account(store: Store, row: dict, where: str, keys: dict[str, int]) -
             "description": "", "targets": {}})
     account_id = q.upsert_account(store, {
         "name": row["name"], "customer_number": str(row.get("customer_number") or "") or None,
-        "domains": [d.lower() for d in row.get("domains", [])],
+        "domains": [normalise_domain(d) for d in row.get("domains", [])],
         "contract": row.get("contract") or None, "language": row.get("language", "")})
     keys[row["name"]] = keys[str(row.get("customer_number") or row["name"])] = account_id
 
@@ -82,7 +115,8 @@ def _import_contact(store: Store, row: dict, where: str, keys: dict[str, int]) -
         if not found:
             raise DirectoryImportError(f"{where}: account {account!r} is not defined")
         keys[account] = found["id"]
-    q.upsert_contact(store, {"address": row["address"], "name": row.get("name", ""),
+    q.upsert_contact(store, {"address": normalise_address(row["address"]),
+                             "name": row.get("name", ""),
                              "account_id": keys.get(account), "phone": row.get("phone", ""),
                              "language": row.get("language", "")})
 

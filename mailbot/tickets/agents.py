@@ -1,5 +1,9 @@
 """Agent mail: replies through a signed reply address become answers, notes and commands.
 
+Each agent's reply address is signed for that agent and the day it was sent.  A reply
+through it is applied only when it comes from that agent, within ``[team]
+reply_token_days``, and (with ``[trust] authserv_id``) is not disowned by the agent's
+domain; otherwise it changes nothing, is kept as a note, and the sender is told why.
 A mail from an agent address that did not come through a valid reply address is
 never trusted: it changes nothing, reaches no customer, and the agents are told.
 """
@@ -11,21 +15,47 @@ from datetime import datetime
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
+from mailbot.outbound.tokens import ReplyTag
 from mailbot.reading import quotes
+from mailbot.reading.authentication import authentication
 from mailbot.reading.message import Attachment, Message
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
-from mailbot.tickets import clocks, commands, filing, lifecycle, mails, notify
+from mailbot.tickets import (
+    assessment,
+    clocks,
+    commands,
+    filing,
+    guards,
+    identify,
+    lifecycle,
+    mails,
+    notify,
+)
 from mailbot.tickets.outcome import Outcome
 
 
-def handle_reply(ctx: Context, msg: Message, ticket: dict) -> Outcome:
-    """Apply an agent's reply: commands, then the public answer or the internal note."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why a mail through a reply address is not applied: a code the explanation mail's
+    templates word (not_agent, other_agent, expired, unauthenticated) and a sentence."""
+
+    reason: str
+    detail: str
+
+
+def handle_reply(ctx: Context, msg: Message, ticket: dict, tag: ReplyTag) -> Outcome:
+    """Apply a reply through an agent's reply address (commands, then the public answer or
+    the internal note) once it is known to be that agent's; else refuse it."""
     now = ctx.clock()
+    refusal = refusal_of(ctx, msg, tag, now)
+    if refusal is not None:
+        return refuse(ctx, msg, ticket, refusal, now)
     agent = ctx.team.get(msg.from_addr)
     text = quotes.latest_reply(msg.text)
     parsed = commands.parse(text, ctx.team.addresses())
-    errors = list(parsed.errors) + _transition_errors(ticket, parsed)
+    errors = list(parsed.errors) + _transition_errors(ticket, parsed) + \
+        _confirm_errors(ctx, ticket, parsed)
     if errors:
         filing.store_message(ctx, ticket["id"], msg, "note", now)
         tq.add_event(ctx.store, ticket["id"], "agent_command_error",
@@ -106,10 +136,13 @@ def suspicious(ctx: Context, msg: Message, ticket: dict | None, reason: str) -> 
 
 def apply_commands(ctx: Context, ticket: dict, parsed: commands.Parsed, actor: str,
                    now: datetime) -> None:
-    """Apply checked commands (priority, owner, then status) to a ticket, each with its event.
+    """Apply checked commands (a claim's confirmation, priority, owner, then status) to a
+    ticket, each with its event.
 
     Taking or assigning a new ticket opens it: an agent now works on it (seed 001).
     """
+    if any(c.name == "confirm" for c in parsed.commands):
+        confirm_claim(ctx, ticket, actor, now)
     for command in parsed.commands:
         if command.name == "priority":
             _set_field(ctx, ticket, "priority", command.argument.lower(), actor, now)
@@ -140,3 +173,85 @@ def _transition_errors(ticket: dict, parsed: commands.Parsed) -> list[str]:
     except lifecycle.TransitionError as exc:
         return [str(exc)]
     return []
+
+
+def _confirm_errors(ctx: Context, ticket: dict, parsed: commands.Parsed) -> list[str]:
+    if not any(c.name == "confirm" for c in parsed.commands):
+        return []
+    claim = identify.open_claim(ctx, ticket)
+    if claim is None:
+        return ["#confirm: this ticket has no customer number claim to confirm"]
+    if ctx.config.directory.claims != "confirm":
+        return [f"#confirm: customer number claims are not confirmed by mail here "
+                f"([directory] claims = \"{ctx.config.directory.claims}\"); an operator can "
+                f"run: mailbot accounts link ADDRESS {claim['customer_number']}"]
+    if dq.account_by_id(ctx.store, claim["account_id"]) is None:
+        return [f"#confirm: the account of customer number {claim['customer_number']} "
+                "no longer exists"]
+    return []
+
+
+def confirm_claim(ctx: Context, ticket: dict, actor: str, now: datetime) -> None:
+    """Confirm the ticket's customer number claim: its contact belongs to the claimed
+    account from now on, and the ticket gets the account's contract treatment."""
+    claim = identify.open_claim(ctx, ticket)
+    account = dq.account_by_id(ctx.store, claim["account_id"])
+    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
+    if contact is not None:
+        dq.upsert_contact(ctx.store, {"address": contact["address"], "name": "",
+                                      "account_id": account["id"], "phone": "",
+                                      "language": ""})
+    assessment.contract_treatment(
+        ctx, ticket, account, f"customer number {claim['customer_number']} confirmed by "
+        f"{actor}", actor, now)
+
+
+def refusal_of(ctx: Context, msg: Message, tag: ReplyTag, now: datetime) -> Refusal | None:
+    """Why a mail through the reply address ``tag`` must not act on its ticket, or None:
+    not from an agent, from another agent than the one it was sent to, too old, or
+    disowned by the agent's domain in our border MTA's Authentication-Results."""
+    if ctx.team.get(msg.from_addr) is None:
+        return Refusal("not_agent", f"{msg.from_addr} is not an agent")
+    if not tag.sent_to(msg.from_addr):
+        return Refusal("other_agent", "the reply address was sent to another agent")
+    days = ctx.config.team.reply_token_days
+    if tag.age_days(now) > days:
+        return Refusal("expired", f"the reply address is {tag.age_days(now)} days old; "
+                                  f"it is valid for {days} days")
+    domain = msg.from_addr.rpartition("@")[2]
+    found = authentication(msg, ctx.config.trust.authserv_id)
+    if found.known and not (found.dkim_pass(domain) or found.spf_pass(domain)):
+        return Refusal("unauthenticated", f"{ctx.config.trust.authserv_id} found neither DKIM "
+                                          f"nor SPF passing for {domain}")
+    return None
+
+
+def refuse(ctx: Context, msg: Message, ticket: dict, refusal: Refusal,
+           now: datetime) -> Outcome:
+    """Keep a refused mail as a note with an event, and tell its sender why (an agent
+    also gets a fresh reply address of its own to answer through)."""
+    filing.store_message(ctx, ticket["id"], msg, "note", now)
+    tq.add_event(ctx.store, ticket["id"], "agent_mail_refused",
+                 {"from": msg.from_addr, "reason": refusal.reason, "detail": refusal.detail},
+                 now, actor=msg.from_addr)
+    if not guards.undeliverable(msg.from_addr):
+        _explain(ctx, msg, ticket, refusal, now)
+    return Outcome("note", ticket["number"], f"not applied: {refusal.detail}")
+
+
+def _explain(ctx: Context, msg: Message, ticket: dict, refusal: Refusal,
+             now: datetime) -> None:
+    agent = ctx.team.get(msg.from_addr)
+    reply_to = ctx.composer.reply_address(ticket["number"], agent.address, now) \
+        if agent else ""
+    envelope = Envelope(to=(msg.from_addr,), from_name=ctx.config.support.name,
+                        in_reply_to=msg.message_id, reply_to=reply_to,
+                        auto_submitted="auto-replied")
+    outgoing = ctx.composer.build("agent_refused", ctx.config.service.language,
+                                  ticket["number"], envelope, {
+                                      "reason": refusal.reason, "agent": agent is not None,
+                                      "days": ctx.config.team.reply_token_days,
+                                      "text": quotes.latest_reply(msg.text) if agent else "",
+                                      "support_address": ctx.config.support.address},
+                                  now)
+    mails.queue(ctx, ticket["id"], outgoing, now)

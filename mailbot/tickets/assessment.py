@@ -2,7 +2,9 @@
 
 The decisions are the pure functions of :mod:`mailbot.policy.rules`; this module feeds
 them the mail and the sender's contract and turns their answer into ticket fields,
-events (why this priority, which deadlines) and the acknowledgement's wording.
+events (why this priority, which deadlines) and the acknowledgement's wording.  A ticket
+whose sender is linked to an account later (a confirmed claim) gets the same treatment
+through :func:`contract_treatment`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from datetime import datetime
 from mailbot.context import Context
 from mailbot.outbound import wording
 from mailbot.policy import rules as policy_mod
-from mailbot.policy.config import contract_policy
+from mailbot.policy.bizhours import add_business_time
+from mailbot.policy.config import ContractPolicy, contract_policy
 from mailbot.reading import facts as facts_mod
 from mailbot.reading.message import Message
+from mailbot.store import directory as dq
 from mailbot.store import iso
+from mailbot.store import tickets as tq
 from mailbot.tickets.identify import Identity
 
 
@@ -74,3 +79,47 @@ def _ack_values(ctx: Context, result: policy_mod.Assessment, missing: tuple[str,
         if result.next_opening else "",
         "missing": wording.missing(missing, language),
     }
+
+
+def contract_treatment(ctx: Context, ticket: dict, account: dict, why: str, actor: str,
+                       now: datetime) -> None:
+    """Give an existing ticket the contract treatment of ``account``, once its sender is
+    known to belong to it (a confirmed claim, an operator's link): the account link,
+    entitlement, the contract's priority raise and its targets, counted from the ticket's
+    arrival in the contract's calendar.  Each change is an event saying ``why``."""
+    contract = contract_policy(dq.contract(ctx.store, account.get("contract")))
+    before = ticket["priority"]
+    priority = policy_mod.raise_priority(before, policy_mod.contract_raise(contract))
+    calendar, due = _contract_deadlines(ctx, ticket, contract, priority)
+    fields = {"account_id": account["id"], "contract": account.get("contract"),
+              "entitled": int(policy_mod.is_entitled(contract)), "priority": priority, **due}
+    tq.update(ctx.store, ticket["id"], **fields, updated_at=now)
+    ticket.update({k: iso(v) if isinstance(v, datetime) else v for k, v in fields.items()})
+    tq.add_event(ctx.store, ticket["id"], "account", {
+        "account": account["name"], "customer_number": account.get("customer_number"),
+        "contract": account.get("contract"), "reason": why}, now, actor=actor)
+    if priority != before:
+        tq.add_event(ctx.store, ticket["id"], "priority", {
+            "from": before, "to": priority, "raised_by": contract.name,
+            "reason": f"raised from {before} by contract {contract.name}: {why}"}, now,
+            actor=actor)
+    tq.add_event(ctx.store, ticket["id"], "deadlines", {
+        "calendar": calendar, **{k: iso(v) for k, v in due.items()},
+        "reason": f"targets of contract {contract.name if contract else '-'}: {why}"}, now,
+        actor=actor)
+
+
+def _contract_deadlines(ctx: Context, ticket: dict, contract: ContractPolicy | None,
+                        priority: str) -> tuple[str, dict]:
+    """The calendar's name and the deadlines the contract sets, from the ticket's arrival
+    (the first response only while none was given)."""
+    try:
+        calendar, hours = policy_mod.calendar_for(ctx.policy, contract)
+    except ValueError:  # a calendar the config no longer has: the default one
+        calendar, hours = policy_mod.calendar_for(ctx.policy, None)
+    targets = policy_mod.resolve_targets(ctx.policy, priority, contract)
+    arrived = datetime.fromisoformat(ticket["created_at"])
+    due = {"resolution_due": add_business_time(hours, arrived, targets.resolution)}
+    if not ticket["first_response_at"]:
+        due["first_response_due"] = add_business_time(hours, arrived, targets.first_response)
+    return calendar, due

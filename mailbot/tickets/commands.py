@@ -1,8 +1,9 @@
 """Commands agents put at the top of a reply (pure): parsing and validation.
 
 ``#status waiting``, ``#priority high``, ``#assign anna@example.com``, ``#take``,
-``#note`` (the whole reply becomes an internal note), ``#close``.  Commands are
-lines at the very top of the reply; the first other line ends them.
+``#note`` (the whole reply becomes an internal note), ``#close``, ``#confirm`` (the
+customer number the sender named is theirs).  Commands are lines at the very top of the
+reply; the first other line ends them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from mailbot.tickets import lifecycle
 
 _COMMAND_RE = re.compile(r"^#([a-z]+)\b[ \t]*(.*)$", re.IGNORECASE)
-ARITY = {"status": 1, "priority": 1, "assign": 1, "take": 0, "note": 0, "close": 0}
+ARITY = {"status": 1, "priority": 1, "assign": 1, "take": 0, "note": 0, "close": 0,
+         "confirm": 0}
 
 
 @dataclass(frozen=True)

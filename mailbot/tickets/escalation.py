@@ -116,7 +116,8 @@ def _mail_agents(ctx: Context, ticket: dict, contact: dict | None, now: datetime
     values = mail_values(ctx, ticket, contact, language)
     for agent in agents:
         envelope = Envelope(to=(agent.address,), from_name=ctx.config.support.name,
-                            reply_to=ctx.composer.reply_address(ticket["number"]),
+                            reply_to=ctx.composer.reply_address(ticket["number"], agent.address,
+                                                                now),
                             auto_submitted="auto-generated")
         outgoing = ctx.composer.build("agent_escalation", language, ticket["number"], envelope,
                                       {**values, "agent_name": agent.name}, now)

@@ -17,7 +17,7 @@ from mailbot.reading.message import Message
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.tickets import assessment, clocks, guards, lifecycle, mails, notify, threads
-from mailbot.tickets.identify import Identity
+from mailbot.tickets.identify import Identity, record_claim
 from mailbot.tickets.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
     """Append an inbound mail and its attachments to a ticket.
 
     An attachment that could not be decoded is kept as it came, and an event on the
-    ticket names it and why, so agents know the file needs a look.
+    ticket names it and why, so agents know the file needs a look; so is one kept whole
+    with a note (a TNEF wrapper that could not be unpacked).  A forwarded mail shows in the
+    body as a block with its own sender, date and subject (the parser writes it).
     """
     row = tq.add_message(ctx.store, {
         "ticket_id": ticket_id, "direction": direction, "message_id": msg.message_id,
@@ -53,6 +55,10 @@ def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
     for attachment in msg.damaged:
         tq.add_event(ctx.store, ticket_id, "attachment_damaged",
                      {"filename": attachment.filename, "reason": attachment.damage,
+                      "from": msg.from_addr}, now)
+    for attachment in msg.noted:
+        tq.add_event(ctx.store, ticket_id, "attachment_note",
+                     {"filename": attachment.filename, "note": attachment.note,
                       "from": msg.from_addr}, now)
     return row
 
@@ -72,6 +78,8 @@ def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
     if ticket is not None:
         action = _followup_action(ctx, msg, ticket, identity, now)
         if action in ("append", "reopen"):
+            if contact_id is not None and contact_id == ticket["contact_id"]:
+                record_claim(ctx, ticket, identity, msg.from_addr, now)
             return append_followup(ctx, msg, ticket, match, now)
         if action == "note":
             return _stranger_note(ctx, msg, ticket, now)
@@ -155,6 +163,7 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
     for kind, data in assessed.events:
         tq.add_event(ctx.store, ticket_id, kind, data, now)
     ticket = tq.by_id(ctx.store, ticket_id)
+    record_claim(ctx, ticket, identity, msg.from_addr, now)
     if acknowledge:
         queue_acknowledgement(ctx, ticket, msg, assessed.ack_values, now)
     notify.agents_about_message(ctx, ticket, msg, "agent_new_ticket", now)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from email_validator import EmailNotValidError, validate_email
 
 from mailbot.context import Context
+from mailbot.reading.authentication import authentication
 from mailbot.reading.message import Message
 from mailbot.store import outbox as oq
 from mailbot.store import tickets as tq
@@ -14,11 +15,15 @@ from mailbot.tickets.identify import Identity
 
 
 def hold_acknowledgement(ctx: Context, msg: Message, now: datetime) -> str:
-    """Why an acknowledgement must not be sent (no deliverable sender address, rate limit),
-    or ``""``."""
+    """Why an acknowledgement must not be sent, or ``""``.
+
+    No answer goes where it would be backscatter: to no address or one nobody can deliver
+    to, to a sender our border MTA found forged (SPF or DMARC failed in its
+    Authentication-Results), or beyond the rate limit.
+    """
     if not msg.from_addr:
         return "no sender address to answer to"
-    problem = undeliverable(msg.from_addr)
+    problem = undeliverable(msg.from_addr) or forged(ctx, msg)
     if problem:
         return problem
     limit = ctx.config.hygiene.max_acks_per_hour
@@ -39,6 +44,13 @@ def undeliverable(address: str) -> str:
     except EmailNotValidError as exc:
         return f"{address!r} is not a deliverable address: {exc}"
     return ""
+
+
+def forged(ctx: Context, msg: Message) -> str:
+    """Why the sender is not who the mail claims (by our border MTA's verdicts), or ``""``."""
+    failed = authentication(msg, ctx.config.trust.authserv_id).failed
+    return f"{failed} (Authentication-Results of {ctx.config.trust.authserv_id})" \
+        if failed else ""
 
 
 def is_stranger(ctx: Context, msg: Message, ticket: dict, identity: Identity) -> bool:

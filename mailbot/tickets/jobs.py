@@ -1,4 +1,4 @@
-"""The scheduler's jobs: status mails, deadline warnings, reminders, auto-close.
+"""The scheduler's jobs: status mails, deadline warnings, reminders, auto-close, held spam.
 
 Each job is a plain function of the context and ``now`` (tests pass their own clock),
 safe to run twice: what it sends is written to the outbox in the same transaction
@@ -17,7 +17,7 @@ from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_busi
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
 from mailbot.store import tickets as tq
-from mailbot.tickets import clocks, filing, mails, notify
+from mailbot.tickets import clocks, filing, mails, notify, spam
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def run_all(ctx: Context, now: datetime) -> dict[str, int]:
     """Run every job once; how many mails or changes each produced."""
     counts = {}
-    for job in (status_notifications, deadline_warnings, waiting_reminders, auto_close):
+    for job in (status_notifications, deadline_warnings, waiting_reminders, auto_close,
+                spam.expire_spam):
         try:
             counts[job.__name__] = job(ctx, now)
         except Exception:

@@ -1,13 +1,15 @@
 """Mails to agents about tickets: new tickets, customer follow-ups, alerts.
 
 Each is written to the outbox inside the transaction of the change it reports.
-Replies go to the ticket's signed reply address, so an agent's answer lands back
-at mailbot and is known to be about that ticket.
+Each agent gets a mail of its own whose Reply-To is signed for that agent, the ticket
+and the day, so an agent's answer lands back at mailbot and is known to be about that
+ticket and from the agent it was sent to.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
@@ -20,7 +22,7 @@ from mailbot.reading.message import Attachment, Message
 from mailbot.store import blobs
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
-from mailbot.tickets import mails
+from mailbot.tickets import identify, mails
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,19 @@ def ticket_facts(ctx: Context, ticket: dict) -> dict:
     """The facts an agent needs at a glance, as template values."""
     contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
     account = dq.account_by_id(ctx.store, ticket["account_id"])
-    why = next((e["data"] for e in reversed(tq.events(ctx.store, ticket["id"]))
-                if e["kind"] == "priority"), {})
+    events = tq.events(ctx.store, ticket["id"])
+    why = next((e["data"] for e in reversed(events) if e["kind"] == "priority"), {})
+    # Why the customer got no acknowledgement (forged sender, undeliverable, rate limit).
+    unanswered = next((e["data"] for e in reversed(events)
+                       if e["kind"] == "acknowledgement_held"), {})
     return {
         "ticket": ticket, "contact": contact or {"address": "", "name": "", "phone": ""},
         "account": account, "contract": ticket["contract"] or "",
         "priority_reason": why.get("reason", ""), "missing": ticket.get("missing") or [],
+        "acknowledgement_held": unanswered.get("reason", ""),
         "ticket_url": ctx.link("ticket", ticket["number"]),
+        "claim": identify.open_claim(ctx, ticket),
+        "claim_confirmable": ctx.config.directory.claims == "confirm",
     }
 
 
@@ -58,13 +66,22 @@ def agents_about_message(ctx: Context, ticket: dict, msg: Message | None, kind: 
     sender = (msg.from_name or msg.from_addr) if msg else ticket["subject"]
     envelope = Envelope(to=to, from_name=f"{sender} via {ctx.config.support.name}",
                         in_reply_to=msg.message_id if msg else "",
-                        reply_to=ctx.composer.reply_address(ticket["number"]),
                         auto_submitted="auto-generated", attachments=attachments)
     values = {**ticket_facts(ctx, ticket), "text": body, "shortened": shortened,
               "subject": ticket["subject"]}
-    outgoing = ctx.composer.build(kind, ctx.config.service.language, ticket["number"],
-                                  envelope, values, now)
-    mails.queue(ctx, ticket["id"], outgoing, now)
+    to_each_agent(ctx, ticket, kind, envelope, values, now)
+
+
+def to_each_agent(ctx: Context, ticket: dict, kind: str, envelope: Envelope, values: dict,
+                  now: datetime) -> None:
+    """Queue one mail of template ``kind`` to each address of ``envelope.to``, each with a
+    reply address signed for that agent alone (a colleague cannot act through it)."""
+    for agent in envelope.to:
+        reply_to = ctx.composer.reply_address(ticket["number"], agent, now)
+        outgoing = ctx.composer.build(kind, ctx.config.service.language, ticket["number"],
+                                      replace(envelope, to=(agent,), reply_to=reply_to),
+                                      values, now)
+        mails.queue(ctx, ticket["id"], outgoing, now)
 
 
 def mail_files(ctx: Context, number: str, files: tuple[Attachment, ...],
@@ -113,14 +130,15 @@ def agents_alert(ctx: Context, ticket: dict | None, kind: str, values: dict,
     to = to or (recipients(ctx, ticket) if ticket else ctx.team.addresses())
     if not to:
         return
-    number = ticket["number"] if ticket else "-"
     envelope = Envelope(to=to, from_name=ctx.config.support.name,
-                        reply_to=ctx.composer.reply_address(number) if ticket else "",
                         auto_submitted="auto-generated")
-    facts = ticket_facts(ctx, ticket) if ticket else {"ticket": None}
-    outgoing = ctx.composer.build(kind, ctx.config.service.language, number, envelope,
-                                  {**facts, **values}, now)
-    mails.queue(ctx, ticket["id"] if ticket else None, outgoing, now)
+    if ticket is not None:
+        to_each_agent(ctx, ticket, kind, envelope, {**ticket_facts(ctx, ticket), **values},
+                      now)
+        return
+    outgoing = ctx.composer.build(kind, ctx.config.service.language, "-", envelope,
+                                  {"ticket": None, **values}, now)
+    mails.queue(ctx, None, outgoing, now)
 
 
 def delivery_failed(ctx: Context, row: dict, reason: str, now: datetime) -> None:

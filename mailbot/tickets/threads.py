@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailbot.outbound.tokens import Signer
+from mailbot.outbound.tokens import ReplyTag, Signer
 from mailbot.reading.message import Message
 
 
@@ -22,12 +22,18 @@ class ThreadMatch:
     ticket_number: str = ""
     ticket_id: int | None = None
     how: str = ""
-    reply_token: bool = False
+    # The genuine reply tag the mail came through (the agent and day it was signed for).
+    reply_tag: ReplyTag | None = None
 
     @property
     def found(self) -> bool:
         """Whether the mail belongs to an existing ticket."""
         return bool(self.ticket_number) or self.ticket_id is not None
+
+    @property
+    def reply_token(self) -> bool:
+        """Whether the mail came through a genuine signed reply address."""
+        return self.reply_tag is not None
 
 
 def tag_pattern(prefix: str) -> re.Pattern[str]:
@@ -40,26 +46,27 @@ def subject_numbers(subject: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(pattern.findall(subject)))
 
 
-def reply_token_number(msg: Message, support_addresses: tuple[str, ...],
-                       signer: Signer) -> str:
-    """The ticket number of a genuine signed reply address among the recipients, or ``""``."""
+def reply_tag_of(msg: Message, support_addresses: tuple[str, ...],
+                 signer: Signer) -> ReplyTag | None:
+    """The tag of a genuine signed reply address among the recipients, or None."""
     locals_ = {a.partition("@")[0]: a.partition("@")[2] for a in support_addresses}
     for address in msg.recipients:
         local, _, domain = address.partition("@")
         base, plus, tag = local.partition("+")
         if plus and locals_.get(base) == domain:
-            number = signer.read_reply_tag(tag)
-            if number:
-                return number
-    return ""
+            found = signer.read_reply_tag(tag)
+            if found:
+                return found
+    return None
 
 
 def find(msg: Message, *, signer: Signer, support_addresses: tuple[str, ...],
          tag: re.Pattern[str], lookup: Callable[[str], int | None]) -> ThreadMatch:
     """The ticket ``msg`` follows up on, or an empty match for a new ticket."""
-    number = reply_token_number(msg, support_addresses, signer)
-    if number:
-        return ThreadMatch(ticket_number=number, how="reply-address", reply_token=True)
+    reply = reply_tag_of(msg, support_addresses, signer)
+    if reply:
+        return ThreadMatch(ticket_number=reply.ticket_number, how="reply-address",
+                           reply_tag=reply)
     for header, ids in (("in-reply-to", msg.in_reply_to),
                         ("references", tuple(reversed(msg.references)))):
         match = _by_ids(ids, header, signer, lookup)

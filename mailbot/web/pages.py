@@ -2,13 +2,16 @@
 
 Every page is reached through a signed link token bound to one ticket and one
 purpose.  GET never changes anything (mail scanners open links); every POST
-carries a CSRF field.  Database work runs in a worker thread, off the event loop.
-Links between pages are relative, so the pages work below any base path.
+carries a CSRF field that is taken once (:mod:`mailbot.web.forms`) and is counted
+against its client address and its ticket (:mod:`mailbot.web.throttle`).  Database
+work runs in a worker thread, off the event loop.  Links between pages are relative,
+so the pages work below any base path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from urllib.parse import quote
 
@@ -23,7 +26,7 @@ from mailbot.store import public as wq
 from mailbot.store import tickets as tq
 from mailbot.tickets import escalation, filing
 from mailbot.web.render import PageError, security_headers
-from mailbot.web.state import STATE, WebState, open_ticket
+from mailbot.web.state import STATE, WebState, open_ticket, ticket_number
 
 MAX_REPLY_CHARS = 20000
 CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
@@ -38,8 +41,9 @@ async def escalate_page(request: web.Request) -> web.Response:
 
 async def escalate_submit(request: web.Request) -> web.Response:
     """POST /escalate/<token>: escalate the ticket once, then show the result."""
-    form = await request.post()
     state = request.app[STATE]
+    admit_post(state, request, "escalate")
+    form = await request.post()
     return await asyncio.to_thread(submit_escalation, state, request.match_info["token"], form)
 
 
@@ -51,8 +55,9 @@ async def ticket_page(request: web.Request) -> web.Response:
 
 async def ticket_submit(request: web.Request) -> web.Response:
     """POST /t/<token>: add the customer's reply, then redirect back to the page."""
-    form = await request.post()
     state = request.app[STATE]
+    admit_post(state, request, "ticket")
+    form = await request.post()
     return await asyncio.to_thread(submit_reply, state, request.match_info["token"], form)
 
 
@@ -62,6 +67,21 @@ async def download(request: web.Request) -> web.StreamResponse:
     path, row = await asyncio.to_thread(find_attachment, state, request.match_info["token"],
                                         int(request.match_info["attachment"]))
     return web.FileResponse(path, headers=download_headers(row))
+
+
+def admit_post(state: WebState, request: web.Request, purpose: str) -> None:
+    """Raise PageError 429 when this client address or this ticket posted too often.
+
+    Checked before the form is read.  A post with a bad link counts for its client only
+    (and gets its own error page afterwards).
+    """
+    config = state.ctx.config.web
+    limits = [(("client", request.remote), config.max_posts_per_client_per_minute)]
+    with contextlib.suppress(PageError):
+        number = ticket_number(state.ctx, purpose, request.match_info["token"])
+        limits.append((("ticket", number), config.max_posts_per_ticket_per_minute))
+    if not state.throttle.admit(limits):
+        raise PageError(429, "busy")
 
 
 def show_escalation(state: WebState, token: str) -> web.Response:
@@ -74,9 +94,10 @@ def show_escalation(state: WebState, token: str) -> web.Response:
 
 
 def submit_escalation(state: WebState, token: str, form: MultiDictProxy) -> web.Response:
-    """Check the form, then escalate; a second escalation changes nothing."""
+    """Check the form, then escalate; a second escalation, or the same form sent again,
+    changes nothing and says "already escalated"."""
     ticket = _escalatable(state, token)
-    state.forms.check(form.get("csrf"), "escalate", token)
+    sent = state.forms.check(form.get("csrf"), "escalate", token)
     if ticket["escalated_at"]:
         return _escalated(state, ticket, already=True)
     typed = str(form.get("phone", ""))[:100]
@@ -84,7 +105,13 @@ def submit_escalation(state: WebState, token: str, form: MultiDictProxy) -> web.
         phone = escalation.clean_phone(typed)
     except escalation.InvalidPhone:
         return _escalation_form(state, ticket, token, typed, "phone", status=400)
-    result = escalation.escalate(state.ctx, ticket["number"], phone)
+    ctx = state.ctx
+    with ctx.store.transaction():
+        result = escalation.escalate(ctx, ticket["number"], phone) \
+            if sent.first_time(ctx.store) else None
+    ctx.on_outbox()  # the escalation's mails are committed only now
+    if result is None:
+        return _escalated(state, tq.by_id(ctx.store, ticket["id"]), already=True)
     if result.outcome in (escalation.UNKNOWN, escalation.CLOSED):
         raise PageError(410, "gone", ticket["language"])
     return _escalated(state, result.ticket, already=result.outcome == escalation.ALREADY)
@@ -99,9 +126,12 @@ def show_ticket(state: WebState, token: str, text: str = "", error: str = "",
 
 
 def submit_reply(state: WebState, token: str, form: MultiDictProxy) -> web.Response:
-    """Add the customer's text to the ticket like a follow-up mail; redirect to the page."""
+    """Add the customer's text to the ticket like a follow-up mail; redirect to the page.
+
+    The same form sent again adds nothing and gets the "already sent" page (409).
+    """
     ticket = open_ticket(state.ctx, "ticket", token)
-    state.forms.check(form.get("csrf"), "ticket", token)
+    sent = state.forms.check(form.get("csrf"), "ticket", token)
     text = str(form.get("text", "")).strip()
     if not text or len(text) > MAX_REPLY_CHARS:
         error = "empty" if not text else "long"
@@ -111,7 +141,12 @@ def submit_reply(state: WebState, token: str, form: MultiDictProxy) -> web.Respo
         fresh = tq.by_id(ctx.store, ticket["id"])
         if fresh["status"] == "closed":
             raise PageError(410, "gone", ticket["language"])
-        filing.append_customer_text(ctx, fresh, text, "web", ctx.clock())
+        first = sent.first_time(ctx.store)
+        if first:
+            filing.append_customer_text(ctx, fresh, text, "web", ctx.clock())
+    if not first:
+        return state.pages.render("sent", ticket["language"],
+                                  {"ticket": ticket, "token": quote(token, safe="")}, 409)
     ctx.on_outbox()
     return web.Response(status=303, headers={"Location": quote(token, safe="")})
 

@@ -1,25 +1,24 @@
-"""The small HTTP server: escalation link, customer ticket page, /healthz and /metrics.
+"""The customer-facing HTTP server: the escalation link and the customer ticket page.
 
 It runs in the daemon's event loop (aiohttp ``AppRunner`` + ``TCPSite``).  Every
 response carries strict security headers; every error becomes a neutral page that
-tells the customer what to do and an attacker nothing.
+tells the customer what to do and an attacker nothing.  The operators' endpoints
+live on a listener of their own (:mod:`mailbot.web.admin`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from types import MappingProxyType
 
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailbot.context import Context
-from mailbot.status.health import report
 from mailbot.web import pages
 from mailbot.web.forms import Forms
 from mailbot.web.render import PageError, Pages, security_headers
 from mailbot.web.state import STATE, WebState
+from mailbot.web.throttle import WINDOW_SECONDS, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +27,24 @@ ERROR_KINDS = MappingProxyType({403: "form", 404: "notfound", 405: "method", 410
 
 
 def make_app(ctx: Context) -> web.Application:
-    """The web application over one context (its health board and metrics included)."""
+    """The customer web application over one context."""
     config = ctx.config
     app = web.Application(client_max_size=config.web.max_body_bytes,
                           middlewares=[headers_middleware, error_middleware])
     app[STATE] = WebState(
         ctx=ctx, pages=Pages(config.templates_dir, config.service.language, config.support.name),
-        forms=Forms(ctx.signer.secret, config.web.form_max_age_seconds))
+        forms=Forms(ctx.signer.secret, config.web.form_max_age_seconds), throttle=Throttle())
     add_routes(app)
     return app
 
 
 def add_routes(app: web.Application) -> None:
-    """The URL map: customer pages under the token, operator endpoints at the top."""
+    """The URL map: customer pages under the token."""
     app.router.add_get("/escalate/{token}", pages.escalate_page)
     app.router.add_post("/escalate/{token}", pages.escalate_submit)
     app.router.add_get("/t/{token}", pages.ticket_page)
     app.router.add_post("/t/{token}", pages.ticket_submit)
     app.router.add_get(r"/t/{token}/a/{attachment:\d{1,18}}", pages.download)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
 
 
 async def start_web(ctx: Context) -> web.AppRunner:
@@ -77,7 +74,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PageError as exc:
-        return pages.error(exc.status, exc.kind, exc.language)
+        response = pages.error(exc.status, exc.kind, exc.language)
+        if exc.status == 429:
+            response.headers["Retry-After"] = str(WINDOW_SECONDS)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -85,17 +85,3 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("web request %s %s failed", request.method, request.path)
         return pages.error(500, "error")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: 200 when the database is writable and the sources are fine, else 503."""
-    ctx = request.app[STATE].ctx
-    document = await asyncio.to_thread(report, ctx.store, ctx.health,
-                                       ctx.config.web.max_source_failures)
-    return web.json_response(document, status=200 if document["status"] == "ok" else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics: every metric in the Prometheus text format."""
-    body = await asyncio.to_thread(request.app[STATE].ctx.metrics.render)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

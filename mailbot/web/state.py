@@ -11,6 +11,7 @@ from mailbot.outbound.tokens import TokenError, TokenExpired
 from mailbot.store import tickets as tq
 from mailbot.web.forms import Forms
 from mailbot.web.render import PageError, Pages
+from mailbot.web.throttle import Throttle
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class WebState:
     ctx: Context
     pages: Pages
     forms: Forms
+    throttle: Throttle
 
 
 STATE = web.AppKey("mailbot", WebState)
@@ -27,13 +29,18 @@ STATE = web.AppKey("mailbot", WebState)
 
 def open_ticket(ctx: Context, purpose: str, token: str) -> dict:
     """The ticket a link token grants ``purpose`` on; PageError 404/410 otherwise."""
-    try:
-        number = ctx.signer.read_link_token(purpose, token)
-    except TokenExpired as exc:
-        raise PageError(410, "gone") from exc
-    except TokenError as exc:
-        raise PageError(404, "invalid") from exc
+    number = ticket_number(ctx, purpose, token)
     ticket = tq.by_number(ctx.store, number)
     if ticket is None:
         raise PageError(404, "invalid")
     return ticket
+
+
+def ticket_number(ctx: Context, purpose: str, token: str) -> str:
+    """The ticket number a link token grants ``purpose`` on; PageError 404/410 otherwise."""
+    try:
+        return ctx.signer.read_link_token(purpose, token)
+    except TokenExpired as exc:
+        raise PageError(410, "gone") from exc
+    except TokenError as exc:
+        raise PageError(404, "invalid") from exc
