@@ -26,7 +26,8 @@ FLOORS = {
 }
 # Libraries that belong to one folder only.
 OWNERS = {"sqlite_utils": "store", "aiosmtpd": "inbound", "imapclient": "inbound",
-          "aiohttp": "web", "authres": "reading",
+          "aiohttp": "web", "authres": "reading", "charset_normalizer": "reading",
+          "tnefparse": "reading",
           "aiosmtplib": "outbound", "apscheduler": "app"}
 
 

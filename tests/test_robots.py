@@ -240,6 +240,9 @@ def test_outlook_customers_are_filed_and_answered_as_they_asked(tmp_path: Path) 
         b"DB9PR04MB8429A1B2C3D4E5F6@", b"DB9PR04MB8429A1B2C3D4E5F7@"))
     assert quiet.status == "created" and quiet.ticket_number != first.ticket_number
     assert len(acks_to(ctx, "s.wolf@elektro-wolf.example")) == 1
+    [held] = [e["data"]["reason"] for e in detail(ctx, quiet.ticket_number)["events"]
+              if e["kind"] == "acknowledgement_held"]
+    assert "the sender asked for no automatic reply" in held  # agents see why
     oof = ingest(ctx, wire(EXCHANGE_OOF.format(
         subject="Risposta automatica:", ack=ack["message_id"], language="it-IT",
         body="Sono fuori ufficio fino al 1° dicembre.")))

@@ -207,7 +207,7 @@ def identify(ctx: Context, mail: Mail) -> Mail:
 def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
     """A follow-up, a linked new ticket, or a new ticket with policy and acknowledgement."""
     return replace(mail, outcome=filing.file_customer_mail(
-        ctx, mail.msg, mail.verdict.acknowledge, (mail.match, mail.ticket),
+        ctx, mail.msg, mail.verdict, (mail.match, mail.ticket),
         (mail.identity, mail.facts)))
 
 

@@ -7,14 +7,11 @@ for whom, and why.  :mod:`mailbot.classify` uses it to recognise bounces,
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from dataclasses import dataclass
-from email.message import Message as MimePart
 from email.utils import getaddresses
 
-from mailbot.reading.message import Message, base_address, message_ids
+from mailbot.reading.message import Message, base_address
 
 _DAEMON_LOCAL_RE = re.compile(r"mailer-daemon|postmaster")
 _BOUNCE_SUBJECT_RE = re.compile(
@@ -37,7 +34,6 @@ _COPY_START_RE = re.compile(
 _ORIGINAL_ID_RE = re.compile(r"^(?:message-id|x-mailbot-id):[ \t]*(<[^<>\s]+>)",
                              re.IGNORECASE | re.MULTILINE)
 _REPORT_TYPE_RE = re.compile(r"report-type\s*=\s*\"?([\w-]+)", re.IGNORECASE)
-_ORIGINAL_ID_HEADERS = ("Message-ID", "X-Mailbot-Id")
 # Where delivery agents record the address they delivered a mail to (its envelope recipient).
 ENVELOPE_RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "X-Delivered-To", "Envelope-To",
                               "X-Envelope-To")
@@ -105,8 +101,9 @@ def report_type(msg: Message) -> str:
 
 
 def _rfc3464_bounce(msg: Message) -> Bounce | None:
-    tree = email.message_from_bytes(msg.raw, policy=email.policy.compat32)
-    blocks = [b for b in _status_blocks(tree) if _field(b, "Action") in {"failed", "delayed"}]
+    """A report read field by field (the fields come from the one parse of the mail)."""
+    blocks = [dict(b) for b in msg.status_blocks]
+    blocks = [b for b in blocks if _field(b, "Action") in {"failed", "delayed"}]
     if not blocks:
         return None
     permanent = [b for b in blocks if _is_permanent(b)]
@@ -116,28 +113,16 @@ def _rfc3464_bounce(msg: Message) -> Bounce | None:
         recipients=tuple(dict.fromkeys(_recipient(b) for b in (permanent or blocks))),
         status=_field(chosen, "Status"),
         reason=_after_type(_field(chosen, "Diagnostic-Code", lower=False)) or msg.subject,
-        original_message_id=_attached_id(tree) or _reply_id(msg),
+        original_message_id=next(iter(msg.returned_ids), "") or _reply_id(msg),
     )
 
 
-def _status_blocks(tree: MimePart) -> list[MimePart]:
-    """The per-recipient field blocks of every message/delivery-status part."""
-    blocks: list[MimePart] = []
-    for part in tree.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            blocks.extend(b for b in payload if isinstance(b, MimePart) and b.get("Action"))
-    return blocks
-
-
-def _field(block: MimePart, name: str, lower: bool = True) -> str:
-    text = " ".join(str(block.get(name, "")).split())
+def _field(block: dict[str, str], name: str, lower: bool = True) -> str:
+    text = block.get(name.lower(), "")
     return text.lower() if lower else text
 
 
-def _is_permanent(block: MimePart) -> bool:
+def _is_permanent(block: dict[str, str]) -> bool:
     status = _field(block, "Status")
     if status[:1] in {"4", "5"}:
         return status.startswith("5") and _field(block, "Action") == "failed"
@@ -149,31 +134,9 @@ def _after_type(value: str) -> str:
     return value.split(";", 1)[1].strip() if ";" in value else value.strip()
 
 
-def _recipient(block: MimePart) -> str:
+def _recipient(block: dict[str, str]) -> str:
     original = _after_type(_field(block, "Original-Recipient"))
     return original or _after_type(_field(block, "Final-Recipient"))
-
-
-def _attached_id(tree: MimePart) -> str:
-    """Message-ID of the returned original (message/rfc822 or text/rfc822-headers part)."""
-    for part in tree.walk():
-        headers = _attached_headers(part)
-        for name in _ORIGINAL_ID_HEADERS:
-            found = message_ids(str(headers.get(name, ""))) if headers is not None else ()
-            if found:
-                return found[0]
-    return ""
-
-
-def _attached_headers(part: MimePart) -> MimePart | None:
-    content_type = part.get_content_type()
-    if content_type == "message/rfc822":
-        payload = part.get_payload()
-        return payload[0] if isinstance(payload, list) and payload else None
-    if content_type == "text/rfc822-headers":
-        raw = part.get_payload(decode=True) or b""
-        return email.message_from_bytes(raw, policy=email.policy.compat32)
-    return None
 
 
 def _reply_id(msg: Message) -> str:

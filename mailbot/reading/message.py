@@ -203,6 +203,11 @@ class Message:
     content_type: str
     defects: tuple[str, ...] = ()
     forwarded: tuple[Forwarded, ...] = ()
+    # A delivery report, read in the same parse: the per-recipient field blocks of its
+    # message/delivery-status parts (names lower-case) ...
+    status_blocks: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # ... and the Message-ID / X-Mailbot-Id of the original it returns.
+    returned_ids: tuple[str, ...] = ()
 
     def header(self, name: str) -> str:
         """First value of header ``name`` (case-insensitive), or ``""``."""
@@ -289,6 +294,7 @@ def _message(raw: bytes, tree: Part, skeleton: _Skeleton, limits: Limits) -> Mes
     forwarded = tuple(_forwarded(part, name, reading, hint) for part, name in reading.forwarded)
     html = "\n".join(reading.html(0))
     text = "\n\n".join(t for t in (reading.text(0), *(f.view() for f in forwarded)) if t)
+    status_blocks, returned_ids = _delivery_report(tree, skeleton)
     return Message(
         raw=raw,
         raw_sha256=hashlib.sha256(raw).hexdigest(),
@@ -309,7 +315,51 @@ def _message(raw: bytes, tree: Part, skeleton: _Skeleton, limits: Limits) -> Mes
         content_type=tree.get_content_type(),
         defects=tuple(reading.defects),
         forwarded=forwarded,
+        status_blocks=status_blocks,
+        returned_ids=returned_ids,
     )
+
+
+# Headers of a returned original that name it, most specific first.
+_RETURNED_ID_HEADERS = ("message-id", "x-mailbot-id")
+
+
+def _delivery_report(tree: Part, skeleton: _Skeleton) -> tuple[tuple, tuple[str, ...]]:
+    """What a delivery report says (RFC 3464), from this parse: the per-recipient field
+    blocks of its message/delivery-status parts, and the ids of the returned original."""
+    if tree.get_content_type() != "multipart/report":
+        return (), ()
+    blocks, ids = [], []
+    for part in tree.walk():
+        kind = part.get_content_type()
+        if kind == "message/delivery-status" and isinstance(part.get_payload(), list):
+            blocks += [tuple((k.lower(), " ".join(str(v).split())) for k, v in block.items())
+                       for block in part.get_payload()
+                       if isinstance(block, Part) and block.get("Action")]
+        elif kind in _FORWARDED_TYPES and isinstance(part.get_payload(), list):
+            ids += _returned_ids(part.get_payload()[0] if part.get_payload() else None)
+        elif kind == "text/rfc822-headers":
+            data = b"".join(bytes(p) for p in _decoded_pieces(part, skeleton))
+            ids += _returned_ids(email.message_from_bytes(data, policy=email.policy.compat32))
+    return tuple(blocks), tuple(dict.fromkeys(ids))
+
+
+def _decoded_pieces(part: Part, skeleton: _Skeleton) -> list[Piece]:
+    """A small leaf part's bytes, transfer encoding undone (nothing when it is broken)."""
+    encoding = _transfer_encoding(part)
+    body = _Body(skeleton.pieces(_raw_payload(part)),
+                 encoding if encoding in ("base64", "quoted-printable") else "")
+    try:
+        return list(body.decoded())
+    except ValueError:
+        return []
+
+
+def _returned_ids(headers: Part | None) -> list[str]:
+    if headers is None:
+        return []
+    return [found for name in _RETURNED_ID_HEADERS
+            for found in message_ids(str(headers.get(name, "")))]
 
 
 def message_ids(value: str) -> tuple[str, ...]:

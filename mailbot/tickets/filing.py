@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
 from mailbot.outbound.wording import supported_language
+from mailbot.reading.classify import Verdict
 from mailbot.reading.message import Message
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
@@ -63,7 +64,7 @@ def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
     return row
 
 
-def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
+def file_customer_mail(ctx: Context, msg: Message, verdict: Verdict,
                        thread: tuple[threads.ThreadMatch, dict | None],
                        sender: tuple[Identity, dict]) -> Outcome:
     """File a mail from a customer (or a robot, without acknowledgement).
@@ -86,7 +87,7 @@ def file_customer_mail(ctx: Context, msg: Message, acknowledge: bool,
         parent = ticket
     else:
         parent = None
-    return create_ticket(ctx, msg, identity, contact_id, (acknowledge, facts), parent, now)
+    return create_ticket(ctx, msg, identity, contact_id, (verdict, facts), parent, now)
 
 
 def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.ThreadMatch,
@@ -140,9 +141,10 @@ def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
 
 
 def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: int | None,
-                  ack_facts: tuple[bool, dict], parent: dict | None, now: datetime) -> Outcome:
-    """Open a new ticket for ``msg`` and queue its acknowledgement (when asked to)."""
-    acknowledge, facts = ack_facts
+                  verdict_facts: tuple[Verdict, dict], parent: dict | None,
+                  now: datetime) -> Outcome:
+    """Open a new ticket for ``msg`` and queue its acknowledgement (when the verdict asks)."""
+    verdict, facts = verdict_facts
     account = identity.account or {}
     language = supported_language(
         account.get("language") or (identity.contact or {}).get("language"),
@@ -164,8 +166,11 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
         tq.add_event(ctx.store, ticket_id, kind, data, now)
     ticket = tq.by_id(ctx.store, ticket_id)
     record_claim(ctx, ticket, identity, msg.from_addr, now)
-    if acknowledge:
+    if verdict.acknowledge:
         queue_acknowledgement(ctx, ticket, msg, assessed.ack_values, now)
+    else:  # a robot, or a person who asked for no automatic reply: agents see why
+        tq.add_event(ctx.store, ticket_id, "acknowledgement_held", {"reason": verdict.reason},
+                     now)
     notify.agents_about_message(ctx, ticket, msg, "agent_new_ticket", now)
     return Outcome("created", number, f"linked to {parent['number']}" if parent else "")
 
