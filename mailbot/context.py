@@ -74,8 +74,9 @@ def open_context(config: Config, clock: Callable[[], datetime] = utc_now,
     support = config.support
     signer = Signer(signing_secret(config), support.signing_secrets_old,
                     support.token_max_age_days * 86400)
-    composer = Composer(text_environment(config.templates_dir), signer, support.address,
-                        config.service.instance_id, config.tickets.tag_prefix)
+    composer = Composer(text_environment(config.templates_dir, config.timezone), signer,
+                        support.address, config.service.instance_id,
+                        config.tickets.tag_prefix, config.timezone)
     health = Health()
     return Context(config=config, store=store, signer=signer, composer=composer,
                    team=Team(config), policy=build_policy(config.policy),

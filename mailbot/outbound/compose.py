@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email import charset as email_charset
@@ -19,9 +20,11 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jinja2
 
+from mailbot.outbound import wording
 from mailbot.outbound.tokens import Signer
 from mailbot.outbound.wording import supported_language
 
@@ -55,26 +58,43 @@ class Envelope:
     attachments: tuple[tuple[str, str, bytes], ...] = ()
 
 
-def text_environment(templates_dir: Path) -> jinja2.Environment:
-    """The jinja2 environment for plain-text mails (no HTML escaping, strict variables)."""
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)),
-                              autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
-                              keep_trailing_newline=True, trim_blocks=True,
-                              lstrip_blocks=True)
+def text_environment(templates_dir: Path, timezone: str = "Europe/Berlin") -> jinja2.Environment:
+    """The jinja2 environment for plain-text mails (no HTML escaping, strict variables).
+
+    Its filters put values into words of the mail's language, times in ``timezone``:
+    ``priority``, ``status``, ``moment``, ``facts``, ``deadline``, ``priority_reason``
+    (each with the language, e.g. ``{{ ticket.status | status("de") }}``) and
+    ``person_name`` (a display name fit for a greeting, else "").
+    """
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)),
+                             autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
+                             keep_trailing_newline=True, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters.update(
+        priority=wording.priority_label, status=wording.status_label,
+        moment=lambda when, language: wording.moment(when, timezone, language) or "-",
+        facts=wording.fact_labels, deadline=wording.deadline_label,
+        priority_reason=wording.priority_reason, person_name=wording.person_name)
+    return env
 
 
 def tagged_subject(prefix: str, number: str, subject: str) -> str:
-    """A subject that carries the ticket tag exactly once."""
-    tag = f"[{prefix}{number}]"
-    return subject if tag in subject else f"{tag} {subject}".strip()
+    """A subject that carries the ticket tag exactly once.
+
+    A tag the subject already has, in any case or spacing ("[ticket# 2026…]"), counts.
+    """
+    present = re.compile(r"\[" + re.escape(prefix) + r"\s*" + re.escape(number) + r"\]",
+                         re.IGNORECASE)
+    return subject if present.search(subject) else f"[{prefix}{number}] {subject}".strip()
 
 
 class Composer:
     """Renders and builds mailbot's outgoing mails."""
 
     def __init__(self, env: jinja2.Environment, signer: Signer, support_address: str,
-                 instance_id: str, tag_prefix: str) -> None:
+                 instance_id: str, tag_prefix: str, timezone: str = "UTC") -> None:
         self.env = env
+        self.timezone = ZoneInfo(timezone)
         self.signer = signer
         self.support_address = support_address
         self.domain = support_address.rpartition("@")[2]
@@ -105,7 +125,7 @@ class Composer:
             ("From", _address(envelope.from_name, self.support_address)),
             ("To", ", ".join(envelope.to)),
             ("Subject", tagged_subject(self.tag_prefix, number, subject)),
-            ("Date", format_datetime(now)),
+            ("Date", format_datetime(now.astimezone(self.timezone))),  # local, with offset
             ("Message-ID", f"<{message_id}>"),
             *_thread_headers(envelope),
             *_auto_headers(envelope.auto_submitted),

@@ -45,6 +45,35 @@ MISSING = {
         "error_message": "the exact wording of the error message (a screenshot is welcome)",
     },
 }
+STATUS_LABELS = {
+    "de": {"new": "neu", "open": "in Bearbeitung", "waiting": "wartet auf den Kunden",
+           "resolved": "gelöst", "closed": "geschlossen"},
+    "en": {"new": "new", "open": "open", "waiting": "waiting for the customer",
+           "resolved": "resolved", "closed": "closed"},
+}
+FACT_LABELS = {
+    "de": {"customer_number": "Kundennummer", "order_number": "Auftragsnummer",
+           "invoice_number": "Rechnungsnummer", "ticket_number": "Ticketnummer",
+           "version": "Softwareversion", "device": "Gerät und Betriebssystem",
+           "error_message": "Fehlermeldung"},
+    "en": {"customer_number": "customer number", "order_number": "order number",
+           "invoice_number": "invoice number", "ticket_number": "ticket number",
+           "version": "software version", "device": "device and operating system",
+           "error_message": "error message"},
+}
+DEADLINE_LABELS = {
+    "de": {"first_response": "erste Antwort", "update": "nächste Antwort"},
+    "en": {"first_response": "first response", "update": "next answer"},
+}
+# Words that make a display name a role or a shared mailbox, not a person ("Kasse", "Info").
+_ROLE_WORDS = frozenset((
+    "info", "kasse", "support", "service", "team", "office", "buchhaltung", "einkauf",
+    "verkauf", "vertrieb", "zentrale", "empfang", "verwaltung", "technik", "it", "edv",
+    "admin", "administrator", "sekretariat", "kundendienst", "hotline", "noreply", "no-reply",
+    "mail", "postmaster", "webmaster", "sales", "billing", "accounts", "helpdesk", "reception",
+    "filiale", "praxis", "kanzlei", "apotheke", "gmbh", "ag", "kg", "ug", "ltd", "inc",
+))
+_NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'.-]*(?:[-'][^\W\d_]+)*\.?")
 _DAY_TOKEN = re.compile(r"\b(mon|tue|wed|thu|fri|sat|sun)\b", re.IGNORECASE)
 
 
@@ -89,3 +118,51 @@ def missing(keys: tuple[str, ...] | list[str], language: str) -> list[str]:
     """Polite, specific requests for exactly the missing facts."""
     table = MISSING[supported_language(language)]
     return [table[k] for k in keys if k in table]
+
+
+def status_label(status: str, language: str) -> str:
+    """A ticket status as people read it."""
+    return STATUS_LABELS[supported_language(language)].get(status, status)
+
+
+def fact_labels(keys: list[str] | tuple[str, ...], language: str) -> list[str]:
+    """The names of facts (what is missing, what was found), in the mail's language."""
+    table = FACT_LABELS[supported_language(language)]
+    return [table.get(k, k) for k in keys]
+
+
+def deadline_label(key: str, language: str) -> str:
+    """Which deadline: the first response, or the next answer after a follow-up."""
+    return DEADLINE_LABELS[supported_language(language)].get(key, key)
+
+
+def priority_reason(why: dict, language: str) -> str:
+    """Why a ticket got its priority, from the ``priority`` event, in words."""
+    if not why:
+        return ""
+    german = supported_language(language) == "de"
+    if why.get("rule"):
+        text = (f"Regel „{why['rule']}“ traf „{why.get('matched', '')}“" if german
+                else f"rule \"{why['rule']}\" matched \"{why.get('matched', '')}\"")
+    else:
+        text = "keine Regel traf, Standardpriorität" if german else \
+            "no rule matched, default priority"
+    if why.get("raised_by"):
+        base = priority_label(why.get("base_priority", ""), language)
+        text += (f"; von {base} angehoben durch den Vertrag {why['raised_by']}" if german
+                 else f"; raised from {base} by the contract {why['raised_by']}")
+    return text
+
+
+def person_name(display_name: str) -> str:
+    """The display name when it looks like a person's (two to four name words, none a
+    role like "Kasse" or "Support"), else ``""``: greet "Guten Tag Anna Berg," but never
+    "Guten Tag Kasse,"."""
+    words = display_name.replace(",", " ").split()
+    if not 2 <= len(words) <= 4:
+        return ""
+    if any(not _NAME_WORD.fullmatch(w) or w.lower().strip(".") in _ROLE_WORDS for w in words):
+        return ""
+    if any(w.isupper() and len(w) > 3 for w in words):
+        return ""
+    return " ".join(words) if "," not in display_name else " ".join(reversed(words))

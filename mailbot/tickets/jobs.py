@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from mailbot.context import Context
 from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
@@ -82,7 +81,7 @@ def deadline_warnings(ctx: Context, now: datetime) -> int:
     for ticket in jq.tickets_with_deadlines(ctx.store):
         if not is_open(calendar_of(ticket), now):
             continue
-        for label, key in (("first response", "first_response_due"), ("update", "update_due")):
+        for label, key in (("first_response", "first_response_due"), ("update", "update_due")):
             if key == "first_response_due" and ticket["first_response_at"]:
                 continue
             if ticket[key]:
@@ -101,10 +100,9 @@ def _deadline_stage(ctx: Context, ticket: dict, label: str, due_text: str, now: 
         if jq.has_event(ctx.store, ticket["id"], stage, "due", due_text):
             return 0
         tq.add_event(ctx.store, ticket["id"], stage, {"deadline": label, "due": due_text}, now)
-        tz = ctx.config.timezone
         notify.agents_alert(ctx, tq.by_id(ctx.store, ticket["id"]), "deadline_warning", {
-            "breached": stage == "deadline_breached", "deadline_label": label,
-            "due": due.astimezone(ZoneInfo(tz)).strftime("%d.%m.%Y %H:%M")}, now)
+            "breached": stage == "deadline_breached", "deadline": label, "due": due_text},
+            now)
     return 1
 
 

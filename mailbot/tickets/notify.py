@@ -46,7 +46,7 @@ def ticket_facts(ctx: Context, ticket: dict) -> dict:
     return {
         "ticket": ticket, "contact": contact or {"address": "", "name": "", "phone": ""},
         "account": account, "contract": ticket["contract"] or "",
-        "priority_reason": why.get("reason", ""), "missing": ticket.get("missing") or [],
+        "priority_why": why, "missing": ticket.get("missing") or [],
         "acknowledgement_held": unanswered.get("reason", ""),
         "ticket_url": ctx.link("ticket", ticket["number"]),
         "claim": identify.open_claim(ctx, ticket),
