@@ -122,9 +122,12 @@ async def test_metrics_count_mails_outbox_latency_and_sources(ctx, admin):
     assert 'mailbot_outbox_mails{status="failed"} 0.0' in text
     assert 'mailbot_source_connected{source="imap:support"} 1.0' in text
     assert "mailbot_acknowledgement_latency_seconds_count 0.0" in text
+    assert "mailbot_quarantine_mails 0.0" in text
+    assert re.search(r"mailbot_outbox_oldest_pending_seconds [0-9.e+]+", text)
     await sender.deliver_due(ctx, transport_for(ctx.config))
     text = await (await admin.get("/metrics")).text()
     assert "mailbot_acknowledgement_latency_seconds_count 2.0" in text
+    assert "mailbot_outbox_oldest_pending_seconds 0.0" in text  # nothing waits any more
     assert 'mailbot_outbox_mails{status="pending"} 0.0' in text
 
 

@@ -42,12 +42,13 @@ def bot(tmp_path, smtp_sink: SmtpSink) -> Instance:
 # -- talking to mailbot as the world does ------------------------------------------------------
 
 
-def hand_over(bot: Instance, raw: bytes, rcpt: str = SUPPORT) -> tuple[int, bytes]:
+def hand_over(bot: Instance, raw: bytes, rcpt: str = SUPPORT,
+              sender: str = "") -> tuple[int, bytes]:
     """Deliver one mail to mailbot's listener as an MTA does (a bounce: MAIL FROM:<>);
     the answer to RCPT TO, or to DATA once RCPT was accepted."""
     with smtplib.SMTP(*bot.listener, timeout=10) as client:
         client.ehlo()
-        client.mail("")
+        client.mail(sender)
         code, answer = client.rcpt(rcpt)
         if code != 250:
             return code, answer
@@ -57,7 +58,8 @@ def hand_over(bot: Instance, raw: bytes, rcpt: str = SUPPORT) -> tuple[int, byte
 def open_ticket(bot: Instance, sink: SmtpSink,
                 customer: tuple[str, str]) -> tuple[str, ReceivedMail]:
     """A customer's first mail; the ticket number and the acknowledgement the relay got."""
-    code, answer = hand_over(bot, build_mail(sender=customer, subject="Kasse startet nicht"))
+    code, answer = hand_over(bot, build_mail(sender=customer, subject="Kasse startet nicht"),
+                             sender=customer[1])
     assert code == 250, answer
     number = answer.decode().rpartition(" ")[2]
     ack = sink.wait_for(lambda m: customer[1] in m.rcpt_tos and number in m.subject)[0]

@@ -25,12 +25,14 @@ def test_ingest_from_stdin_files_the_mail_and_exits_0(bot):
     assert [t["subject"] for t in bot.tickets()] == ["Per Pipe"]
 
 
-def test_ingest_of_a_mail_that_cannot_be_processed_exits_65_and_quarantines_it(bot):
-    """An empty mail is quarantined (EX_DATAERR): the MTA does not retry, the mail is kept."""
+def test_ingest_of_a_mail_that_cannot_be_processed_exits_0_and_quarantines_it(bot):
+    """An empty mail is quarantined and kept: exit 0, so the MTA neither retries nor bounces
+    it, and nothing internal is printed where a bounce would show it."""
     result = bot.run("ingest", input=b"")
-    assert result.returncode == EX_DATAERR
+    assert result.returncode == EX_OK
+    assert b"ParseError" not in result.stdout + result.stderr
     [held] = bot.cli_json("quarantine", "list")
-    assert (held["error"], held["source"]) == ("ParseError: empty message", "cli")
+    assert (held["error"], held["source"]) == ("the mail is empty", "pipe")
 
 
 def test_ingest_while_the_database_is_locked_exits_75_so_the_mta_retries(bot):
@@ -47,13 +49,14 @@ def test_ingest_while_the_database_is_locked_exits_75_so_the_mta_retries(bot):
 
 
 def test_ingest_of_several_files_files_each(bot, tmp_path):
-    """`mailbot ingest FILE...` files every file and exits 65 if any was quarantined."""
+    """`mailbot ingest FILE...` files every file, quarantines the broken one, exits 0."""
     good, bad = tmp_path / "good.eml", tmp_path / "bad.eml"
     good.write_bytes(build_mail(subject="Aus Datei"))
     bad.write_bytes(b"   \r\n")
     result = bot.cli("ingest", str(good), str(bad))
-    assert result.exit_code == EX_DATAERR
+    assert result.exit_code == EX_OK
     assert [t["subject"] for t in bot.tickets()] == ["Aus Datei"]
+    assert [h["source"] for h in bot.cli_json("quarantine", "list")] == ["cli"]
 
 
 def test_ingesting_the_same_mail_twice_is_a_no_op(bot):
@@ -120,7 +123,7 @@ def test_quarantine_retry_files_held_mail_after_the_limit_is_raised(bot):
     bot.update("limits", max_attachments=1)
     files = tuple((f"bild{i}.png", "image/png", b"png") for i in range(2))
     assert bot.cli("ingest", input=build_mail(subject="Zwei Bilder", attachments=files)) \
-        .exit_code == EX_DATAERR
+        .exit_code == EX_OK
     [held] = bot.cli_json("quarantine", "list")
     assert "2 attachments, over the limit of 1" in held["error"]
     assert bot.cli("quarantine", "retry").exit_code == EX_DATAERR  # still too many
@@ -161,3 +164,34 @@ def test_fetch_from_an_unreachable_mailbox_exits_75_and_says_why(tmp_path, imap_
     assert result.returncode == EX_TEMPFAIL
     assert "imap:support: cannot read the mailbox" in result.stderr.decode()
     assert bot.tickets() == []
+
+
+NULL_ENVELOPE = "null envelope sender (MAIL FROM:<>)"
+
+
+@pytest.mark.parametrize(("how", "reason"), [
+    (("--sender", ""), NULL_ENVELOPE), (("--sender", "MAILER-DAEMON"), NULL_ENVELOPE),
+    ("Return-Path: <MAILER-DAEMON>\r\n", NULL_ENVELOPE),
+    ("Return-Path: <>\r\n", "empty Return-Path <>")])
+def test_ingest_of_a_null_sender_mail_files_it_without_acknowledgement(bot, how, reason):
+    """A person's From over a null envelope sender (as Postfix's pipe gives it on the command
+    line, or writes it as Return-Path) opens a ticket but gets no acknowledgement (RFC 3834),
+    and agents see why."""
+    raw = build_mail(subject="Ohne Absender")
+    options = how if isinstance(how, tuple) else ()
+    if not options:
+        raw = how.encode() + raw
+    result = bot.run("ingest", *options, "--recipient", "support@example.com", input=raw)
+    assert result.returncode == EX_OK, result.stderr.decode()
+    [row] = bot.tickets()
+    events = [e for e in bot.ticket(row["number"])["events"]
+              if e["kind"] == "acknowledgement_held"]
+    assert [e["data"]["reason"] for e in events] == [reason]
+    assert bot.cli_json("outbox", "list") == []
+
+
+def test_ingest_with_a_person_as_envelope_sender_is_acknowledged(bot):
+    """The MTA's --sender of a person: the acknowledgement is queued as before."""
+    result = bot.run("ingest", "--sender", CUSTOMER[1], input=build_mail(subject="Mit Absender"))
+    assert result.returncode == EX_OK, result.stderr.decode()
+    assert [r["kind"] for r in bot.cli_json("outbox", "list")] == ["acknowledgement"]

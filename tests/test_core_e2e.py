@@ -260,10 +260,11 @@ def test_smtp_delivery_on_defaults_answers_250_and_acknowledges_into_maildir(tmp
     assert ack["To"] == CUSTOMER[1]
 
 
-def test_smtp_mail_over_the_size_limit_is_refused_with_552(tmp_path):
-    """A mail bigger than max_message_bytes is refused (552) and files nothing."""
+def test_smtp_mail_over_the_size_limit_is_refused_with_552_when_the_operator_rejects(tmp_path):
+    """With oversize = "reject", a mail bigger than max_message_bytes is refused (552 5.3.4)
+    and files nothing."""
     bot = Instance(tmp_path)
-    bot.update("limits", max_message_bytes=5000)
+    bot.update("limits", max_message_bytes=5000, oversize="reject")
     big = build_mail(text="Logdatei:\n" + "Zeile mit Fehler\n" * 1000)
     with bot.start(), smtplib.SMTP(*bot.listener, timeout=10) as client:
         client.ehlo()
@@ -271,8 +272,21 @@ def test_smtp_mail_over_the_size_limit_is_refused_with_552(tmp_path):
         client.rset()
         client.mail(CUSTOMER[1])
         client.rcpt(SUPPORT)
-        assert client.data(big)[0] == 552
+        assert client.data(big)[:2] == (552, b"5.3.4 Error: Too much mail data")
     assert bot.tickets() == []
+
+
+def test_smtp_mail_over_the_size_limit_is_accepted_and_quarantined_by_default(tmp_path):
+    """By default a mail over max_message_bytes is kept: 250, and quarantined with the reason,
+    so the MTA in front does not bounce it."""
+    bot = Instance(tmp_path)
+    bot.update("limits", max_message_bytes=5000)
+    big = build_mail(text="Logdatei:\n" + "Zeile mit Fehler\n" * 1000)
+    with bot.start():
+        assert smtp_deliver(bot.listener, big)[0] == 250
+    assert bot.tickets() == []
+    [held] = bot.cli_json("quarantine", "list")
+    assert "over the limit of 5000" in held["error"] and held["source"] == "smtp"
 
 
 def test_smtp_delivery_while_the_database_is_locked_gets_451_and_a_retry_works(tmp_path):

@@ -12,7 +12,7 @@ from mails import CUSTOMER, ENCODINGS, SUPPORT, Encoded, build_mail, encoded_mai
 from mailbot.app import reports
 from mailbot.context import open_context
 from mailbot.inbound import pipeline
-from mailbot.reading import message
+from mailbot.reading import attachments, message
 from mailbot.reading.message import Limits, ParseError
 from mailbot.settings.config import Config, ServiceConfig, SupportConfig
 
@@ -76,7 +76,7 @@ def test_attachments_keep_name_type_size_and_bytes():
 ])
 def test_attachment_names_never_become_paths(name, expected):
     """A hostile file name is reduced to a harmless display name."""
-    assert message.safe_filename(name, "application/pdf", 1) == expected
+    assert attachments.safe_filename(name, "application/pdf", 1) == expected
 
 
 def test_encoded_word_attachment_name_is_decoded():
@@ -136,8 +136,8 @@ def test_addresses_are_lower_case_and_without_repeats():
 
 
 @pytest.mark.parametrize(("raw", "limits", "reason"), [
-    (b"", Limits(), "empty message"),
-    (b"\r\n \r\n", Limits(), "empty message"),
+    (b"", Limits(), "the mail is empty"),
+    (b"\r\n \r\n", Limits(), "the mail is empty"),
     (build_mail(text="x" * 5000), Limits(max_message_bytes=4000), "over the limit of 4000"),
     (build_mail(headers=tuple((f"X-H{i}", "v") for i in range(20))), Limits(max_headers=10),
      "header lines"),
@@ -161,7 +161,7 @@ def test_deeply_nested_mime_is_refused():
     closing = "".join(f"\r\n--b{i}--\r\n" for i in reversed(range(depth)))
     raw = (f"From: {CUSTOMER[1]}\r\nSubject: nested\r\nMIME-Version: 1.0\r\n{opening}"
            f"Content-Type: text/plain\r\n\r\nhi{closing}").encode()
-    with pytest.raises(ParseError, match="MIME nesting"):
+    with pytest.raises(ParseError, match=r"MIME parts nested deeper than 12 \(limits"):
         message.parse(raw, Limits(max_mime_depth=12))
 
 

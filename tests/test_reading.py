@@ -19,13 +19,8 @@ import pytest
 from daemon_util import Instance
 from servers import Dovecot, ImapAccount
 
-from mailbot.reading.message import (
-    FORWARDED_MARKER,
-    ParseError,
-    normalise_address,
-    normalise_domain,
-    parse,
-)
+from mailbot.reading.headers import normalise_address, normalise_domain
+from mailbot.reading.message import FORWARDED_MARKER, ParseError, parse
 from mailbot.tickets.accounts import import_file
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -458,12 +453,12 @@ def test_minimal_mails_from_scripts_are_still_mails(raw):
 
 
 def test_no_mail_given_to_ingest_is_quarantined_not_filed(tmp_path):
-    """`mailbot ingest` exits 65 for a binary file and for headerless text; no ticket."""
+    """`mailbot ingest` quarantines a binary file and headerless text (exit 0); no ticket."""
     bot = Instance(tmp_path)
     for name in ("pdf", "headerless-text"):
         (tmp_path / f"{name}.eml").write_bytes(NOT_MAILS[name])
     result = bot.cli("ingest", str(tmp_path / "pdf.eml"), str(tmp_path / "headerless-text.eml"))
-    assert result.exit_code == 65
+    assert result.exit_code == 0
     assert bot.tickets() == []
     held = bot.cli_json("quarantine", "list")
     assert len(held) == 2 and all("not an RFC 5322 message" in h["error"] for h in held)

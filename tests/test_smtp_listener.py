@@ -36,7 +36,7 @@ async def answer_with(ingest) -> int:
 
 async def test_unexpected_error_is_a_temporary_failure_not_a_bounce() -> None:
     """A bug while filing answers 451, so the sending MTA keeps the mail and retries."""
-    def broken(raw: bytes, source: str):
+    def broken(raw: bytes, source: str, envelope):
         raise RuntimeError("bug")
 
     assert await answer_with(broken) == 451
@@ -44,7 +44,7 @@ async def test_unexpected_error_is_a_temporary_failure_not_a_bounce() -> None:
 
 async def test_temporary_failure_answers_451() -> None:
     """A busy database answers 451."""
-    def busy(raw: bytes, source: str):
+    def busy(raw: bytes, source: str, envelope):
         raise TemporaryFailure("database busy")
 
     assert await answer_with(busy) == 451
@@ -75,7 +75,7 @@ async def test_every_mail_is_flushed_before_its_answer() -> None:
     events: list[str] = []
     port = free_port()
 
-    def ingest(raw: bytes, source: str):
+    def ingest(raw: bytes, source: str, envelope):
         events.append("commit")
         return Outcome("created", "1")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.handlers
 import sqlite3
 import sys
 from functools import partial
@@ -12,14 +13,14 @@ from pathlib import Path
 
 import click
 
-from mailbot.app import reports
+from mailbot.app import logs, reports
 from mailbot.app import spam as held_reports
 from mailbot.app.watchdog import read_status
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
-from mailbot.inbound.files import FileSource
+from mailbot.inbound.files import FileSource, MailRefused
 from mailbot.inbound.imap import CONNECTION_ERRORS, ImapSource, uidvalidity_keeper
-from mailbot.inbound.source import TemporaryFailure
+from mailbot.inbound.source import Envelope, TemporaryFailure
 from mailbot.outbound.outbox import RetryError, retry_failed
 from mailbot.outbound.sender import flush as flush_outbox
 from mailbot.outbound.transports import transport_for
@@ -40,6 +41,9 @@ EX_TEMPFAIL = 75
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
 EX_NOT_RUNNING = 3  # as `systemctl status` / LSB: the program is not running
+# All `mailbot ingest` says about a fault of ours: an MTA copies it into its deferral notes.
+TEMPFAIL_SENTENCE = "temporary failure, please try again later"
+SYSLOG_SOCKET = "/dev/log"
 
 
 def _load(obj: dict) -> config_mod.Config:
@@ -53,16 +57,13 @@ def _load(obj: dict) -> config_mod.Config:
         sys.exit(EX_CONFIG)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("mail.log", "apscheduler", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    logs.setup(level, log_format)
 
 
 def _context(obj: dict) -> Context:
     config = _load(obj)
-    _setup_logging(config.service.log_level)
+    _setup_logging(config.service.log_level, config.service.log_format)
     return open_context(config)
 
 
@@ -71,6 +72,7 @@ def _emit(data: object, as_json: bool, text: str) -> None:
 
 
 @click.group()
+@click.version_option(package_name="mailbot", message="mailbot %(version)s")
 @click.option("--config", "config_path", default=None, envvar="MAILBOT_CONFIG",
               help="Config file (default ./mailbot.toml, or $MAILBOT_CONFIG).")
 @click.pass_context
@@ -86,7 +88,7 @@ def run(obj: dict) -> None:
     from mailbot.app import daemon
 
     config = _load(obj)
-    _setup_logging(config.service.log_level)
+    _setup_logging(config.service.log_level, config.service.log_format)
     try:
         daemon.run(config)
     except daemon.StartupError as exc:
@@ -104,32 +106,67 @@ def check_config(obj: dict) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--sender", default=None, help="The envelope sender, as the MTA's pipe gives "
+              "it (Postfix: ${sender}); empty or MAILER-DAEMON for the null sender.")
+@click.option("--recipient", "recipients", multiple=True,
+              help="An envelope recipient (Postfix: ${recipient}); may repeat.")
+@click.option("--verbose", is_flag=True, help="Log to stderr (else to syslog): never under "
+              "an MTA, which copies stderr into its bounces.")
 @click.pass_obj
-def ingest(obj: dict, files: tuple[Path, ...]) -> None:
+def ingest(obj: dict, files: tuple[Path, ...], sender: str | None,
+           recipients: tuple[str, ...], verbose: bool) -> None:
     """File one mail from stdin, or the given files (for an MTA pipe).
 
-    Exit 0 when filed, 75 on a temporary failure (the MTA retries), 65 when quarantined.
+    Exit 0 when filed or quarantined (kept: the MTA must not bounce it), 75 on a temporary
+    failure (the MTA retries), 65 only for a mail refused by ``[limits] oversize = "reject"``.
+    What an MTA may copy into a bounce is one short sentence; details go to the log.
     """
     try:
-        ctx = _context(obj)
-    except (sqlite3.Error, OSError, TemporaryStoreError) as exc:  # e.g. a full disk at start
-        click.echo(f"temporary failure: cannot open the store: {exc}", err=True)
+        config = _load(obj)
+    except SystemExit:  # a broken config is ours to fix: the MTA keeps the mail meanwhile
+        sys.exit(EX_TEMPFAIL)
+    _setup_ingest_logging(config.service.log_level, verbose)
+    try:
+        ctx = open_context(config)
+    except (sqlite3.Error, OSError, TemporaryStoreError):  # e.g. a full disk at start
+        logging.getLogger(__name__).warning("ingest: cannot open the store", exc_info=True)
+        click.echo(TEMPFAIL_SENTENCE, err=True)
         sys.exit(EX_TEMPFAIL)
     inputs = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
-    outcomes = []
 
     def report(name: str, outcome: Outcome) -> None:
-        outcomes.append(outcome)
-        click.echo(f"{name}: {outcome.status} {outcome.ticket_number} {outcome.detail}".rstrip())
+        detail = "" if outcome.status == "quarantined" else outcome.detail  # names internals
+        click.echo(f"{name}: {outcome.status} {outcome.ticket_number} {detail}".rstrip())
 
-    source = FileSource(inputs, report)
+    limits = config.limits
+    source = FileSource(inputs, report, "cli" if files else "pipe",
+                        Envelope(sender, recipients) if sender is not None else None,
+                        limits.max_message_bytes if limits.oversize == "reject" else None)
     try:
         asyncio.run(source.serve(pipeline.feed(ctx), asyncio.Event()))
-    except Exception as exc:  # any failure of ours must make the MTA retry, not bounce
-        click.echo(f"{source.current}: temporary failure: {type(exc).__name__}: {exc}",
-                   err=True)
+    except MailRefused as exc:
+        logging.getLogger(__name__).warning("ingest refused %s: %s", source.current, exc)
+        click.echo("The message is too large for the support mailbox.", err=True)
+        sys.exit(EX_DATAERR)
+    except Exception:  # any failure of ours must make the MTA retry, not bounce
+        logging.getLogger(__name__).warning("ingest of %s deferred", source.current,
+                                            exc_info=True)
+        click.echo(TEMPFAIL_SENTENCE, err=True)
         sys.exit(EX_TEMPFAIL)
-    sys.exit(EX_DATAERR if any(o.status == "quarantined" for o in outcomes) else 0)
+    sys.exit(0)
+
+
+def _setup_ingest_logging(level: str, verbose: bool) -> None:
+    """Logs of `ingest`: to stderr with --verbose; else to syslog (nowhere without one), as
+    an MTA copies a program's output into deferral notes and bounces."""
+    if verbose:
+        _setup_logging(level)
+        return
+    handler: logging.Handler = logging.NullHandler()
+    if Path(SYSLOG_SOCKET).exists():
+        handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+        handler.setFormatter(logging.Formatter("mailbot[%(process)d]: %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 @main.command()

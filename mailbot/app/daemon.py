@@ -47,7 +47,7 @@ def sources(ctx: Context) -> list[Source]:
     if config.listener.enabled:
         recipients = () if config.listener.accept_any_recipient else config.support.addresses
         found.append(Listener(config.listener, config.limits.max_message_bytes, recipients,
-                              ctx.health))
+                              ctx.health, config.limits.oversize))
     keeper = uidvalidity_keeper(ctx.store)
     found += [ImapSource(cfg, keeper, ctx.health) for cfg in config.imap]
     return found

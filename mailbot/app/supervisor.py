@@ -52,8 +52,8 @@ def restart_delay(failures: int) -> float:
 
 def counted(feed: Feed, health: Health, name: str) -> Feed:
     """The feed of one source: every mail it hands over counts on the board under ``name``."""
-    def file(raw: bytes, origin: str):
-        outcome = feed.file(raw, origin)
+    def file(raw: bytes, origin: str, envelope=None):
+        outcome = feed.file(raw, origin, envelope)
         health.handled(name)
         return outcome
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from mailbot.context import Context
-from mailbot.inbound.source import Feed, TemporaryFailure
+from mailbot.inbound.source import Envelope, Feed, TemporaryFailure
 from mailbot.reading import classify as classify_mod
 from mailbot.reading import message
 from mailbot.reading.facts import extract_facts
@@ -45,8 +45,10 @@ class Mail:
     """One inbound mail on its way through the steps; each fills in what it found."""
 
     raw: bytes
-    # Where it came from: "smtp", "imap:<label>", "cli".
+    # Where it came from: "smtp", "lmtp", "imap:<label>", "pipe", "cli".
     source: str
+    # The SMTP envelope its MTA gave (sender None: unknown, e.g. read from IMAP).
+    envelope: Envelope = field(default_factory=Envelope)
     # Sync each mail to disk; False for a batch that the source flushes at once.
     durable: bool = True
     # An operator releases it from the spam hold: filed although its bytes were seen.
@@ -88,8 +90,10 @@ def parse(ctx: Context, mail: Mail) -> Mail:
 
 
 def classify(ctx: Context, mail: Mail) -> Mail:
-    """Customer, agent, auto-reply, bounce, robot or our own loop, and why."""
-    return replace(mail, verdict=classify_mod.classify(mail.msg, classify_context(ctx)))
+    """Customer, agent, auto-reply, bounce, robot or our own loop, and why (the envelope's
+    null sender counts as much as the headers)."""
+    return replace(mail, verdict=classify_mod.classify(mail.msg, classify_context(ctx),
+                                                       mail.envelope.null_sender))
 
 
 def read_spam(ctx: Context, mail: Mail) -> Mail:
@@ -220,7 +224,7 @@ COMMIT: tuple[Step, ...] = (skip_same_message, drop_loop, hold_spam, file_bounce
 
 
 def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
-           release: bool = False) -> Outcome:
+           release: bool = False, envelope: Envelope | None = None) -> Outcome:
     """File one raw mail through every step; the returned outcome is final once this returns.
 
     With ``durable=False`` (a batch of mails) nothing is fsynced: the caller must call
@@ -229,7 +233,8 @@ def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
     :class:`TemporaryFailure` and leaves nothing quarantined.  ``release`` files a mail
     held as spam (see :func:`release_spam`).
     """
-    mail = Mail(raw=raw, source=source, durable=durable, release=release)
+    mail = Mail(raw=raw, source=source, durable=durable, release=release,
+                envelope=envelope or Envelope())
     try:
         try:
             for step in PREPARE:  # `mail` keeps the last record: on an error, its spool hash
@@ -245,11 +250,20 @@ def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
         except (TemporaryFailure, TemporaryStoreError):
             raise
         except Exception as exc:
-            return quarantine(ctx, mail.sha, source, f"{type(exc).__name__}: {exc}", durable)
+            log.debug("mail %s from %s cannot be filed", mail.sha[:12], source, exc_info=True)
+            return quarantine(ctx, mail.sha, source, refusal(exc), durable)
     except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
         raise TemporaryFailure(f"database unavailable: {exc}") from exc
     _announce(ctx, mail)
     return mail.outcome
+
+
+def refusal(exc: Exception) -> str:
+    """Why a mail is quarantined, in a sentence for people: the reader's reason, or that
+    mailbot itself failed (never an exception's class or text: the traceback is logged)."""
+    if isinstance(exc, message.ParseError):
+        return str(exc)
+    return "mailbot failed while processing this mail (an error of mailbot's; see the log)"
 
 
 def _record(ctx: Context, mail: Mail) -> None:
@@ -268,12 +282,15 @@ def _announce(ctx: Context, mail: Mail) -> None:
     outcome = mail.outcome
     log.info("mail %s from %s via %s: %s %s %s", mail.msg.message_id or mail.sha[:12],
              mail.msg.from_addr, mail.source, outcome.status, outcome.ticket_number,
-             outcome.detail)
+             outcome.detail, extra={"ticket": outcome.ticket_number, "source": mail.source,
+                                    "message_id": mail.msg.message_id,
+                                    "outcome": outcome.status})
 
 
 def feed(ctx: Context) -> Feed:
     """The pipeline as the daemon's sources see it: batched, made durable by ``flush``."""
-    return Feed(file=lambda raw, source: ingest(ctx, raw, source, durable=False),
+    return Feed(file=lambda raw, source, envelope=None: ingest(ctx, raw, source, durable=False,
+                                                               envelope=envelope),
                 flush=lambda: flush(ctx),
                 screen=lambda size, source, where: screen(ctx, size, source, where))
 

@@ -22,12 +22,31 @@ class TemporaryFailure(Exception):
     """The mail could not be filed now but may be later; do not acknowledge its delivery."""
 
 
+# What a null envelope sender (MAIL FROM:<>) looks like after an MTA wrote it down.
+_NULL_SENDERS = frozenset({"", "<>", "mailer-daemon", "<mailer-daemon>"})
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The SMTP envelope a mail came with, as its MTA gave it (None: not known, e.g. IMAP)."""
+
+    sender: str | None = None
+    recipients: tuple[str, ...] = ()
+
+    @property
+    def null_sender(self) -> bool:
+        """Whether the mail came from the null sender: no automatic mail may answer it
+        (RFC 3834); Postfix's pipe writes it as ``MAILER-DAEMON``."""
+        return self.sender is not None and self.sender.strip().lower() in _NULL_SENDERS
+
+
 @dataclass(frozen=True)
 class Feed:
     """The pipeline as a source sees it."""
 
-    # File one mail (raw bytes, the source's name); raises TemporaryFailure.
-    file: Callable[[bytes, str], Outcome]
+    # File one mail (raw bytes, the source's name, optionally its Envelope); raises
+    # TemporaryFailure.
+    file: Callable[..., Outcome]
     # Make everything filed so far durable, once for a whole batch.
     flush: Callable[[], None]
     # A mail's size before it is read (bytes, the source's name, where the mail stays):

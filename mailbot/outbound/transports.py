@@ -141,6 +141,7 @@ class SmtpSession:
                                username=relay.username or None,
                                password=relay.password or None,
                                cert_bundle=relay.ca_file or None,
+                               local_hostname=relay.helo_name or None,
                                timeout=relay.timeout_seconds)
 
 

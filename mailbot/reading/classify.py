@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from mailbot.reading import dsn
 from mailbot.reading.dsn import ROBOT_LOCAL_RE, Bounce, local_part, parse_bounce, report_type
-from mailbot.reading.message import Message, base_address
+from mailbot.reading.headers import base_address
+from mailbot.reading.message import Message
 
 CUSTOMER = "customer"
 AGENT = "agent"
@@ -83,12 +84,19 @@ _AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder")
 _LIST_HEADERS = ("List-Id", "List-Unsubscribe")
 
 
-def classify(msg: Message, ctx: ClassifyContext) -> Verdict:
-    """The verdict of the first rule in :data:`RULES` that matches; a customer otherwise."""
+def classify(msg: Message, ctx: ClassifyContext, null_sender: bool = False) -> Verdict:
+    """The verdict of the first rule in :data:`RULES` that matches; a customer otherwise.
+
+    ``null_sender``: the MTA delivered the mail from the null envelope sender (MAIL FROM:<>),
+    which only automatic mail uses and nothing automatic may answer (RFC 3834 section 2),
+    whatever its From header says: a robot's, like an empty Return-Path.
+    """
     for rule in RULES:
         verdict = rule(msg, ctx)
         if verdict is not None:
             return verdict
+    if null_sender:
+        return _verdict(ROBOT, "null envelope sender (MAIL FROM:<>)")
     return Verdict(CUSTOMER, "no automatic-mail signal", acknowledge=True)
 
 

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
-from mailbot.reading.message import Message, base_address
+from mailbot.reading.headers import base_address
+from mailbot.reading.message import Message
 
 _DAEMON_LOCAL_RE = re.compile(r"mailer-daemon|postmaster")
 _BOUNCE_SUBJECT_RE = re.compile(

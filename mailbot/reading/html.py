@@ -138,8 +138,18 @@ def _attributes(text: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for match in _ATTR_RE.finditer(text):
         value = next((v for v in match.group(2, 3, 4) if v is not None), "")
-        found.setdefault(match.group(1).lower(), entities.unescape(value))
+        found.setdefault(match.group(1).lower(), _unescape(value))
     return found
+
+
+# A numeric character reference with more digits than any character has: Python would
+# convert all of them (and refuses more than 4,300 digits).
+_LONG_CHARREF_RE = re.compile(r"&#(?:0*+[0-9]{8,}|[xX]0*+[0-9a-fA-F]{7,});?")
+
+
+def _unescape(text: str) -> str:
+    """Entities and character references decoded; one no character has becomes U+FFFD."""
+    return entities.unescape(_LONG_CHARREF_RE.sub("\ufffd", text))
 
 
 def _link_target(href: str, text: str) -> str:
@@ -343,7 +353,7 @@ class _Page:
         """Text between tags: entities decoded, white space collapsed (kept inside <pre>)."""
         if self.hidden:
             return
-        data = entities.unescape(data).translate(_INVISIBLE)
+        data = _unescape(data).translate(_INVISIBLE)
         if self.pre:
             self._pre_text(data)
             return

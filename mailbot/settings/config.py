@@ -37,6 +37,8 @@ class ServiceConfig:
     instance_id: str = "mailbot"
     language: Literal["de", "en"] = "de"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" (readable) or "json" (one object a line, for a log collector).
+    log_format: Literal["text", "json"] = "text"
     templates_dir: str = ""
     busy_timeout_seconds: float = 5.0
 
@@ -139,6 +141,17 @@ class RelayConfig:
     timeout_seconds: float = 30.0
     maildir: str = ""
     ca_file: str = ""
+    # The name we greet the relay with (EHLO); empty: this machine's fully qualified name.
+    helo_name: str = ""
+
+
+@dataclass(frozen=True)
+class InboundLimits(Limits):
+    """[limits]: what one inbound mail may contain, and what a mail over the size gets."""
+
+    # "quarantine": a mail over max_message_bytes is kept and quarantined with the reason
+    # (its MTA never bounces it); "reject": the listener answers 552 5.3.4, `ingest` exits 65.
+    oversize: Literal["quarantine", "reject"] = "quarantine"
 
 
 @dataclass(frozen=True)
@@ -290,7 +303,7 @@ class Config:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     web: WebConfig = field(default_factory=WebConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
-    limits: Limits = field(default_factory=Limits)
+    limits: InboundLimits = field(default_factory=InboundLimits)
     hygiene: HygieneConfig = field(default_factory=HygieneConfig)
     team: TeamConfig = field(default_factory=TeamConfig)
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)

@@ -8,13 +8,14 @@ store and the :class:`~mailbot.health.Health` board, so they are never stale.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mailbot.status.health import WORKING, Health
 from mailbot.store import Store
+from mailbot.store import inbound as iq
 from mailbot.store import outbox as oq
 from mailbot.store import spam as sq
 
@@ -39,6 +40,14 @@ class ScrapeTimeCollector:
         yield self._outbox()
         yield GaugeMetricFamily("mailbot_spam_held", "Mails held as spam, waiting for release "
                                 "or expiry", value=sq.count(self.store))
+        yield GaugeMetricFamily("mailbot_quarantine_mails", "Mails held in the quarantine, "
+                                "waiting for an operator", value=iq.quarantine_count(self.store))
+        oldest = oq.oldest_pending_at(self.store)
+        age = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds() if oldest \
+            else 0.0
+        yield GaugeMetricFamily("mailbot_outbox_oldest_pending_seconds", "Age of the oldest "
+                                "mail still waiting for delivery (0 when none waits)",
+                                value=max(0.0, age))
         yield from self._sources()
 
     def _outbox(self) -> GaugeMetricFamily:

@@ -60,3 +60,8 @@ def set_uidvalidity(store: Store, mailbox: str, value: int) -> None:
     store.execute("INSERT INTO imap_state(mailbox, uidvalidity) VALUES (?, ?) "
                   "ON CONFLICT(mailbox) DO UPDATE SET uidvalidity = excluded.uidvalidity",
                   (mailbox, value))
+
+
+def quarantine_count(store: Store) -> int:
+    """How many mails are held in the quarantine, waiting for an operator."""
+    return store.row("SELECT COUNT(*) AS n FROM quarantine WHERE status = 'held'")["n"]

@@ -175,3 +175,8 @@ def outbox_counts(store: Store) -> dict[str, int]:
 def last_id(store: Store) -> int:
     """The id of the newest outbox row (0 when there is none)."""
     return store.row("SELECT COALESCE(MAX(id), 0) AS id FROM outbox")["id"]
+
+
+def oldest_pending_at(store: Store) -> str | None:
+    """When the oldest mail still waiting for delivery was queued (ISO), or None."""
+    return store.row("SELECT MIN(created_at) AS at FROM outbox WHERE status = 'pending'")["at"]

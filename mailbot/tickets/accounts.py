@@ -15,7 +15,7 @@ from pathlib import Path
 from mailbot.context import Context
 from mailbot.policy.config import ContractPolicy, Targets
 from mailbot.policy.rules import Policy, validate_contract
-from mailbot.reading.message import normalise_address, normalise_domain
+from mailbot.reading.headers import normalise_address, normalise_domain
 from mailbot.settings.schema import ConfigError, convert
 from mailbot.store import Store
 from mailbot.store import directory as q

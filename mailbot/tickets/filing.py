@@ -81,7 +81,7 @@ def file_customer_mail(ctx: Context, msg: Message, verdict: Verdict,
         if action in ("append", "reopen"):
             if contact_id is not None and contact_id == ticket["contact_id"]:
                 record_claim(ctx, ticket, identity, msg.from_addr, now)
-            return append_followup(ctx, msg, ticket, match, now)
+            return append_followup(ctx, msg, ticket, (match, facts), now)
         if action == "note":
             return _stranger_note(ctx, msg, ticket, now)
         parent = ticket
@@ -90,13 +90,33 @@ def file_customer_mail(ctx: Context, msg: Message, verdict: Verdict,
     return create_ticket(ctx, msg, identity, contact_id, (verdict, facts), parent, now)
 
 
-def append_followup(ctx: Context, msg: Message, ticket: dict, match: threads.ThreadMatch,
-                    now: datetime) -> Outcome:
-    """Append a customer's follow-up to its ticket, reopening it where the lifecycle says."""
+def append_followup(ctx: Context, msg: Message, ticket: dict,
+                    evidence: tuple[threads.ThreadMatch, dict], now: datetime) -> Outcome:
+    """Append a customer's follow-up to its ticket, reopening it where the lifecycle says;
+    facts it names are added to the ticket's, and what was missing and now came is no
+    longer asked for."""
+    match, facts = evidence
     store_message(ctx, ticket["id"], msg, "in", now)
+    _update_facts(ctx, ticket, facts, now)
     _customer_wrote(ctx, ticket, msg.from_addr, {"threaded_by": match.how}, now)
     notify.agents_about_message(ctx, ticket, msg, "agent_followup", now)
     return Outcome("followup", ticket["number"], f"threaded by {match.how}")
+
+
+def _update_facts(ctx: Context, ticket: dict, facts: dict, now: datetime) -> None:
+    """Merge the facts of a follow-up into the ticket's, with an event naming the new ones."""
+    known = {k: list(v) for k, v in (ticket.get("facts") or {}).items()}
+    added = {k: [v for v in values if v not in known.get(k, [])] for k, values in facts.items()}
+    added = {k: v for k, v in added.items() if v}
+    if not added:
+        return
+    for key, values in added.items():
+        known[key] = [*known.get(key, []), *values]
+    missing = [k for k in ticket.get("missing") or [] if k not in known]
+    tq.update(ctx.store, ticket["id"], facts=known, missing=missing)
+    tq.add_event(ctx.store, ticket["id"], "facts_updated",
+                 {"added": added, "still_missing": missing}, now)
+    ticket.update(facts=known, missing=missing)
 
 
 def append_customer_text(ctx: Context, ticket: dict, text: str, via: str,
