@@ -14,6 +14,7 @@ from email.message import EmailMessage
 
 import pytest
 from daemon_util import Instance
+from postfix import PostfixRig, postfix_missing
 from servers import Dovecot, ImapAccount, SmtpSink
 
 from mailbot.context import Context, open_context
@@ -116,3 +117,18 @@ def make_desk(tmp_path) -> Iterator[Callable[..., Desk]]:
     yield make
     for desk in desks:
         desk.ctx.store.close()
+
+
+@pytest.fixture(scope="module")
+def postfix_rig() -> Iterator[PostfixRig]:
+    """A Postfix of this module (own temp dir and ports) in front of three mailbot daemons,
+    one per way in (LMTP, SMTP, pipe), relaying their mail on to a sink; skips without Postfix."""
+    reason = postfix_missing()
+    if reason:
+        pytest.skip(reason)
+    rig = PostfixRig()
+    try:
+        rig.start()
+        yield rig
+    finally:
+        rig.stop()
