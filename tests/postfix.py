@@ -13,6 +13,7 @@ script in the temp dir, so that user must be able to run the project's Python:
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import re
@@ -116,20 +117,56 @@ def pipe_python(user: str = PIPE_USER) -> tuple[str, str] | str:
 
     The venv's own interpreter first (what an operator installs under /opt); when it lives
     where ``user`` cannot go (a pyenv under /root), the system's Python of the same version
-    with the venv's site-packages on its path, so nothing is copied.
+    with the venv's site-packages on its path; when the checkout itself is closed to
+    ``user``, that Python with a hard-linked mirror of the package and site-packages.
     """
     site = sysconfig.get_paths()["purelib"]
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     candidates = [(sys.executable, str(REPO)),
                   (f"/usr/bin/{version}", f"{REPO}:{site}")]
     for python, pythonpath in candidates:
-        probe = run_as(user, "env", f"PYTHONPATH={pythonpath}", python, "-c",
-                       "import mailbot.app.cli")
-        if probe.returncode == 0:
+        if _runs(user, python, pythonpath):
             return python, pythonpath
+    mirror = _linked_mirror(site)  # the checkout sits where the user cannot go (a 0700 dir)
+    if mirror is not None:
+        pythonpath = f"{mirror / 'src'}:{mirror / 'site'}"
+        if _runs(user, f"/usr/bin/{version}", pythonpath):
+            return f"/usr/bin/{version}", pythonpath
     return (f"the pipe user {user!r} can run neither {sys.executable} (its interpreter is "
             f"{os.path.realpath(sys.executable)}) nor /usr/bin/{version} with the venv's "
             f"site-packages; the pipe tests need a Python that user may execute")
+
+
+def _runs(user: str, python: str, pythonpath: str) -> bool:
+    """Whether ``user`` can import mailbot with this interpreter and path."""
+    probe = run_as(user, "env", f"PYTHONPATH={pythonpath}", python, "-c",
+                   "import mailbot.app.cli")
+    return probe.returncode == 0
+
+
+def _linked_mirror(site: str) -> Path | None:
+    """The package and the venv's site-packages as hard links in a readable temp dir.
+
+    Hard links share the files (nothing is copied) and their modes (readable); only the
+    directories are new, so the pipe user can reach them although the checkout's own path
+    is closed to it.  Removed at exit (removing links never touches the originals).
+    None when the temp dir is on another file system than the checkout.
+    """
+    mirror = Path(tempfile.mkdtemp(prefix="mailbot-pipe-python-"))
+    mirror.chmod(0o755)
+    atexit.register(shutil.rmtree, mirror, True)
+    try:
+        for part in ("mailbot", "templates"):  # the package finds templates beside it
+            shutil.copytree(REPO / part, mirror / "src" / part, copy_function=os.link,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(site, mirror / "site", copy_function=os.link,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    except OSError:
+        return None
+    for folder in (mirror, *mirror.rglob("*")):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    return mirror
 
 
 class Postfix:
