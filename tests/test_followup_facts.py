@@ -23,3 +23,24 @@ def test_a_follow_up_fills_in_the_missing_facts(make_desk):
     assert "version" not in after["missing"] and "device" not in after["missing"]
     [event] = desk.events(first.ticket_number, "facts_updated")
     assert event["data"]["added"]["version"] == ["4.2.1"]
+
+
+def test_a_ticket_from_the_null_sender_gets_no_automatic_mail_later(make_desk):
+    """RFC 3834: a mail from MAIL FROM:<> is filed, but neither its acknowledgement nor
+    a later status mail goes to the From address; a normal customer's ticket still gets both."""
+    from mailbot.inbound import pipeline
+    from mailbot.inbound.source import Envelope
+    from mailbot.tickets import actions, jobs
+
+    desk = make_desk(TUESDAY_10)
+    quiet = pipeline.ingest(desk.ctx, build_mail(subject="Ohne Absender"), "smtp",
+                            envelope=Envelope(sender=""))
+    normal = desk.receive(build_mail(subject="Normal",
+                                     sender=("Anna Berg", "anna.berg@kunde.example")))
+    for number in (quiet.ticket_number, normal.ticket_number):
+        actions.set_status(desk.ctx, number, "resolved")
+    desk.now = desk.now.replace(hour=12)
+    assert desk.run(jobs.status_notifications) == 1
+    assert desk.outbox(kind="status_changed", to="anna.berg@kunde.example")
+    assert not desk.outbox(kind="status_changed", to="juergen.mueller@kunde.example")
+    assert not desk.outbox(kind="acknowledgement", to="juergen.mueller@kunde.example")

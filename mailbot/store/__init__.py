@@ -249,5 +249,5 @@ _INSERTS = {table: _insert_sql(table, columns) for table, columns in {
                 "contact_id": None, "account_id": None, "contract": None, "entitled": 0,
                 "language": None, "parent_id": None, "owner": "", "created_at": None,
                 "updated_at": None, "first_response_due": None, "resolution_due": None,
-                "facts": {}, "missing": []},
+                "facts": {}, "missing": [], "auto_mail": 1},
 }.items()}

@@ -207,3 +207,10 @@ def m006_web_forms_used(db: Database) -> None:
         );
         CREATE INDEX web_forms_used_expiry ON web_forms_used(expires_at)
         """)
+
+
+@migrations()
+def m007_ticket_auto_mail(db: Database) -> None:
+    """Whether a ticket's contact may get automatic mail (not when it came from a robot or a
+    null envelope sender: RFC 3834)."""
+    db.execute("ALTER TABLE tickets ADD COLUMN auto_mail INTEGER NOT NULL DEFAULT 1")

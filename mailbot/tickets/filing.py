@@ -177,6 +177,7 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
         "account_id": account.get("id"), "contract": account.get("contract"),
         "entitled": int(assessed.entitled), "language": language,
         "parent_id": parent["id"] if parent else None, "created_at": now, "updated_at": now,
+        "auto_mail": int(verdict.acknowledge),
         **assessed.fields})
     store_message(ctx, ticket_id, msg, "in", now)
     tq.add_event(ctx.store, ticket_id, "created",

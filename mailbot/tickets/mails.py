@@ -29,9 +29,11 @@ def queue(ctx: Context, ticket_id: int | None, outgoing: Outgoing, now: datetime
 
 
 def to_customer(ctx: Context, ticket: dict, kind: str, values: dict, now: datetime) -> bool:
-    """Queue a mail of template ``kind`` to the ticket's contact; False without one."""
+    """Queue a mail of template ``kind`` to the ticket's contact; False without one, and
+    for a ticket opened by automatic mail or a null envelope sender (RFC 3834: no automatic
+    mail answers it; agents' own answers still go out)."""
     contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
-    if contact is None:
+    if contact is None or not ticket.get("auto_mail", 1):
         return False
     envelope = Envelope(to=(contact["address"],), from_name=ctx.config.support.name,
                         auto_submitted="auto-generated")
