@@ -7,11 +7,14 @@ bench (bench/hostile.py) measures the large versions.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from daemon_util import Instance
 from hygiene_kit import make_ctx
+from mails import build_mail
 
 from mailbot.inbound import pipeline
 from mailbot.reading.html import html_to_text
@@ -93,3 +96,18 @@ def test_a_character_reference_with_thousands_of_digits_is_a_replacement_charact
     """A reference no character has is shown as U+FFFD; its neighbours stay readable."""
     html = "<p>vorher &#" + "9" * 5000 + "; nachher &#228; &#0000000065;</p>"
     assert html_to_text(html, 10_000) == "vorher \ufffd nachher ä A"
+
+
+def test_the_same_bytes_quarantined_again_count_as_copies_of_one_entry(tmp_path):
+    """`quarantine list` shows one entry per held mail: copies, first and last seen, size and
+    the sender when it could be read."""
+    bot = Instance(tmp_path)
+    bot.update("limits", max_attachments=1)
+    raw = build_mail(attachments=(("a.txt", "text/plain", b"a"), ("b.txt", "text/plain", b"b")))
+    for _ in range(3):
+        assert bot.run("ingest", input=raw).returncode == 0
+    [held] = json.loads(bot.cli("quarantine", "list", "--json").stdout)
+    assert held["copies"] == 3 and held["size"] == len(raw)
+    assert held["sender"] == "juergen.mueller@kunde.example"
+    assert "quarantine is empty" not in bot.cli("quarantine", "list").stdout
+    assert "COPIES" in bot.cli("quarantine", "list").stdout

@@ -142,8 +142,14 @@ def quarantine_text(rows: list[dict]) -> str:
     """A table of quarantined mails."""
     if not rows:
         return "quarantine is empty"
-    return "\n".join(f"{r['id']:>6} {r['created_at'][:19]} {r['source']:<12} {r['sha256'][:12]} "
-                     f"{r['error']}" for r in rows)
+    lines = [f"{'ID':>6}  {'FIRST SEEN':<16}  {'LAST SEEN':<16}  {'COPIES':>6}  {'SIZE':>9}  "
+             f"{'SOURCE':<12}  {'SENDER':<28}  REASON"]
+    for r in rows:
+        lines.append(f"{r['id']:>6}  {r['created_at'][:16]:<16}  "
+                     f"{(r.get('last_seen_at') or r['created_at'])[:16]:<16}  "
+                     f"{r.get('copies', 1):>6}  {r.get('size', 0):>9}  {r['source']:<12}  "
+                     f"{(r.get('sender') or '-'):<28}  {r['error']}")
+    return "\n".join(lines)
 
 
 def config_summary(config: Config) -> str:

@@ -28,6 +28,7 @@ from mailbot.inbound.source import Envelope, Feed, TemporaryFailure
 from mailbot.reading import classify as classify_mod
 from mailbot.reading import message
 from mailbot.reading.facts import extract_facts
+from mailbot.reading.headers import sender_in_head
 from mailbot.reading.message import Message
 from mailbot.store import TemporaryStoreError, blobs
 from mailbot.store import inbound as iq
@@ -251,7 +252,9 @@ def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
             raise
         except Exception as exc:
             log.debug("mail %s from %s cannot be filed", mail.sha[:12], source, exc_info=True)
-            return quarantine(ctx, mail.sha, source, refusal(exc), durable)
+            sender = mail.msg.from_addr if mail.msg is not None else sender_in_head(raw)
+            return quarantine(ctx, mail.sha, source, refusal(exc), durable,
+                              (len(raw), sender))
     except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
         raise TemporaryFailure(f"database unavailable: {exc}") from exc
     _announce(ctx, mail)
@@ -310,12 +313,15 @@ def flush(ctx: Context) -> None:
 
 
 def quarantine(ctx: Context, sha: str, source: str, error: str,
-               durable: bool = True) -> Outcome:
-    """Hold a mail that could not be processed; its raw bytes stay in the spool."""
+               durable: bool = True, about: tuple[int, str] = (0, "")) -> Outcome:
+    """Hold a mail that could not be processed; its raw bytes stay in the spool.
+
+    ``about`` is the mail's size and sender (when it could be read), for the operator.
+    """
     now = ctx.clock()
     log.warning("quarantined mail %s from %s: %s", sha[:12], source, error)
     with ctx.store.transaction(durable=durable):
-        iq.add_quarantine(ctx.store, sha, source, error[:2000], now)
+        iq.add_quarantine(ctx.store, sha, source, error[:2000], now, *about)
         iq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
     ctx.metrics.ingested(Outcome("quarantined"))
     return Outcome("quarantined", "", error)
@@ -344,16 +350,17 @@ def screen(ctx: Context, size: int, source: str, where: str) -> Outcome | None:
 def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int, Outcome]]:
     """Run held mails through the pipeline again, e.g. after a fix; results per entry.
 
-    A mail refused unread has no bytes here: it waits where its entry says.
+    A mail refused unread has no bytes here: it waits where its entry says.  A mail that is
+    refused again stays held in the same entry, with the new reason (and one more copy).
     """
     results = []
     for entry in iq.quarantined(ctx.store):
         if (ids and entry["id"] not in ids) or not entry["sha256"]:
             continue
         outcome = ingest(ctx, blobs.get(ctx.spool_dir, entry["sha256"]), entry["source"])
-        status = "superseded" if outcome.status == "quarantined" else "released"
-        with ctx.store.transaction():
-            iq.set_quarantine_status(ctx.store, entry["id"], status, ctx.clock())
+        if outcome.status != "quarantined":
+            with ctx.store.transaction():
+                iq.set_quarantine_status(ctx.store, entry["id"], "released", ctx.clock())
         results.append((entry["id"], outcome))
     return results
 

@@ -226,3 +226,25 @@ def header_date(value: str) -> datetime | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# A From header longer than this is not read for the quarantine list.
+MAX_SENDER_BYTES = 998
+
+
+def sender_in_head(raw: bytes, max_bytes: int = 64 * 1024) -> str:
+    """The From address of a mail that could not be read as a whole (for the quarantine
+    list), from its first ``max_bytes`` only; ``""`` when there is none to be found."""
+    head = raw[:max_bytes]
+    end = re.search(rb"\r?\n\r?\n", head)
+    lines = re.split(rb"\r?\n(?![ \t])", head[:end.start()] if end else head)
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"from":
+            if len(value) > MAX_SENDER_BYTES:  # a hostile header: not worth a look
+                return ""
+            try:
+                return name_and_address(value.decode("utf-8", "replace"), "")[1]
+            except Exception:
+                return ""
+    return ""

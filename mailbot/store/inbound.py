@@ -30,10 +30,19 @@ def record_ingest(store: Store, sha256: str, message_id: str, outcome: str,
         (sha256, message_id, outcome, ticket_id, source, iso(at)))
 
 
-def add_quarantine(store: Store, sha256: str, source: str, error: str, at: datetime) -> int:
-    """Hold a mail that could not be processed, with its error."""
+def add_quarantine(store: Store, sha256: str, source: str, error: str, at: datetime,
+                   size: int = 0, sender: str = "") -> int:
+    """Hold a mail that could not be processed, with its error; the same bytes held already
+    count as one more copy of that entry (with the latest error), not a new entry."""
+    held = store.row("SELECT id FROM quarantine WHERE sha256 = ? AND status = 'held' "
+                     "AND sha256 != ''", (sha256,))
+    if held is not None:
+        store.execute("UPDATE quarantine SET copies = copies + 1, last_seen_at = ?, error = ? "
+                      "WHERE id = ?", (iso(at), error, held["id"]))
+        return held["id"]
     return store.insert("quarantine", {"sha256": sha256, "source": source, "error": error,
-                                       "created_at": at})
+                                       "created_at": at, "last_seen_at": at, "size": size,
+                                       "sender": sender})
 
 
 def quarantined(store: Store, status: str | None = "held") -> list[dict]:

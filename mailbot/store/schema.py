@@ -214,3 +214,15 @@ def m007_ticket_auto_mail(db: Database) -> None:
     """Whether a ticket's contact may get automatic mail (not when it came from a robot or a
     null envelope sender: RFC 3834)."""
     db.execute("ALTER TABLE tickets ADD COLUMN auto_mail INTEGER NOT NULL DEFAULT 1")
+
+
+@migrations()
+def m008_quarantine_copies(db: Database) -> None:
+    """One quarantine entry per held mail: copies counted, last seen, size and sender."""
+    _run(db, """
+        ALTER TABLE quarantine ADD COLUMN copies INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE quarantine ADD COLUMN last_seen_at TEXT;
+        ALTER TABLE quarantine ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE quarantine ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+        CREATE INDEX quarantine_sha ON quarantine(sha256, status)
+        """)
