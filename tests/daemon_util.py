@@ -139,7 +139,7 @@ class Instance:
 
     def tickets(self) -> list[dict]:
         """All tickets, from `mailbot tickets list --all --json`."""
-        return self.cli_json("tickets", "list", "--all")
+        return self.cli_json("tickets", "list", "--all", "--limit", "1000000")
 
     def ticket(self, number: str) -> dict:
         """One ticket, from `mailbot tickets show NUMBER --json`."""

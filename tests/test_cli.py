@@ -195,3 +195,20 @@ def test_ingest_with_a_person_as_envelope_sender_is_acknowledged(bot):
     result = bot.run("ingest", "--sender", CUSTOMER[1], input=build_mail(subject="Mit Absender"))
     assert result.returncode == EX_OK, result.stderr.decode()
     assert [r["kind"] for r in bot.cli_json("outbox", "list")] == ["acknowledgement"]
+
+
+def test_tickets_list_pages_and_search_finds_text(bot):
+    """`tickets list --limit/--offset` pages the work order; `tickets search` finds a word of
+    a mail (any case, `%` taken literally) and prints a table."""
+    for n in range(5):
+        bot.run("ingest", input=build_mail(subject=f"Fall {n}", message_id=f"<p{n}@x.example>",
+                                           text=f"Seriennummer SN-{n}00 defekt, 100% kaputt\n"))
+    first = bot.cli_json("tickets", "list", "--limit", "2")
+    rest = bot.cli_json("tickets", "list", "--limit", "10", "--offset", "2")
+    assert len(first) == 2 and len(rest) == 3
+    assert {t["number"] for t in first}.isdisjoint(t["number"] for t in rest)
+    [found] = bot.cli_json("tickets", "search", "sn-300")
+    assert found["subject"] == "Fall 3"
+    assert len(bot.cli_json("tickets", "search", "100%")) == 5
+    assert bot.cli_json("tickets", "search", "50%") == []
+    assert "NUMBER" in bot.cli("tickets", "search", "Fall").stdout

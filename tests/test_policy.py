@@ -25,7 +25,6 @@ from mailbot.policy.rules import (
     resolve_targets,
     update_due,
     validate_contract,
-    work_order_key,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -133,9 +132,12 @@ def test_entitlement(contract, entitled):
     assert is_entitled(contract) is entitled
 
 
-def test_work_order():
+def test_work_order(tmp_path):
     """Agents work urgent tickets first, entitled ones first within a priority, then by
-    earliest deadline."""
+    earliest deadline (the order `tickets list` reads from the store, a page at a time)."""
+    from mailbot.store import Store
+    from mailbot.store import tickets as tq
+
     tickets = [
         ("stranger urgent", False, "urgent", at("2026-11-23 10:00")),
         ("contract low", True, "low", at("2026-11-20 10:00")),
@@ -145,11 +147,22 @@ def test_work_order():
         ("contract high", True, "high", at("2026-11-30 10:00")),
         ("stranger normal", False, "normal", at("2026-11-19 10:00")),
     ]
-    ordered = sorted(tickets, key=lambda t: work_order_key(t[1], t[2], t[3]))
-    assert [t[0] for t in ordered] == [
+    store = Store(tmp_path / "db.sqlite3")
+    with store.transaction():
+        for n, (subject, entitled, priority, due) in enumerate(tickets):
+            store.insert("tickets", {"number": str(n), "subject": subject, "status": "open",
+                                     "priority": priority, "entitled": int(entitled),
+                                     "language": "de", "created_at": at("2026-11-19 09:00"),
+                                     "updated_at": at("2026-11-19 09:00"),
+                                     "first_response_due": due})
+    ordered = [t["subject"] for t in tq.listing(store, ("open",))]
+    assert ordered == [
         "contract urgent sooner", "contract urgent later", "stranger urgent", "contract high",
         "contract high no deadline", "stranger normal", "contract low",
     ]  # fmt: skip
+    assert [t["subject"] for t in tq.listing(store, ("open",), limit=2, offset=2)] == \
+        ["stranger urgent", "contract high"]
+    store.close()
 
 
 @pytest.mark.parametrize(

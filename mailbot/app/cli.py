@@ -216,12 +216,27 @@ def tickets() -> None:
 
 @tickets.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include resolved and closed tickets.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Tickets on one page.")
+@click.option("--offset", default=0, type=click.IntRange(min=0), help="Tickets to skip.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def tickets_list(obj: dict, show_all: bool, as_json: bool) -> None:
-    """Tickets in the order agents should work them."""
+def tickets_list(obj: dict, show_all: bool, limit: int, offset: int, as_json: bool) -> None:
+    """Tickets in the order agents should work them, a page at a time."""
     ctx = _context(obj)
-    rows = reports.ticket_list(ctx, show_all)
+    rows = reports.ticket_list(ctx, show_all, limit, offset)
+    _emit(rows, as_json, reports.ticket_list_text(rows, ctx.config.timezone))
+
+
+@tickets.command("search")
+@click.argument("text")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tickets_search(obj: dict, text: str, limit: int, as_json: bool) -> None:
+    """Tickets whose subject, messages or senders contain TEXT, newest first."""
+    ctx = _context(obj)
+    rows = reports.ticket_search(ctx, text, limit)
     _emit(rows, as_json, reports.ticket_list_text(rows, ctx.config.timezone))
 
 

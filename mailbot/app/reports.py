@@ -7,7 +7,6 @@ from zoneinfo import ZoneInfo
 
 from mailbot.context import Context
 from mailbot.outbound.wording import moment
-from mailbot.policy.rules import work_order_key
 from mailbot.settings.config import Config
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
@@ -18,17 +17,18 @@ ATTACHMENT_KEYS = ("filename", "content_type", "size", "sha256")
 CLAIM_KEYS = ("customer_number", "account", "line", "from", "confirmed", "created_at")
 
 
-def work_order(row: dict) -> tuple:
-    """Sort key: priority, entitled customers first within it, then the earliest deadline."""
-    due = datetime.fromisoformat(row["first_response_due"]) if row["first_response_due"] \
-        else None
-    return (*work_order_key(bool(row["entitled"]), row["priority"], due), row["id"])
-
-
-def ticket_list(ctx: Context, show_all: bool) -> list[dict]:
-    """Tickets as agents should work them, as plain dicts."""
+def ticket_list(ctx: Context, show_all: bool, limit: int = -1, offset: int = 0) -> list[dict]:
+    """A page of the tickets as agents should work them, as plain dicts."""
     statuses = lifecycle.STATUSES if show_all else OPEN_STATUSES
-    rows = sorted(tq.listing(ctx.store, statuses), key=work_order)
+    return _rows(tq.listing(ctx.store, statuses, limit, offset))
+
+
+def ticket_search(ctx: Context, text: str, limit: int) -> list[dict]:
+    """Tickets whose subject or messages mention ``text``, newest first, as plain dicts."""
+    return _rows(tq.search(ctx.store, text, limit))
+
+
+def _rows(rows: list[dict]) -> list[dict]:
     keys = ("number", "subject", "status", "priority", "entitled", "contact", "account",
             "contract", "owner", "first_response_due", "created_at")
     return [{k: (bool(r[k]) if k == "entitled" else r[k]) for k in keys} for r in rows]

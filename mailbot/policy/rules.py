@@ -152,16 +152,6 @@ def is_entitled(contract: ContractPolicy | None) -> bool:
     return contract is not None and contract.tier.strip().lower() not in ("", "none")
 
 
-def work_order_key(
-    entitled: bool, priority: Priority, deadline: datetime | None
-) -> tuple[int, int, datetime]:
-    """Sort key for the order agents work tickets: urgent first; within a priority, entitled
-    customers first (seeds 003/004: no contract, no entitlement); then the earliest response
-    deadline (tickets without one last)."""
-    due = deadline.astimezone(UTC) if deadline is not None else _FAR_FUTURE
-    return (priority_rank(priority), 0 if entitled else 1, due)
-
-
 @dataclass(frozen=True)
 class ResolvedTargets:
     """The response targets that apply to one ticket."""

@@ -46,13 +46,37 @@ def update(store: Store, ticket_id: int, **fields: object) -> None:
     store.update_row("tickets", ticket_id, fields)
 
 
-def listing(store: Store, statuses: tuple[str, ...]) -> list[dict]:
-    """Tickets in the given statuses with contact and account, unsorted."""
-    sql = ("SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "
-           "LEFT JOIN contacts c ON c.id = t.contact_id "
-           "LEFT JOIN accounts a ON a.id = t.account_id "
-           "WHERE t.status IN (SELECT value FROM json_each(?)) ORDER BY t.id")
-    return [_decode(r) for r in store.rows(sql, (json.dumps(list(statuses)),))]
+# A page of the tickets in some statuses, in the order agents work them (in SQL so that a
+# page of a long list is read without sorting every ticket): priority, entitled customers
+# first (seeds 003/004: no contract, no entitlement), the earliest response deadline (none
+# last), then the oldest.
+_LISTING_SQL = (
+    "SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "
+    "LEFT JOIN contacts c ON c.id = t.contact_id LEFT JOIN accounts a ON a.id = t.account_id "
+    "WHERE t.status IN (SELECT value FROM json_each(?)) "
+    "ORDER BY CASE t.priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "
+    "ELSE 3 END, t.entitled DESC, t.first_response_due IS NULL, t.first_response_due, t.id "
+    "LIMIT ? OFFSET ?")
+# Tickets whose subject, messages or senders contain a text, newest first.
+_SEARCH_SQL = (
+    "SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "
+    "LEFT JOIN contacts c ON c.id = t.contact_id LEFT JOIN accounts a ON a.id = t.account_id "
+    "WHERE t.subject LIKE :p ESCAPE '\\' OR t.id IN (SELECT ticket_id FROM messages "
+    "WHERE body LIKE :p ESCAPE '\\' OR from_addr LIKE :p ESCAPE '\\') "
+    "ORDER BY t.id DESC LIMIT :limit")
+
+
+def listing(store: Store, statuses: tuple[str, ...], limit: int = -1,
+            offset: int = 0) -> list[dict]:
+    """A page of the tickets in the given statuses, in work order, with contact and account."""
+    return [_decode(r) for r in store.rows(_LISTING_SQL,
+                                           (json.dumps(list(statuses)), limit, offset))]
+
+
+def search(store: Store, text: str, limit: int) -> list[dict]:
+    """Tickets whose subject or messages contain ``text`` (any case), newest first."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return [_decode(r) for r in store.rows(_SEARCH_SQL, {"p": pattern, "limit": limit})]
 
 
 def ticket_for_message_id(store: Store, message_id: str) -> int | None:
