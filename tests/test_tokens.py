@@ -153,3 +153,12 @@ def test_unknown_link_purpose_is_a_programming_error(signer):
     with pytest.raises(ValueError, match="unknown token purpose"):
         signer.link_token("admin", NUMBER)
 
+
+
+def test_a_damaged_message_id_of_ours_is_just_not_ours(signer):
+    """A flipped byte that makes our Message-ID's signature non-ASCII is not a crash."""
+    genuine = signer.message_id(NUMBER, "example.com")
+    local, _, domain = genuine.partition("@")
+    damaged = f"{local[:-1]}ü@{domain}"
+    assert signer.read_message_id(genuine) == NUMBER
+    assert signer.read_message_id(damaged) is None

@@ -152,5 +152,7 @@ class Signer:
         return digest[:length]
 
     def _verify(self, purpose: str, text: str, mac: str, length: int) -> bool:
+        if not mac.isascii():  # ours never is; compare_digest refuses non-ASCII text
+            return False
         return any(hmac.compare_digest(self._mac(purpose, text, length, key), mac)
                    for key in (self.secret, *self.old_secrets))
