@@ -28,6 +28,7 @@ from mailbot.settings import config as config_mod
 from mailbot.settings import team
 from mailbot.settings.schema import ConfigError
 from mailbot.store import TemporaryStoreError
+from mailbot.store import directory as dq
 from mailbot.store import inbound as iq
 from mailbot.store import outbox as oq
 from mailbot.store import spam as sq
@@ -338,6 +339,26 @@ def accounts_link(obj: dict, address: str, number: str) -> None:
     click.echo(f"{address.strip().lower()} linked to {account['name']} "
                f"({account['customer_number']}, contract {account['contract'] or '-'})"
                + (f"; contract treatment for ticket(s) {', '.join(numbers)}" if numbers else ""))
+
+
+@accounts.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def accounts_list(obj: dict, as_json: bool) -> None:
+    """Accounts with customer number, contract, domains, contacts and open tickets."""
+    rows = dq.accounts(_context(obj).store)
+    _emit(rows, as_json, reports.accounts_text(rows))
+
+
+@accounts.command("contacts")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--offset", default=0, type=click.IntRange(min=0))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def accounts_contacts(obj: dict, limit: int, offset: int, as_json: bool) -> None:
+    """A page of the contacts (who wrote, or was imported), with their account."""
+    rows = dq.contacts(_context(obj).store, limit, offset)
+    _emit(rows, as_json, reports.contacts_text(rows))
 
 
 @main.group()

@@ -198,3 +198,25 @@ def _local(moment: str | None, zone: str) -> str:
     if not moment:
         return "-"
     return datetime.fromisoformat(moment).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def accounts_text(rows: list[dict]) -> str:
+    """A table of accounts for the terminal."""
+    if not rows:
+        return "no accounts (import them with `mailbot accounts import FILE`)"
+    lines = [f"{'NAME':<28} {'NUMBER':<12} {'CONTRACT':<16} {'CONTACTS':>8} {'OPEN':>5}  DOMAINS"]
+    lines += [f"{r['name'][:28]:<28} {(r['customer_number'] or '-'):<12} "
+              f"{(r['contract'] or '-'):<16} {r['contacts']:>8} {r['open_tickets']:>5}  "
+              f"{', '.join(r['domains']) or '-'}" for r in rows]
+    return "\n".join(lines)
+
+
+def contacts_text(rows: list[dict]) -> str:
+    """A table of contacts for the terminal; a bounced address is marked."""
+    if not rows:
+        return "no contacts"
+    lines = [f"{'ADDRESS':<36} {'NAME':<24} ACCOUNT"]
+    lines += [f"{r['address'][:36]:<36} {(r['name'] or '-')[:24]:<24} {r['account'] or '-'}"
+              + (f"  [bounced: {r['bounce_reason']}]" if r["bounced_at"] else "")
+              for r in rows]
+    return "\n".join(lines)

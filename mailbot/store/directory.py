@@ -114,6 +114,23 @@ def upsert_contact(store: Store, record: dict) -> int:
     return contact_by_address(store, record["address"])["id"]
 
 
+def accounts(store: Store) -> list[dict]:
+    """Every account with its contract, its number of contacts and of open tickets."""
+    return [_decode(r) for r in store.rows(
+        "SELECT a.*, (SELECT COUNT(*) FROM contacts c WHERE c.account_id = a.id) AS contacts, "
+        "(SELECT COUNT(*) FROM tickets t WHERE t.account_id = a.id "
+        "AND t.status IN ('new', 'open', 'waiting')) AS open_tickets "
+        "FROM accounts a ORDER BY a.name")]
+
+
+def contacts(store: Store, limit: int, offset: int = 0) -> list[dict]:
+    """A page of the contacts by address, with their account's name."""
+    return store.rows(
+        "SELECT c.address, c.name, c.phone, c.language, c.bounced_at, c.bounce_reason, "
+        "a.name AS account FROM contacts c LEFT JOIN accounts a ON a.id = c.account_id "
+        "ORDER BY c.address LIMIT ? OFFSET ?", (limit, offset))
+
+
 def _decode(row: dict | None) -> dict | None:
     if row is not None and isinstance(row.get("domains"), str):
         row["domains"] = json.loads(row["domains"])
