@@ -38,7 +38,7 @@ DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 DOVECOT_INSTALL_HINT = (
     "Dovecot 2.3 is needed for the end-to-end tests but was not found "
     "(looked on PATH and in {paths}). Run the suite with `bash tests/run.sh`, which installs "
-    "it, or install it yourself: `apt-get install -y dovecot-imapd`."
+    "it, or install it yourself: `apt-get install -y --no-install-recommends dovecot-imapd`."
 )
 USERNAME = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]*")  # Dovecot's auth_username_chars
 DEFAULT_PASSWORD = "secret"

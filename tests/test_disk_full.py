@@ -26,12 +26,12 @@ STEP_PAGES = 8
 
 
 def mount_tmpfs(where: Path, options: str) -> None:
-    """Mount a tmpfs at ``where``, or skip the test saying why it cannot be done here."""
+    """Mount a tmpfs at ``where``, or fail saying why it cannot be done here."""
     where.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        pytest.skip(f"needs a tmpfs of its own, and mounting one is not permitted here "
+        pytest.fail(f"needs a tmpfs of its own, and mounting one is not permitted here "
                     f"(run as root): {result.stderr.strip()}")
 
 

@@ -251,9 +251,7 @@ class LockedAfterSend:
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait (in the event loop) until ``condition`` holds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+    await asyncio.to_thread(wait_until, condition, timeout, 0.01)
 
 
 def test_a_busy_database_right_after_a_send_never_sends_the_mail_again(

@@ -25,7 +25,7 @@ def rig(postfix_rig: PostfixRig, request: pytest.FixtureRequest) -> PostfixRig:
     """The module's rig; a test over the pipe skips (with the reason) if the pipe cannot run."""
     path = getattr(request.node, "callspec", None) and request.node.callspec.params.get("path")
     if path == "pipe" and postfix_rig.pipe_skip:
-        pytest.skip(postfix_rig.pipe_skip)
+        pytest.fail(postfix_rig.pipe_skip)
     return postfix_rig
 
 

@@ -145,8 +145,7 @@ def test_a_source_that_raises_is_logged_and_restarted(dovecot, caplog):
         stop = asyncio.Event()
         task = asyncio.create_task(supervise(source.name, lambda: source.serve(
             Feed(file=file, flush=lambda: None), stop), health, stop))
-        while not filed:
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(wait_until, lambda: filed, 15, 0.02, "the mail filed")
         stop.set()
         await asyncio.wait_for(task, 15)
 
