@@ -20,7 +20,7 @@ from typing import Literal
 from mailbot.policy.config import PolicyConfig
 from mailbot.policy.rules import build_policy
 from mailbot.reading.facts import FactsConfig, compile_facts
-from mailbot.reading.message import Limits
+from mailbot.reading.limits import Limits
 from mailbot.settings.schema import ConfigError, Secret, build
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,9 @@ from mailbot.context import Context
 from mailbot.settings.config import AgentConfig
 from mailbot.store import tickets as tq
 from mailbot.tickets import agents, commands, filing, lifecycle
+from mailbot.tickets.outcome import OperatorError
 
 OPERATOR = "operator"
-
-
-class OperatorError(ValueError):
-    """A request that cannot be carried out; the message says why and what is allowed."""
 
 
 def set_status(ctx: Context, number: str, status: str) -> bool:

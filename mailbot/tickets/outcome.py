@@ -16,3 +16,8 @@ class Outcome:
     status: str
     ticket_number: str = ""
     detail: str = ""
+
+
+class OperatorError(ValueError):
+    """A request of an operator that cannot be carried out; the message says why and what
+    is allowed."""

@@ -17,8 +17,7 @@ from mailbot.reading.message import Message, ParseError, parse
 from mailbot.reading.spam import SpamContext, spam_reason
 from mailbot.store import blobs
 from mailbot.store import spam as sq
-from mailbot.tickets.actions import OperatorError
-from mailbot.tickets.outcome import Outcome
+from mailbot.tickets.outcome import OperatorError, Outcome
 
 log = logging.getLogger(__name__)
 
