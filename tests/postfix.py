@@ -156,9 +156,8 @@ def _linked_mirror(site: str) -> Path | None:
     mirror.chmod(0o755)
     atexit.register(shutil.rmtree, mirror, True)
     try:
-        for part in ("mailbot", "templates"):  # the package finds templates beside it
-            shutil.copytree(REPO / part, mirror / "src" / part, copy_function=os.link,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / "mailbot", mirror / "src" / "mailbot", copy_function=os.link,
+                        ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(site, mirror / "site", copy_function=os.link,
                         ignore=shutil.ignore_patterns("__pycache__"))
     except OSError:

@@ -14,7 +14,7 @@ from mails import build_mail
 from mailbot.policy.bizhours import add_business_time, parse_duration
 from mailbot.policy.rules import PolicyConfig, build_policy, calendar_for
 
-ACCOUNTS = REPO / "config" / "accounts.example.toml"
+ACCOUNTS = REPO / "mailbot" / "examples" / "accounts.example.toml"
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 ANNA = (AGENTS[0]["name"], AGENTS[0]["address"])
 STRANGER = ("Max Neu", "max@unbekannt.example")

@@ -8,6 +8,8 @@ import pytest
 from daemon_util import REPO, Instance
 from mails import CUSTOMER, build_mail
 
+EXAMPLES = REPO / "mailbot" / "examples"
+
 EX_OK, EX_DATAERR, EX_TEMPFAIL = 0, 65, 75
 
 
@@ -95,7 +97,7 @@ def test_tickets_show_of_an_unknown_number_fails(bot):
 
 def test_ticket_of_an_imported_account_shows_account_and_contract(bot):
     """A sender from an imported customer's domain is filed under that account and contract."""
-    imported = bot.cli("accounts", "import", str(REPO / "config" / "accounts.example.toml"))
+    imported = bot.cli("accounts", "import", str(EXAMPLES / "accounts.example.toml"))
     assert imported.exit_code == 0, imported.output
     sender = ("Max Muster", "max@muster-maschinenbau.de")
     bot.cli("ingest", input=build_mail(subject="Maschine steht", sender=sender))
@@ -217,7 +219,7 @@ def test_tickets_list_pages_and_search_finds_text(bot):
 def test_accounts_and_contacts_are_listed(bot):
     """After an import, `accounts list` shows each account with its contract and counts,
     `accounts contacts` each contact with its account."""
-    bot.cli("accounts", "import", str(REPO / "config" / "accounts.example.toml"))
+    bot.cli("accounts", "import", str(EXAMPLES / "accounts.example.toml"))
     accounts = bot.cli_json("accounts", "list")
     assert accounts and all({"name", "customer_number", "contract", "contacts",
                              "open_tickets", "domains"} <= set(a) for a in accounts)

@@ -26,12 +26,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_config_is_the_working_default():
     """The mailbot.toml in the repository loads and means: listener on, Maildir, no IMAP."""
-    loaded = config.load(REPO / "mailbot.toml", require_file=True)
+    shipped = REPO / "mailbot" / "examples"
+    loaded = config.load(shipped / "mailbot.toml", require_file=True)
     assert (loaded.listener.enabled, loaded.listener.host, loaded.listener.port) == \
         (True, "127.0.0.1", 2525)
     assert loaded.relay.host == "" and loaded.imap == ()
-    assert loaded.data_dir == REPO / "data"
-    assert loaded.maildir == REPO / "data" / "maildir"
+    assert loaded.data_dir == shipped / "data"
+    assert loaded.maildir == shipped / "data" / "maildir"
 
 
 def test_an_empty_file_means_all_defaults(tmp_path):

@@ -15,7 +15,7 @@ from mailbot.outbound import wording
 from mailbot.policy.bizhours import add_business_time, parse_duration
 from mailbot.policy.rules import PolicyConfig, build_policy, calendar_for
 
-ACCOUNTS = REPO / "config" / "accounts.example.toml"
+ACCOUNTS = REPO / "mailbot" / "examples" / "accounts.example.toml"
 ANNA_MEIER = ("Anna Meier", "anna.meier@muster-maschinenbau.de")
 STRANGER = ("Max Neu", "max@unbekannt.example")
 FRIDAY_15 = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # 15:00 in Berlin

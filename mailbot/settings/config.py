@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -321,14 +321,11 @@ class Config:
 
     @property
     def templates_dir(self) -> Path:
-        """Mail and page templates, ``templates/<lang>/``: configured, in the source tree
-        (a clone or an editable install), else where a wheel installed them."""
+        """Mail and page templates, ``templates/<lang>/``: the configured directory, else the
+        ones shipped inside the package (found wherever and however it was installed)."""
         if self.service.templates_dir:
             return Path(self.service.templates_dir)
-        source_tree = Path(__file__).resolve().parents[2] / "templates"
-        if source_tree.is_dir():
-            return source_tree
-        return Path(sys.prefix) / "share" / "mailbot" / "templates"
+        return Path(str(resources.files("mailbot") / "templates"))
 
     @property
     def timezone(self) -> str:
