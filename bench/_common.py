@@ -274,15 +274,16 @@ class Db:
 
 def write_config(path: Path, data_dir: Path, *, listener_port: int | None = None,
                  imap: dict | list[dict] | None = None, relay_port: int | None = None,
-                 log_level: str = "INFO") -> Path:
-    """A mailbot.toml for one benchmark run (web server off, everything on loopback)."""
+                 log_level: str = "INFO", protocol: str = "smtp", extra: str = "") -> Path:
+    """A mailbot.toml for one benchmark run (web server off, everything on loopback);
+    ``extra`` is appended as it is (more tables)."""
     lines = [
         "[service]", f'data_dir = "{data_dir}"', f'log_level = "{log_level}"', "",
         "[support]", 'address = "support@example.com"',
         'signing_secret = "bench-secret-bench-secret-bench-secret"', "",
         "[listener]",
         f"enabled = {'true' if listener_port else 'false'}",
-        'host = "127.0.0.1"', f"port = {listener_port or 2525}", "",
+        'host = "127.0.0.1"', f"port = {listener_port or 2525}", f'protocol = "{protocol}"', "",
         "[web]", "enabled = false", "",
         "[admin]", "enabled = false", "",
     ]
@@ -296,7 +297,7 @@ def write_config(path: Path, data_dir: Path, *, listener_port: int | None = None
     if relay_port:
         lines += ["[relay]", 'host = "127.0.0.1"', f"port = {relay_port}",
                   'security = "plain"', "timeout_seconds = 10", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text("\n".join(lines) + extra, encoding="utf-8")
     return path
 
 

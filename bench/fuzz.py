@@ -4,12 +4,15 @@
 
 Each mutant (a seed mail of some shape, damaged by one to three mutators) is filed with
 `pipeline.ingest` in this process, on a fresh data dir with a real SQLite file, as
-`mailbot ingest` files a mail.  Printed: the outcome counts, the 10 slowest mails with the
-mutations that made them, quarantines whose reason is not a sentence, tracebacks (an
+`mailbot ingest` files a mail: each read in a reader process forked from this one, within
+`[limits] max_seconds_per_mail` (30 s).  Printed: the outcome counts, the 10 slowest mails
+with the mutations that made them, quarantines whose reason is not a sentence, tracebacks (an
 exception out of `ingest`, or one mailbot logged while quarantining a mail it should have
-refused in words), mails without an ingest record, and peak RSS (VmHWM of this process).
-Exit status 1 if a check fails: a traceback, a lost mail, a mail over 2 s, a reason that is
-not a sentence.  The temp dir is removed at the end (`--keep` leaves it).
+refused in words), mails without an ingest record, mails stopped by the budget and mails
+whose reader died twice, and peak RSS (VmHWM of this process, and of the largest reader).
+Exit status 1 if a check fails: a traceback, a lost mail, a mail over 2 s or over the budget,
+a reader that died, a reason that is not a sentence.  The temp dir is removed at the end
+(`--keep` leaves it).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import hashlib
 import heapq
 import logging
+import resource
 import shutil
 import sys
 import tempfile
@@ -41,6 +45,9 @@ from mailbot.store import inbound as iq
 
 SLOW_SECONDS = 2.0  # no mail may take longer
 SHOWN = 10  # slowest mails and failures listed
+# How a quarantine reason names the budget, and a reader that died twice (inbound/readers.py).
+BUDGET = "(limits.max_seconds_per_mail)"
+DIED = "the process reading this mail ended twice"
 
 
 class Tracebacks(logging.Handler):
@@ -103,6 +110,10 @@ def check(ctx, description: str, raw: bytes, outcome, elapsed: float,
         found.append(f"not a sentence: {description}: {outcome.detail!r}")
     if elapsed > SLOW_SECONDS:
         found.append(f"slow: {description}: {elapsed:.2f} s")
+    if outcome.detail.endswith(BUDGET):
+        found.append(f"budget: {description}: {outcome.detail}")
+    if outcome.detail.startswith(DIED):
+        found.append(f"reader died: {description}: {outcome.detail}")
     return found
 
 
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         held = iq.quarantined(ctx.store, None)
         wordless = [e["error"] for e in held if not is_sentence(e["error"])]
         ctx.store.close()
+        pipeline.READERS.close()  # reaped: their peak RSS counts in RUSAGE_CHILDREN
     finally:
         if args.keep:
             print(f"kept {tmp}")
@@ -145,7 +157,10 @@ def report(outcomes: Counter, slowest: list, failures: list[str], wordless: list
     print(f"\nquarantine reasons that are not a sentence: {len(wordless)}"
           f"\ntracebacks: {kinds['traceback'] + kinds['traceback (logged)']}"
           f"\nlost mails: {kinds['lost']}\nmails over {SLOW_SECONDS:.0f} s: {kinds['slow']}"
-          f"\npeak RSS (VmHWM): {peak_rss()}")
+          f"\nmails stopped by the budget {BUDGET}: {kinds['budget']}"
+          f"\nmails whose reader died twice: {kinds['reader died']}"
+          f"\npeak RSS (VmHWM): {peak_rss()}; the largest reader: "
+          f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} kB")
     for line in failures[:SHOWN] + wordless[:SHOWN]:
         print(f"CHECK FAILED: {line[:300]}")
 

@@ -1,7 +1,8 @@
 """What hostile input costs: (a) facts extraction on pathological mail text, in ms per call,
-and (b) a good IMAP login right after a refused password on the test Dovecot.
+(b) a good IMAP login right after a refused password on the test Dovecot, and (c) the
+per-mail budget: what reading every mail in a process of its own costs, and the budget at work.
 
-    python bench/hostile.py [--only a,b] [--repeat 200] [--logins 50]
+    python bench/hostile.py [--only a,b,c] [--repeat 200] [--logins 50] [--mails 500]
 
 These were timing asserts in tests/test_facts.py (each hostile body < 0.5 s) and
 tests/test_servers.py (the login after a wrong password < 1 s); the tests now check only the
@@ -12,22 +13,43 @@ Dovecot (`tests/servers.py`, auth penalty off), logs in with a wrong and then th
 password `--logins` times, and a good login with no failure before it for comparison.  Exit
 status 1 if a check fails (a fact found in hostile text, a wrong password accepted).  Nothing
 is left behind: Dovecot's temp dir is removed at the end.
+(c) runs the real pipeline in this process on fresh data dirs (mailbot.inbound.readers):
+the pickles that cross to a reader and back for an ordinary mail and for one with a 20 MB
+attachment (sizes, ms); ms per mail for `--mails` generated mails read in this process
+(`max_seconds_per_mail = 0`), in a forked reader (as `mailbot ingest`) and in one from the
+fork server (as the daemon, whose threads forbid a fork); the wall time of `mailbot ingest`
+for one mail as a process of its own, without and with the budget (the cost of the fork);
+the peak RSS of the reader after the 20 MB attachment; and the budget at work: with the
+limits raised and a budget of 2 s, a Content-Type of 160,000 parameters (about 20 s to
+read) is refused after the budget, and the next mail is filed by a fresh reader.  Exit
+status 1 if the slow mail is not refused by the budget or the next mail is not filed.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import random
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Dovecot, load_average, percentile, table
+from _common import REPO, Dovecot, load_average, percentile, table, write_config
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
+from mails import generate
 
+from mailbot.context import open_context
+from mailbot.inbound import pipeline, readers
 from mailbot.reading.facts import FactsConfig, compile_facts, extract_facts
+from mailbot.settings import config
 
 USER = "support"
 PASSWORD = "secret"
@@ -136,16 +158,162 @@ def bench_logins(n: int) -> tuple[list[tuple], bool]:
     return rows, ok
 
 
+# -- (c) the budget: every mail read in a process of its own -------------------------------------
+
+# Limits that admit a 20 MB attachment (its base64 is 27 MB).
+BIG = "[limits]\nmax_message_bytes = 40000000\nmax_attachment_bytes = 40000000\n"
+# Limits so high that only a budget of 2 s stops the slow mail.
+RAISED = ("[limits]\nmax_seconds_per_mail = 2\nmax_parameters = 10000000\n"
+          "max_header_bytes = 100000000\n")
+NO_BUDGET = "[limits]\nmax_seconds_per_mail = 0\n"
+HEAD = (b"From: Kunde <kunde@kunde.example>\r\nTo: support@example.com\r\nSubject: %s\r\n"
+        b"Date: Tue, 24 Nov 2026 10:00:00 +0100\r\nMessage-ID: <%s@kunde.example>\r\n")
+
+
+def attachment_mail(megabytes: int) -> bytes:
+    """A mail with a PDF of ``megabytes`` MB of random bytes, base64 in CRLF lines."""
+    data = base64.encodebytes(random.Random(7).randbytes(megabytes << 20))
+    return (HEAD % (b"Anhang", b"big") + b"MIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+            b"Content-Type: text/plain\r\n\r\nAnbei.\r\n--b\r\n"
+            b"Content-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64"
+            b"\r\n\r\n" + data.replace(b"\n", b"\r\n") + b"--b--\r\n")
+
+
+def parameters_mail(count: int) -> bytes:
+    """A mail whose Content-Type holds ``count`` parameters (read in quadratic time)."""
+    params = b"".join(b";\r\n p%d=v" % i for i in range(count))
+    return HEAD % (b"Parameter", b"slow") + b"Content-Type: text/plain" + params + b"\r\n\r\nx\r\n"
+
+
+def context(root: Path, name: str, extra: str = ""):
+    """A fresh instance under ``root``: its Context."""
+    path = write_config(root / f"{name}.toml", root / name, log_level="ERROR", extra=extra)
+    return open_context(config.load(path, require_file=True))
+
+
+def crossing(root: Path, name: str, raw: bytes, repeat: int) -> tuple:
+    """(c) What crosses to a reader and back for one mail: sizes and ms of the pickles."""
+    ctx = context(root, f"crossing-{len(raw)}", BIG)
+    mail = pipeline.Mail(raw=raw, source="bench", sha="bench")
+    reading = pipeline.reading_context(ctx)
+    read = mail
+    for step in pipeline.READ:
+        read = step(reading, read)
+    job = readers.pickled((pipeline.READ, reading, mail), raw)
+    answer = readers.pickled(("read", read), raw)
+    times = [timed(call, repeat) for call in (
+        lambda: readers.pickled((pipeline.READ, reading, mail), raw),
+        lambda: readers.pickled(("read", read), raw),
+        lambda: readers.unpickled(answer, raw))]
+    cost = " + ".join(ms(percentile(t, 50)) for t in times)
+    return (f"(c) crossing, {name}", f"{len(raw):,} B mail",
+            f"job {len(job):,} B, answer {len(answer):,} B", f"p50 {cost} (job, answer, load)")
+
+
+def per_mail(root: Path, name: str, extra: str, raws: list[bytes]) -> tuple:
+    """(c) ms per mail through pipeline.ingest, the readers started as they are now."""
+    pipeline.READERS.close()
+    ctx = context(root, name, extra)
+    pipeline.ingest(ctx, raws[0], "bench", durable=False)  # the first starts the reader
+    started = time.perf_counter()
+    for raw in raws[1:]:
+        pipeline.ingest(ctx, raw, "bench", durable=False)
+    seconds = (time.perf_counter() - started) / (len(raws) - 1)
+    ctx.store.close()
+    return (f"(c) pipeline.ingest, {name}", f"{len(raws) - 1} mails", ms(seconds) + " a mail", "")
+
+
+def ingest_process(root: Path, name: str, extra: str, raws: list[bytes]) -> list[float]:
+    """(c) Seconds of each `mailbot ingest` of one mail, as an MTA's pipe runs it."""
+    path = write_config(root / f"{name}.toml", root / name, log_level="ERROR", extra=extra)
+    times = []
+    for raw in raws:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "mailbot", "--config", str(path), "ingest"],
+                              input=raw, cwd=REPO, capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            print(f"CHECK FAILED: mailbot ingest exited {done.returncode}: {done.stderr[-500:]}")
+    return times
+
+
+def reader_peak() -> str:
+    """VmHWM of this process's reader (a fork: a child of this process)."""
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            status = Path(f"/proc/{pid}/status").read_text()
+            if "mailbot-reader" in status.splitlines()[0]:
+                return next(line.split(":", 1)[1].strip() for line in status.splitlines()
+                            if line.startswith("VmHWM:"))
+    return "?"
+
+
+def this_peak() -> str:
+    """VmHWM of this process."""
+    return next(line.split(":", 1)[1].strip() for line in
+                Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+
+
+def bench_budget(n: int) -> tuple[list[tuple], bool]:
+    """(c) The cost of reading in a process of its own, and the budget at work."""
+    ok, rows = True, []
+    root = Path(tempfile.mkdtemp(prefix="mailbot-budget-"))
+    raws = generate(n + 40, seed=3, tag="budget")
+    big = attachment_mail(20)
+    try:
+        rows.append(crossing(root, "ordinary mail", raws[0], 200))
+        rows.append(crossing(root, "20 MB attachment", big, 5))
+        rows.append(per_mail(root, "read in this process (budget 0)", NO_BUDGET, raws[:n]))
+        rows.append(per_mail(root, "forked reader (as mailbot ingest)", "", raws[:n]))
+        ctx = context(root, "memory", BIG)
+        started = time.perf_counter()
+        outcome = pipeline.ingest(ctx, big, "bench")
+        rows.append(("(c) 20 MB attachment, forked reader", outcome.status,
+                     f"{time.perf_counter() - started:.2f} s",
+                     f"peak RSS: reader {reader_peak()}, this process {this_peak()}"))
+        ok = ok and outcome.status == "created"
+        waiting = threading.Event()  # a second thread, as the daemon has: no fork now
+        threading.Thread(target=waiting.wait, daemon=True).start()
+        rows.append(per_mail(root, "fork server's reader (as the daemon)", "", raws[:n]))
+        waiting.set()
+        pipeline.READERS.close()
+        for label, extra in (("budget 0", NO_BUDGET), ("budget 30 s: a forked reader", "")):
+            times = ingest_process(root, label.split(":")[0].replace(" ", ""), extra,
+                                   raws[n:n + 20])
+            rows.append((f"(c) mailbot ingest, one mail, {label}", f"{len(times)} runs",
+                         f"p50 {ms(statistics.median(times))}", f"min {ms(min(times))}"))
+        ctx = context(root, "raised", RAISED)
+        for name, raw in (("160,000 parameters", parameters_mail(160_000)),
+                          ("next mail", raws[n + 30])):
+            started = time.perf_counter()
+            outcome = pipeline.ingest(ctx, raw, "bench")
+            rows.append((f"(c) budget 2 s, limits raised: {name}", outcome.status,
+                         f"{time.perf_counter() - started:.2f} s", outcome.detail[:60]))
+            expected = "quarantined" if name != "next mail" else "created"
+            if outcome.status != expected:
+                print(f"CHECK FAILED: {name}: {outcome.status} {outcome.detail}", flush=True)
+                ok = False
+    finally:
+        pipeline.READERS.close()
+        shutil.rmtree(root, ignore_errors=True)
+    return rows, ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b", help="which parts to run, e.g. a or b")
+    parser.add_argument("--only", default="a,b,c", help="which parts to run, e.g. a or c")
     parser.add_argument("--repeat", type=int, default=200, help="calls per body in (a)")
     parser.add_argument("--logins", type=int, default=50, help="logins of each kind in (b)")
+    parser.add_argument("--mails", type=int, default=500, help="mails per way of reading in (c)")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
 
     print(f"load average {load_average()}", flush=True)
     rows, ok = [], True
+    budget: list[tuple] = []
+    if "c" in parts:  # first: a forked reader needs this process to have one thread
+        budget, ok = bench_budget(args.mails)
     if "a" in parts:
         part, part_ok = bench_facts(args.repeat)
         rows += part
@@ -156,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and part_ok
     print(f"load average at the end: {load_average()} (other work on the machine skews the "
           "figures)")
-    print(table(rows, ("measure", "chars", "p50", "p95", "max", "target", "")))
+    if rows:
+        print(table(rows, ("measure", "chars", "p50", "p95", "max", "target", "")))
+    if budget:
+        print(table(budget, ("measure", "of", "figure", "more")))
     return 0 if ok else 1
 
 

@@ -5,6 +5,11 @@ The command line and the daemon (``mailbot.app``) build one Context per process 
 argument and never changes it.  What varies per process is passed in when it is built:
 the clock (tests pass their own) and ``on_outbox``, the bell that wakes the daemon's
 outbox sender when a step queued a mail.
+
+The one part that may change while the daemon runs is the :class:`Settings` (the config
+and what is built from it: composer, policy, fact patterns), held in ``live``: a reload
+(SIGHUP, :meth:`Context.reload`) builds new settings and swaps them in one step, so a step
+sees the old settings or the new ones, never a mix of both.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from mailbot.outbound.tokens import Signer
 from mailbot.policy.rules import Policy, build_policy
 from mailbot.reading.facts import FactPatterns, compile_facts
 from mailbot.settings.config import Config, signing_secret
-from mailbot.settings.team import Team
+from mailbot.settings.team import Reloaded, Team, reloaded
 from mailbot.status.health import Health
 from mailbot.status.metrics import Metrics
 from mailbot.store import Store
@@ -35,20 +40,74 @@ def _nobody_listens() -> None:
 
 
 @dataclass(frozen=True)
+class Settings:
+    """The config in force and what is built from it; replaced whole by a reload."""
+
+    config: Config
+    composer: Composer
+    policy: Policy
+    facts: FactPatterns
+
+
+def build_settings(config: Config, signer: Signer) -> Settings:
+    """The composer, policy and fact patterns of ``config`` (links signed by ``signer``)."""
+    support = config.support
+    composer = Composer(text_environment(config.templates_dir, config.timezone), signer,
+                        support.address, config.service.instance_id,
+                        config.tickets.tag_prefix, config.timezone)
+    return Settings(config=config, composer=composer, policy=build_policy(config.policy),
+                    facts=compile_facts(config.facts))
+
+
+class Live:
+    """The settings in force: the one place a reload swaps them (one reference, so
+    threads reading it meanwhile see either the old settings or the new)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+
+@dataclass(frozen=True)
 class Context:
     """Everything a pipeline step or job needs, passed explicitly."""
 
-    config: Config
+    live: Live
     store: Store
     signer: Signer
-    composer: Composer
     team: Team
-    policy: Policy
-    facts: FactPatterns
     health: Health
     metrics: Metrics
     clock: Callable[[], datetime] = utc_now
     on_outbox: Callable[[], None] = _nobody_listens
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force."""
+        return self.live.settings.config
+
+    @property
+    def composer(self) -> Composer:
+        """Builds our outgoing mails (templates, tag, time zone of the config in force)."""
+        return self.live.settings.composer
+
+    @property
+    def policy(self) -> Policy:
+        """Priority rules, targets and calendars in force."""
+        return self.live.settings.policy
+
+    @property
+    def facts(self) -> FactPatterns:
+        """The patterns of the facts read from mails, in force."""
+        return self.live.settings.facts
+
+    def reload(self, config: Config) -> Reloaded:
+        """Put ``config`` (the config file read again, valid) in force as far as it takes
+        effect without a restart: new settings and agents; what applied and what waits."""
+        found = reloaded(self.config, config)
+        settings = build_settings(found.config, self.signer)
+        self.team.reload(found.config)
+        self.live.settings = settings
+        return found
 
     @property
     def spool_dir(self) -> Path:
@@ -74,11 +133,7 @@ def open_context(config: Config, clock: Callable[[], datetime] = utc_now,
     support = config.support
     signer = Signer(signing_secret(config), support.signing_secrets_old,
                     support.token_max_age_days * 86400)
-    composer = Composer(text_environment(config.templates_dir, config.timezone), signer,
-                        support.address, config.service.instance_id,
-                        config.tickets.tag_prefix, config.timezone)
     health = Health()
-    return Context(config=config, store=store, signer=signer, composer=composer,
-                   team=Team(config), policy=build_policy(config.policy),
-                   facts=compile_facts(config.facts), health=health,
-                   metrics=Metrics(store, health), clock=clock, on_outbox=on_outbox)
+    return Context(live=Live(build_settings(config, signer)), store=store, signer=signer,
+                   team=Team(config), health=health, metrics=Metrics(store, health),
+                   clock=clock, on_outbox=on_outbox)

@@ -135,7 +135,7 @@ def test_unknown_command_only_tells_the_agent(bot, world):
         world.deliver(outlook_reply(notification, "#frobnicate\nDas ist erledigt."))
         error = world.wait_mail(ANNA[1], "Fehler in Ihrer Antwort")
     assert error.rcpt_tos == (ANNA[1],)
-    assert "unknown command #frobnicate" in error.message.get_content()
+    assert "unbekannter Befehl #frobnicate" in error.message.get_content()
     ticket = bot.ticket(number)
     assert (ticket["status"], ticket["owner"]) == ("new", "")
     assert [e["kind"] for e in ticket["events"]].count("agent_command_error") == 1

@@ -116,8 +116,9 @@ def test_confirm_by_an_agent_gives_the_contract_now_and_to_later_mails(make_desk
 
 
 @pytest.mark.parametrize(("claims", "mail", "error"), [
-    ("confirm", {"text": "Kein Hinweis auf einen Kunden.\n"}, "no customer number claim"),
-    ("domain", {}, "mailbot accounts link ADDRESS 10001"),
+    ("confirm", {"text": "Kein Hinweis auf einen Kunden.\n"},
+     "keine angegebene Kundennummer"),
+    ("domain", {}, "mailbot accounts link ADRESSE 10001"),
 ])
 def test_confirm_without_a_confirmable_claim_changes_nothing(make_desk, claims, mail, error):
     """#confirm on a ticket without a claim, or with claims = "domain" (a number never

@@ -218,12 +218,12 @@ def test_tickets_list_pages_and_search_finds_text(bot):
 
 def test_accounts_and_contacts_are_listed(bot):
     """After an import, `accounts list` shows each account with its contract and counts,
-    `accounts contacts` each contact with its account."""
+    `contacts list` each contact with its account."""
     bot.cli("accounts", "import", str(EXAMPLES / "accounts.example.toml"))
     accounts = bot.cli_json("accounts", "list")
     assert accounts and all({"name", "customer_number", "contract", "contacts",
                              "open_tickets", "domains"} <= set(a) for a in accounts)
-    contacts = bot.cli_json("accounts", "contacts")
+    contacts = bot.cli_json("contacts", "list")
     assert contacts and all(c["account"] for c in contacts if c["address"])
     assert "NUMBER" in bot.cli("accounts", "list").stdout
-    assert "ADDRESS" in bot.cli("accounts", "contacts", "--limit", "1").stdout
+    assert "ADDRESS" in bot.cli("contacts", "list", "--limit", "1").stdout

@@ -1,7 +1,7 @@
 """The house rules of the package: each folder imports only the folders below it.
 
 The order is the README's map: app on top, then inbound and web, tickets, the Context,
-outbound, settings, policy and status, and reading and store at the bottom.  A module may
+outbound, oauth, settings, policy and status, and reading and store at the bottom.  A module may
 import its own folder and any folder of a lower floor, never one of its own floor or above.
 """
 
@@ -17,18 +17,20 @@ FLOORS = {
     "store": 0, "reading": 0,
     "policy": 1, "status": 1,
     "settings": 2,
-    "outbound": 3,
-    "context": 4,
-    "tickets": 5,
-    "inbound": 6, "web": 6,
-    "app": 7,
-    "__main__": 8,
+    "oauth": 3,
+    "outbound": 4,
+    "context": 5,
+    "tickets": 6,
+    "inbound": 7, "web": 7,
+    "app": 8,
+    "__main__": 9,
 }
 # Libraries that belong to one folder only.
 OWNERS = {"sqlite_utils": "store", "aiosmtpd": "inbound", "imapclient": "inbound",
           "aiohttp": "web", "authres": "reading", "charset_normalizer": "reading",
           "tnefparse": "reading",
-          "aiosmtplib": "outbound", "apscheduler": "app"}
+          "aiosmtplib": "outbound", "apscheduler": "app", "multiprocessing": "inbound",
+          "msal": "oauth", "google": "oauth", "requests": "oauth"}
 
 
 def room(path: Path) -> str:

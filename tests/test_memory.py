@@ -75,7 +75,7 @@ def test_a_file_too_big_to_mail_is_linked_in_the_agents_mail(make_desk):
     files = {p.get_filename(): p.get_content() for p in notice.iter_attachments()}
     assert files["fehler.log"].encode() == small
     note = files["dump.bin.txt"]
-    assert "dump.bin" in note and "5.0 MB" in note
+    assert "dump.bin" in note and "5,0 MB" in note  # a German mail, a German number
     assert desk.ctx.link("ticket", outcome.ticket_number) in note
     assert len(notice.as_bytes()) < MB
 

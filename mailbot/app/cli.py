@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import os
+import secrets
 import sqlite3
 import sys
 from functools import partial
@@ -13,27 +15,30 @@ from pathlib import Path
 
 import click
 
-from mailbot.app import logs, reports
+from mailbot.app import logs, reports, upkeep
 from mailbot.app import spam as held_reports
 from mailbot.app.watchdog import read_status
 from mailbot.context import Context, open_context
-from mailbot.inbound import pipeline
+from mailbot.inbound import imap, pipeline
 from mailbot.inbound.files import FileSource, MailRefused
 from mailbot.inbound.imap import CONNECTION_ERRORS, ImapSource, uidvalidity_keeper
 from mailbot.inbound.source import Envelope, TemporaryFailure
+from mailbot.oauth.causes import TokenError
+from mailbot.outbound import transports
 from mailbot.outbound.outbox import RetryError, retry_failed
 from mailbot.outbound.sender import flush as flush_outbox
 from mailbot.outbound.transports import transport_for
+from mailbot.outbound.wording import LANGUAGES
+from mailbot.settings import checks, team
 from mailbot.settings import config as config_mod
-from mailbot.settings import team
 from mailbot.settings.schema import ConfigError
-from mailbot.store import TemporaryStoreError
+from mailbot.store import SchemaMismatch, TemporaryStoreError
 from mailbot.store import directory as dq
 from mailbot.store import inbound as iq
 from mailbot.store import outbox as oq
 from mailbot.store import spam as sq
 from mailbot.tickets import accounts as customer_list
-from mailbot.tickets import actions, notify
+from mailbot.tickets import actions, notify, privacy, retention
 from mailbot.tickets import spam as held_spam
 from mailbot.tickets.outcome import Outcome
 
@@ -58,6 +63,18 @@ def _load(obj: dict) -> config_mod.Config:
         sys.exit(EX_CONFIG)
 
 
+def _load_checked(obj: dict, check=checks.problems) -> config_mod.Config:
+    """The config, once ``check`` finds no problem on this machine (settings/checks.py);
+    else every problem is printed like a config error and the command exits 78."""
+    config = _load(obj)
+    found = check(config, str(config_mod.config_path(obj["config_path"])), LANGUAGES)
+    for problem in found:
+        click.echo(f"config error: {problem}", err=True)
+    if found:
+        sys.exit(EX_CONFIG)
+    return config
+
+
 def _setup_logging(level: str, log_format: str = "text") -> None:
     logs.setup(level, log_format)
 
@@ -65,7 +82,11 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
 def _context(obj: dict) -> Context:
     config = _load(obj)
     _setup_logging(config.service.log_level, config.service.log_format)
-    return open_context(config)
+    try:
+        return open_context(config)
+    except SchemaMismatch as exc:  # never migrated behind a daemon: `mailbot migrate` does it
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_CONFIG)
 
 
 def _emit(data: object, as_json: bool, text: str) -> None:
@@ -88,21 +109,141 @@ def run(obj: dict) -> None:
     """Run the daemon: listener, IMAP sources, outbox sender, scheduler, web."""
     from mailbot.app import daemon
 
-    config = _load(obj)
+    config = _load_checked(obj, checks.blockers)
     _setup_logging(config.service.log_level, config.service.log_format)
     try:
         daemon.run(config)
     except daemon.StartupError as exc:
         click.echo(f"cannot start: {exc}", err=True)
         sys.exit(EX_UNAVAILABLE)
+    except SchemaMismatch as exc:  # 78: restarting cannot help until someone migrates
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(EX_CONFIG)
 
 
 @main.command("check-config")
+@click.option("--connect", is_flag=True,
+              help="Also log in to each IMAP mailbox (selecting its folder) and the relay.")
 @click.pass_obj
-def check_config(obj: dict) -> None:
-    """Validate the config and print a summary."""
-    config = _load(obj)
+def check_config(obj: dict, connect: bool) -> None:
+    """Check the config and what it needs on this machine, and print a summary.
+
+    Exit 78 when the config cannot work on this machine (each problem names file, key
+    and reason; `mailbot run` refuses the same ones but an unwritable Maildir); with
+    --connect, 69 when a mailbox or the relay cannot be reached or refuses
+    the login (one line each says which and why).
+    """
+    config = _load_checked(obj)
     click.echo(reports.config_summary(config))
+    if connect and not _connect_all(config):
+        sys.exit(EX_UNAVAILABLE)
+
+
+def _connect_all(config: config_mod.Config) -> bool:
+    """Log in to each IMAP mailbox and the relay as the daemon does, printing one line
+    each ("ok" or the cause); True when all are ok."""
+    results = []
+    for cfg in config.imap:
+        results.append(imap.probe(cfg))
+        click.echo(f"imap {cfg.label} ({cfg.host}:{cfg.effective_port}, folder {cfg.folder}): "
+                   f"{results[-1] or 'ok'}")
+    if config.relay.host:
+        relay = config.relay
+        results.append(asyncio.run(transports.probe(relay)))
+        click.echo(f"relay {relay.host}:{relay.port} ({relay.security}): {results[-1] or 'ok'}")
+    if not results:
+        click.echo("nothing to connect to: no [[imap]] mailbox, no relay host")
+    return not any(results)
+
+
+@main.command("init")
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+def init(directory: Path, force: bool) -> None:
+    """Write a commented mailbot.toml and accounts.example.toml into DIRECTORY (default: here).
+
+    The config gets a fresh signing secret and a data directory: /var/lib/NAME for a
+    config in /etc/NAME (the Debian layout), else ./data beside the config.  Files are
+    0600, a new DIRECTORY 0700.  Exit 1 when one of the files exists (then nothing is
+    written; --force overwrites) or DIRECTORY cannot be written.
+    """
+    files = {"mailbot.toml": config_mod.example_config(data_dir_for(directory),
+                                                       secrets.token_urlsafe(48)),
+             "accounts.example.toml": config_mod.example_text("accounts.example.toml")}
+    taken = [str(directory / name) for name in files if (directory / name).exists()]
+    if taken and not force:
+        click.echo(f"not written: {', '.join(taken)} already there (--force overwrites)",
+                   err=True)
+        sys.exit(1)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name, text in files.items():
+            _write_private(directory / name, text)
+            click.echo(f"wrote {directory / name}")
+    except OSError as exc:
+        click.echo(f"cannot write {exc.filename}: {exc.strerror}", err=True)
+        sys.exit(1)
+    config = directory / "mailbot.toml"
+    click.echo(f"next steps:\n  1. edit {config}: [support] address, where mail comes in "
+               "([listener] or [[imap]]) and goes out ([relay])\n"
+               f"  2. mailbot --config {config} check-config --connect")
+
+
+def data_dir_for(directory: Path) -> str:
+    """The data directory `mailbot init` writes: /var/lib/NAME for /etc/NAME (where the
+    unit's StateDirectory= puts it), else "data", which is ./data beside the config."""
+    resolved = directory.resolve()
+    return f"/var/lib/{resolved.name}" if resolved.parent == Path("/etc") else "data"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner may read (it holds the signing secret)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an overwritten file keeps no wider mode
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _upkeep(action) -> None:
+    """Run a data-directory command: print what it says, exit with its status."""
+    try:
+        text, code = action()
+    except upkeep.UpkeepError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.code)
+    click.echo(text)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Only say whether migrations are pending "
+              "(exit 0 current, 1 pending); safe beside a running daemon.")
+@click.pass_obj
+def migrate(obj: dict, check: bool) -> None:
+    """Bring the database to this mailbot's schema (refused while the daemon runs)."""
+    config = _load(obj)
+    _upkeep(lambda: upkeep.migrate(config, check))
+
+
+@main.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.pass_obj
+def backup(obj: dict, dest: Path) -> None:
+    """Back up database, spool, attachments and signing key into DEST (new or empty),
+    consistent while the daemon runs, and verified."""
+    config = _load(obj)
+    _upkeep(lambda: upkeep.make_backup(config, dest))
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Restore into a data directory that is not "
+              "empty: its contents are moved aside into replaced-* inside it.")
+@click.pass_obj
+def restore(obj: dict, src: Path, force: bool) -> None:
+    """Verify a backup made by `mailbot backup` and restore it into the data directory."""
+    config = _load(obj)
+    _upkeep(lambda: upkeep.restore(config, src, force))
 
 
 @main.command()
@@ -131,6 +272,10 @@ def ingest(obj: dict, files: tuple[Path, ...], sender: str | None,
         ctx = open_context(config)
     except (sqlite3.Error, OSError, TemporaryStoreError):  # e.g. a full disk at start
         logging.getLogger(__name__).warning("ingest: cannot open the store", exc_info=True)
+        click.echo(TEMPFAIL_SENTENCE, err=True)
+        sys.exit(EX_TEMPFAIL)
+    except SchemaMismatch as exc:  # the MTA keeps the mail until someone migrates
+        logging.getLogger(__name__).warning("ingest deferred: %s", exc)
         click.echo(TEMPFAIL_SENTENCE, err=True)
         sys.exit(EX_TEMPFAIL)
     inputs = [(str(f), f.read_bytes) for f in files] or [("stdin", sys.stdin.buffer.read)]
@@ -208,6 +353,40 @@ def status(obj: dict, as_json: bool) -> None:
     document = read_status(config.data_dir)
     _emit(document, as_json, reports.status_text(document, config.timezone))
     sys.exit({"ok": 0, "not running": EX_NOT_RUNNING}.get(document["status"], 1))
+
+
+@main.group("oauth")
+def oauth_group() -> None:
+    """OAuth2 sign-ins of the mailboxes and the relay (auth = "oauth2")."""
+
+
+@oauth_group.command("login")
+@click.argument("name")
+@click.pass_obj
+def oauth_login(obj: dict, name: str) -> None:
+    """Sign NAME (an [[imap]] name, or "relay") in by the device-code flow.
+
+    Prints a URL and a code to enter there, waits for the sign-in and stores the refresh
+    token under the data directory (0600).  Exit 0 when signed in, 1 when the sign-in
+    failed or was declined, 78 when NAME has no OAuth2 login.
+    """
+    from mailbot.oauth import device  # msal and google-auth: loaded only where needed
+
+    config = _load(obj)
+    tables = {c.label: c for c in config.imap if c.auth == "oauth2"}
+    if config.relay.auth == "oauth2":
+        tables["relay"] = config.relay
+    if name not in tables:
+        known = ", ".join(tables) or 'none (set auth = "oauth2")'
+        click.echo(f"no OAuth2 login named {name!r}; OAuth2 logins: {known}", err=True)
+        sys.exit(EX_CONFIG)
+    table = tables[name]
+    try:
+        stored = device.sign_in(table.oauth2, table.username, table.timeout_seconds, click.echo)
+    except TokenError as exc:
+        click.echo(f"sign-in failed: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"signed in as {table.username}; the refresh token is kept in {stored}")
 
 
 @main.group()
@@ -310,14 +489,19 @@ def accounts() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
 def accounts_import(obj: dict, file: Path) -> None:
-    """Import contracts, accounts and contacts from a TOML or CSV file."""
+    """Import contracts, accounts and contacts from a TOML or CSV file, all or nothing.
+
+    An unknown table, key or column, a value of the wrong type, a key given twice or a
+    contract or account that is not defined is refused with file, line and key: exit 65,
+    nothing written.  Prints how many of each were added and updated.
+    """
     try:
         ctx = _context(obj)
         counts = customer_list.import_file(ctx.store, file, ctx.policy)
     except (customer_list.DirectoryImportError, ValueError) as exc:
-        click.echo(f"import failed: {exc}", err=True)
+        click.echo(f"import failed, nothing written: {exc}", err=True)
         sys.exit(EX_DATAERR)
-    click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    click.echo(reports.import_text(counts))
 
 
 @accounts.command("link")
@@ -350,15 +534,129 @@ def accounts_list(obj: dict, as_json: bool) -> None:
     _emit(rows, as_json, reports.accounts_text(rows))
 
 
-@accounts.command("contacts")
+@accounts.command("show")
+@click.argument("key", metavar="NUMBER_OR_NAME")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def accounts_show(obj: dict, key: str, as_json: bool) -> None:
+    """One account (by customer number, else name): contract, contacts, open tickets.
+
+    Exit 1 when no account, or several accounts of that name, match.
+    """
+    ctx = _context(obj)
+    found = reports.account_detail(ctx, key.strip())
+    if len(found) != 1:
+        numbers = ", ".join(a["customer_number"] or "-" for a in found)
+        click.echo(f"{len(found)} accounts are named {key!r} (customer numbers {numbers}): "
+                   "name one by its number" if found else f"no account {key!r}", err=True)
+        sys.exit(1)
+    _emit(found[0], as_json, reports.account_detail_text(found[0], ctx.config.timezone))
+
+
+@main.group()
+def contacts() -> None:
+    """The people who wrote or were imported: list, show, export or erase their data."""
+
+
+@contacts.command("list")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--offset", default=0, type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def accounts_contacts(obj: dict, limit: int, offset: int, as_json: bool) -> None:
-    """A page of the contacts (who wrote, or was imported), with their account."""
+def contacts_list(obj: dict, limit: int, offset: int, as_json: bool) -> None:
+    """A page of the contacts (who wrote, or was imported) by address, with their account."""
     rows = dq.contacts(_context(obj).store, limit, offset)
     _emit(rows, as_json, reports.contacts_text(rows))
+
+
+@contacts.command("show")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def contacts_show(obj: dict, address: str, as_json: bool) -> None:
+    """One contact with account and tickets; exit 1 for an unknown address."""
+    ctx = _context(obj)
+    data = reports.contact_detail(ctx, address)
+    if data is None:
+        click.echo(f"no contact {address}", err=True)
+        sys.exit(1)
+    _emit(data, as_json, reports.contact_detail_text(data, ctx.config.timezone))
+
+
+@contacts.command("export")
+@click.argument("address")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON here (created 0600) instead of to stdout.")
+@click.option("--with-files", "files_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the raw mails and attachments into this directory.")
+@click.pass_obj
+def contacts_export(obj: dict, address: str, out: Path | None,
+                    files_dir: Path | None) -> None:
+    """Everything stored about ADDRESS as JSON (GDPR Art. 15): what `erase` would remove."""
+    ctx = _context(obj)
+    document = privacy.export(ctx, address, files_dir)
+    text = json.dumps(document, ensure_ascii=False, indent=2, default=str)
+    if out is None:
+        click.echo(text)
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    click.echo(f"{document['address']}: {len(document['tickets'])} ticket(s), "
+               f"{len(document['outbox'])} outbox mail(s) written to {out}")
+
+
+@contacts.command("erase")
+@click.argument("address")
+@click.option("--yes", is_flag=True, help="Erase for real (it cannot be undone).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be erased.")
+@click.pass_obj
+def contacts_erase(obj: dict, address: str, yes: bool, dry_run: bool) -> None:
+    """Remove the personal data of ADDRESS from database and spool (GDPR Art. 17).
+
+    Tickets only theirs are deleted; tickets others wrote in keep the others' parts.
+    Exit 75 on a temporary failure (nothing erased).
+    """
+    if not (yes or dry_run):
+        raise click.UsageError("erasing cannot be undone: add --yes, or --dry-run to see "
+                               "what would be erased")
+    ctx = _context(obj)
+    try:
+        counts = privacy.erase(ctx, address, dry_run=dry_run)
+    except TemporaryStoreError as exc:
+        click.echo(f"temporary failure, nothing erased, run it again later: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    head = "would erase" if dry_run else "erased"
+    click.echo(reports.counts_text(f"{address.strip().lower()}: {head}", counts))
+
+
+@main.group("retention")
+def retention_group() -> None:
+    """Delete what [retention] says is old enough (the daemon does it once a day)."""
+
+
+@retention_group.command("run")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.pass_obj
+def retention_run(obj: dict, dry_run: bool) -> None:
+    """Delete closed tickets, raw mails and quarantine entries past [retention]; counts.
+
+    Exit 75 on a temporary failure (what was done so far stays done).
+    """
+    ctx = _context(obj)
+    config = ctx.config.retention
+    days = (f"raw_days {config.raw_days:g}, tickets_days {config.tickets_days:g}, "
+            f"quarantine_days {config.quarantine_days:g}")
+    if not (config.raw_days or config.tickets_days or config.quarantine_days):
+        click.echo(f"retention is off: [retention] keeps everything ({days}; 0 is forever)")
+        return
+    try:
+        counts = retention.run(ctx, ctx.clock(), dry_run=dry_run)
+    except TemporaryStoreError as exc:
+        click.echo(f"temporary failure, run it again later: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    click.echo(reports.counts_text(f"retention ({days}): "
+                                   f"{'would delete' if dry_run else 'deleted'}", counts))
 
 
 @main.group()

@@ -5,7 +5,8 @@ and serves each of them, supervised (:mod:`mailbot.app.supervisor`), with the sa
 into the pipeline; an IMAP mailbox reads in a thread of its own.  The watch
 (:mod:`mailbot.app.watchdog`) writes the status file and feeds systemd's watchdog.
 SIGTERM/SIGINT, at any moment, stop accepting new mail, let the mail in hand finish,
-and exit 0.
+and exit 0.  SIGHUP reads the config file again and puts in force what takes effect
+without a restart (:meth:`Daemon.reload`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
+import click
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from mailbot.app import logs
 from mailbot.app.signals import EarlyStop
 from mailbot.app.supervisor import counted, supervise
+from mailbot.app.upkeep import DataDirLock, InUse
 from mailbot.app.watchdog import Notifier, keep_watch, remove_status
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
@@ -27,13 +33,17 @@ from mailbot.inbound.listener import Listener
 from mailbot.inbound.source import Feed, Source
 from mailbot.outbound.sender import Doorbell, Sender
 from mailbot.outbound.transports import transport_for
-from mailbot.settings.config import Config
+from mailbot.settings.config import Config, config_path, load
+from mailbot.settings.schema import ConfigError
+from mailbot.settings.team import Reloaded, load_agents
 from mailbot.tickets import jobs, notify
 
 log = logging.getLogger(__name__)
 
 # Seconds without progress after which a loop counts as stuck.
 OUTBOX_STUCK_SECONDS = 300.0
+# The once-a-day jobs (retention) first run this long after the start, then every 24 hours.
+DAILY_FIRST_RUN = timedelta(minutes=5)
 
 
 class StartupError(Exception):
@@ -56,8 +66,10 @@ def sources(ctx: Context) -> list[Source]:
 class Daemon:
     """One running mailbot instance."""
 
-    def __init__(self, config: Config, stop: asyncio.Event | None = None) -> None:
+    def __init__(self, config: Config, stop: asyncio.Event | None = None, *,
+                 config_file: Path) -> None:
         self.config = config
+        self.config_file = config_file
         bell = Doorbell()
         self.ctx = open_context(config, on_outbox=bell.ring)
         self.stop = stop or asyncio.Event()
@@ -73,13 +85,14 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.ctx.team.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             if not self.stop.is_set():
                 await self._serve()
         finally:
             self.notifier.send("STOPPING=1")
             remove_status(self.config.data_dir)
+            pipeline.READERS.close()  # the sources are done: no reader is left behind
             self.ctx.store.close()
             log.info("mailbot stopped")
 
@@ -107,6 +120,24 @@ class Daemon:
         for started in (runner, admin):
             if started is not None:
                 await started.cleanup()
+
+    def reload(self) -> None:
+        """SIGHUP: read the config file again and put in force what takes effect without a
+        restart (agents, log level, policy, texts, ...), logging what changed and what waits
+        for a restart.  A config that does not validate is logged with file, key and reason
+        and the running one stays: a SIGHUP never stops the daemon."""
+        try:
+            read = load(self.config_file, require_file=True)
+            load_agents(read)  # a broken agents file leaves everything as it is, too
+            found = self.ctx.reload(read)
+        except ConfigError as exc:
+            log.error("config not reloaded, the running one stays in force: %s", exc)
+            return
+        except Exception:
+            log.exception("config not reloaded, the running one stays in force")
+            return
+        logs.setup(self.ctx.config.service.log_level, self.config.service.log_format)
+        log.info("config %s reloaded: %s", self.config_file, _reload_summary(found))
 
     def describe(self) -> str:
         """A one-line summary of what this instance serves."""
@@ -172,6 +203,8 @@ class Daemon:
         self.ctx.health.watch("jobs", 3 * interval + OUTBOX_STUCK_SECONDS, state="running")
         scheduler.add_job(self.ctx.team.reload_if_changed, "interval", seconds=5,
                           id="agents-reload")
+        scheduler.add_job(self._run_daily, "interval", hours=24, id="daily-jobs",
+                          next_run_time=self.ctx.clock() + DAILY_FIRST_RUN)
         mailboxes = [s for s in self.sources if isinstance(s, ImapSource)]
         for number, source in enumerate(mailboxes):
             scheduler.add_job(source.poll, "interval", seconds=source.cfg.poll_seconds,
@@ -189,14 +222,50 @@ class Daemon:
         else:
             self.ctx.health.set("jobs", "running")
 
+    async def _run_daily(self) -> None:
+        """The once-a-day jobs (retention); a failure is logged, the next day tries again."""
+        try:
+            await asyncio.to_thread(jobs.run_daily, self.ctx, self.ctx.clock())
+        except Exception:
+            log.exception("daily jobs (retention) failed; they run again in 24 hours")
+
 
 def run(config: Config) -> None:
-    """Serve until a stop signal arrives, also one that arrives while we are starting."""
-    asyncio.run(_main(config, EarlyStop.install()))
+    """Serve until a stop signal arrives, also one that arrives while we are starting.
+
+    The daemon holds the data directory's lock for its whole life, so `mailbot migrate`
+    and `restore` refuse to run under it; a data directory held already stops the start.
+    """
+    lock = DataDirLock(config.data_dir)
+    try:
+        lock.acquire("mailbot run")
+    except InUse as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        asyncio.run(_main(config, EarlyStop.install(), started_with()))
+    finally:
+        lock.release()
 
 
-async def _main(config: Config, early: EarlyStop) -> None:
+def started_with() -> Path:
+    """The config file this process was started with, as the command line found it
+    (``--config``, else ``$MAILBOT_CONFIG``, else ./mailbot.toml): what SIGHUP reads."""
+    command = click.get_current_context(silent=True)
+    given = (command.find_root().obj or {}).get("config_path") if command else None
+    return config_path(given).resolve()
+
+
+def _reload_summary(found: Reloaded) -> str:
+    """What a reload put in force and what waits for a restart, for the log."""
+    summary = f"in force now: {', '.join(found.applied)}" if found.applied else \
+        "no change that applies now"
+    if found.restart:
+        summary += f"; needs a restart: {', '.join(found.restart)}"
+    return summary
+
+
+async def _main(config: Config, early: EarlyStop, config_file: Path) -> None:
     stop = asyncio.Event()
     early.attach(stop)
-    daemon = await asyncio.to_thread(Daemon, config, stop)
+    daemon = await asyncio.to_thread(Daemon, config, stop, config_file=config_file)
     await daemon.serve()

@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 from mailbot.context import Context
 from mailbot.outbound.wording import moment
-from mailbot.settings.config import Config
+from mailbot.reading.headers import normalise_address
+from mailbot.settings.config import Config, ImapConfig, RelayConfig
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.tickets import identify, lifecycle
@@ -154,8 +155,8 @@ def quarantine_text(rows: list[dict]) -> str:
 
 def config_summary(config: Config) -> str:
     """What a config means, in a few lines, for `mailbot check-config`."""
-    relay = f"SMTP relay {config.relay.host}:{config.relay.port} ({config.relay.security})" \
-        if config.relay.host else f"Maildir {config.maildir}"
+    relay = f"SMTP relay {config.relay.host}:{config.relay.port} ({config.relay.security}" \
+        f"{_login_text(config.relay)})" if config.relay.host else f"Maildir {config.maildir}"
     listener = config.listener
     lines = [
         "config OK",
@@ -169,9 +170,17 @@ def config_summary(config: Config) -> str:
         f"  agents in the config: {len(config.team.agents)}"
         + (f", plus the file {config.team.file}" if config.team.file else ""),
     ]
-    lines += [f"  imap: {c.label} folder {c.folder} ({c.security}) -> "
+    lines += [f"  imap: {c.label} folder {c.folder} ({c.security}{_login_text(c)}) -> "
               f"{c.done_folder or 'flag Seen'}" for c in config.imap]
     return "\n".join(lines)
+
+
+def _login_text(table: ImapConfig | RelayConfig) -> str:
+    """How a mailbox or the relay logs in, for the summary: OAuth2 with its provider and
+    grant (a password says nothing)."""
+    if table.auth != "oauth2":
+        return ""
+    return f", OAuth2 {table.oauth2.provider} {table.oauth2.grant.replace('_', ' ')}"
 
 
 def status_text(document: dict, zone: str) -> str:
@@ -220,3 +229,84 @@ def contacts_text(rows: list[dict]) -> str:
               + (f"  [bounced: {r['bounce_reason']}]" if r["bounced_at"] else "")
               for r in rows]
     return "\n".join(lines)
+
+
+def contact_detail(ctx: Context, address: str) -> dict | None:
+    """One contact with its account and its tickets (the `contacts show --json` document)."""
+    contact = dq.contact_by_address(ctx.store, normalise_address(address))
+    if contact is None:
+        return None
+    account = dq.account_by_id(ctx.store, contact["account_id"])
+    return {**{k: contact[k] for k in ("address", "name", "phone", "language", "bounced_at",
+                                       "bounce_reason")},
+            "account": account["name"] if account else None,
+            "customer_number": account["customer_number"] if account else None,
+            "contract": account["contract"] if account else None,
+            "tickets": dq.tickets_of_contact(ctx.store, contact["id"])}
+
+
+def contact_detail_text(data: dict, zone: str) -> str:
+    """A contact for the terminal: who, which account, and a table of their tickets."""
+    account = (f"{data['account']} ({data['customer_number'] or '-'}, contract "
+               f"{data['contract'] or '-'})" if data["account"] else "-")
+    lines = [f"Contact {data['address']}",
+             f"  name {data['name'] or '-'}, phone {data['phone'] or '-'}, "
+             f"language {data['language'] or '-'}",
+             f"  account {account}"]
+    if data["bounced_at"]:
+        lines.append(f"  mail bounced {_local(data['bounced_at'], zone)}: "
+                     f"{data['bounce_reason']}")
+    return "\n".join([*lines, "", _tickets_table(data["tickets"], zone)])
+
+
+def account_detail(ctx: Context, key: str) -> list[dict]:
+    """The account with customer number ``key``, else those named ``key``, each with its
+    contract, contacts and open tickets (the `accounts show --json` document)."""
+    found = dq.account_by_customer_number(ctx.store, key)
+    accounts = [found] if found else dq.accounts_named(ctx.store, key)
+    return [{**{k: a[k] for k in ("name", "customer_number", "domains", "language")},
+             "contract": dq.contract(ctx.store, a["contract"]),
+             "contacts": dq.contacts_of_account(ctx.store, a["id"]),
+             "open_tickets": dq.tickets_of_account(ctx.store, a["id"], OPEN_STATUSES)}
+            for a in accounts]
+
+
+def account_detail_text(data: dict, zone: str) -> str:
+    """An account for the terminal: contract, a table of contacts, one of open tickets."""
+    contract = data["contract"]
+    terms = "-" if contract is None else (
+        f"{contract['name']} (tier {contract['tier']}, calendar "
+        f"{contract['calendar'] or 'default'}"
+        + (f", raises {contract['raise_levels']}" if contract["raise_levels"] is not None
+           else "") + (f"; {contract['description']}" if contract["description"] else "")
+        + ")")
+    lines = [f"Account {data['name']} ({data['customer_number'] or 'no customer number'})",
+             f"  contract {terms}",
+             f"  domains {', '.join(data['domains']) or '-'}, language "
+             f"{data['language'] or '-'}", "",
+             contacts_text([{**c, "account": data["name"]} for c in data["contacts"]]), "",
+             _tickets_table(data["open_tickets"], zone, "no open tickets")]
+    return "\n".join(lines)
+
+
+def _tickets_table(rows: list[dict], zone: str, empty: str = "no tickets") -> str:
+    """A short table of tickets, newest first, created in the support's local time."""
+    if not rows:
+        return empty
+    lines = [f"{'NUMBER':<14} {'STATUS':<9} {'PRIO':<7} {'CREATED':<16}  SUBJECT"]
+    lines += [f"{r['number']:<14} {r['status']:<9} {r['priority']:<7} "
+              f"{_local(r['created_at'], zone):<16}  {r['subject'][:60]}" for r in rows]
+    return "\n".join(lines)
+
+
+def counts_text(head: str, counts: dict[str, int]) -> str:
+    """A head line and one line per count (``tickets_deleted`` as "tickets deleted")."""
+    width = max((len(k) for k in counts), default=0)
+    return "\n".join([head, *(f"  {k.replace('_', ' '):<{width}}  {n:>7}"
+                              for k, n in counts.items())])
+
+
+def import_text(counts: dict[str, dict[str, int]]) -> str:
+    """What an import did: ``contracts: 1 added, 2 updated; accounts: ...``."""
+    return "; ".join(f"{kind}: {done['added']} added, {done['updated']} updated"
+                     for kind, done in counts.items())

@@ -3,14 +3,16 @@
 Each mail is filed without its own sync; one flush at the end (also after a failure)
 makes them all durable before the command exits 0 and the MTA forgets them.  The envelope
 comes from the MTA's command line (``--sender``, ``--recipient``); without it, from the
-Return-Path and Delivered-To the delivering MTA wrote on top of the mail.
+Return-Path and Delivered-To the delivering MTA wrote on top of the mail.  Each mail is read
+in a fork of this process, made after its imports (:mod:`mailbot.inbound.readers`), so
+``[limits] max_seconds_per_mail`` bounds `mailbot ingest` as it bounds the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.parser
 import email.policy
+import io
 import re
 from collections.abc import Callable
 
@@ -20,6 +22,8 @@ from mailbot.tickets.outcome import Outcome
 # The top of a mail searched for the envelope headers an MTA writes there.
 HEAD_BYTES = 256 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# A line of a header block, as the stdlib's parser knows it (its headerRE).
+_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 
 
 class MailRefused(Exception):
@@ -65,9 +69,43 @@ def envelope_in_headers(raw: bytes) -> Envelope:
     sender; ``<>`` or Postfix's ``<MAILER-DAEMON>`` for the null sender) and Delivered-To.
     Without a Return-Path the sender is unknown (None)."""
     end = _HEADER_END.search(raw, 0, HEAD_BYTES)  # a slice of the head, never a copy of all
-    head = raw[:end.start() if end else HEAD_BYTES]
-    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    return_path = headers.get("Return-Path")
+    head = raw[:end.start() if end else HEAD_BYTES].decode("ascii", "surrogateescape")
+    found = _first_fields(head, ("return-path", "delivered-to"))
+    return_path = found.get("return-path")
     sender = None if return_path is None else str(return_path).strip().strip("<>").strip()
-    recipients = tuple(str(value).strip() for value in headers.get_all("Delivered-To", [])[:1])
+    recipients = tuple(str(found[name]).strip() for name in ("delivered-to",) if name in found)
     return Envelope(sender=sender, recipients=recipients)
+
+
+def _first_fields(head: str, names: tuple[str, ...]) -> dict[str, object]:
+    """The first value of each header field ``names`` (lower case) in a header block, read
+    as the stdlib's compat32 parser reads it, without building a message of all fields:
+    the mail is parsed once, by the pipeline.  A value with 8-bit bytes is a Header."""
+    found: dict[str, object] = {}
+    name, lines = "", []
+    for line in io.StringIO(head, newline="").readlines():
+        if not _HEADER_LINE.match(line):
+            break  # the end of the header block
+        if line[0] in " \t":
+            if name:
+                lines.append(line)
+            continue
+        _keep(found, names, name, lines)
+        if len(found) == len(names):
+            return found
+        name, lines = "", []
+        if line.startswith("From ") or line.startswith(":"):
+            continue  # an mbox envelope line (a first one, or misplaced), a nameless field
+        name, lines = line[:line.find(":")], [line]
+    _keep(found, names, name, lines)
+    return found
+
+
+def _keep(found: dict[str, object], names: tuple[str, ...], name: str,
+          lines: list[str]) -> None:
+    """Keep a field's value (compat32's reading of its lines) if it is a first one wanted."""
+    key = name.lower()
+    if not name or key not in names or key in found:
+        return
+    value = lines[0].split(":", 1)[1].lstrip(" \t") + "".join(lines[1:])
+    found[key] = email.policy.compat32.header_fetch_parse(name, value.rstrip("\r\n"))

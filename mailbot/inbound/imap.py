@@ -14,33 +14,48 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from mailbot.inbound.source import Feed, TemporaryFailure
+from mailbot.oauth.causes import TokenError, login_refused
+from mailbot.oauth.sasl import mechanism
+from mailbot.oauth.tokens import tokens_for
+from mailbot.settings.checks import network_cause
 from mailbot.settings.config import ImapConfig
-from mailbot.status.health import Health
+from mailbot.status.health import REFUSED, Health
 from mailbot.store import Store
 from mailbot.store import inbound as iq
 
 log = logging.getLogger(__name__)
 
+# IDLE is renewed this often at most: well before Exchange Online's 30-minute cut (and
+# RFC 9051's 29 minutes).
 IDLE_RENEW_SECONDS = 540
 STUCK_SECONDS = 120.0
 MAX_BACKOFF_SECONDS = 300.0
+# The least pause after a server said it throttles us (Exchange Online: NO [THROTTLED]),
+# unless it suggests a longer one ("Suggested Backoff Time: 179817 milliseconds").
+THROTTLED_SECONDS = 60.0
+SUGGESTED_BACKOFF = re.compile(r"Backoff Time: (\d+) milliseconds", re.IGNORECASE)
+# Exchange Online: the login worked, the mailbox does not open (no FullAccess for the app).
+NOT_CONNECTED = "User is authenticated but not connected"
 
 
 class Reconnect(Exception):
     """The server closed the session; connect again."""
 
 
-# What a mailbox that cannot be read raises (TLS failures and timeouts are OSErrors).
-CONNECTION_ERRORS = (IMAPClientError, OSError, Reconnect)
+# What a mailbox that cannot be read raises (TLS failures and timeouts are OSErrors; no
+# OAuth2 token is a TokenError).
+CONNECTION_ERRORS = (IMAPClientError, OSError, Reconnect, TokenError)
 
 
 def connect(cfg: ImapConfig) -> IMAPClient:
@@ -51,11 +66,80 @@ def connect(cfg: ImapConfig) -> IMAPClient:
     try:
         if cfg.security == "starttls":
             client.starttls(context)
-        client.login(cfg.username, cfg.password)
+        login(client, cfg)
     except BaseException:
         _close(client)
         raise
     return client
+
+
+def login(client: IMAPClient, cfg: ImapConfig) -> None:
+    """Log in with the password, or with an OAuth2 access token (SASL OAUTHBEARER when the
+    server offers it, else XOAUTH2); a token the server refuses is replaced once by a new
+    one, and a new one refused too raises :class:`TokenError` naming the likely cause."""
+    if cfg.auth == "password":
+        client.login(cfg.username, cfg.password)
+        return
+    tokens = tokens_for(cfg.oauth2, cfg.username, cfg.timeout_seconds)
+    offered = {c.decode().upper().removeprefix("AUTH=") for c in client.capabilities()
+               if c.upper().startswith(b"AUTH=")}
+    authenticate = client.oauthbearer_login if mechanism(offered) == "OAUTHBEARER" \
+        else client.oauth2_login
+    try:
+        authenticate(cfg.username, tokens.token())
+    except LoginError as exc:
+        log.info("IMAP %s: the server refused the access token (%s); trying a new one",
+                 cfg.label, exc)
+        try:
+            authenticate(cfg.username, tokens.renew())
+        except LoginError as again:
+            if "THROTTLED" in str(again).upper():
+                raise
+            raise login_refused("IMAP", cfg.host, cfg.username, str(again)) from again
+
+
+def token_deadline(cfg: ImapConfig) -> float:
+    """When (monotonic) a session logged in now must log in again with a new token: the
+    token's renewal time for OAuth2, never for a password."""
+    if cfg.auth != "oauth2":
+        return math.inf
+    return tokens_for(cfg.oauth2, cfg.username, cfg.timeout_seconds).refresh_at
+
+
+def trouble(exc: BaseException) -> tuple[str, str, float]:
+    """How a failed session shows: the health state ("refused" when only an operator can
+    help), the cause in words, and the least pause before the next try."""
+    text = str(exc)
+    if isinstance(exc, TokenError):
+        return (REFUSED if exc.refused else "retrying"), text, 0.0
+    if "THROTTLED" in text.upper() or SUGGESTED_BACKOFF.search(text):
+        suggested = SUGGESTED_BACKOFF.search(text)
+        pause = max(THROTTLED_SECONDS, int(suggested.group(1)) / 1000 if suggested else 0)
+        return "retrying", f"the server throttles us (Exchange Online?): {text}", pause
+    if NOT_CONNECTED.lower() in text.lower():
+        return REFUSED, (f"mailbox permission missing: logged in, but the mailbox does not "
+                         f"open (Exchange Online: Add-MailboxPermission for the app): {text}"), 0.0
+    return "retrying", f"{type(exc).__name__}: {text}", 0.0
+
+
+def probe(cfg: ImapConfig) -> str:
+    """Log in as the source does and select the folder read-only, for `mailbot check-config
+    --connect`: "" when that works, else the cause in words."""
+    try:
+        client = connect(cfg)
+    except LoginError:
+        return "authentication failed"
+    except Exception as exc:  # whatever stops the login is reported, not raised
+        return network_cause(exc)
+    try:
+        client.select_folder(cfg.folder, readonly=True)
+    except IMAPClientAbortError as exc:
+        return network_cause(exc)
+    except IMAPClientError as exc:
+        return f"folder missing: {cfg.folder} ({exc})"
+    finally:
+        _close(client)
+    return ""
 
 
 def uidvalidity_keeper(store: Store) -> Callable[[str, int], bool]:
@@ -84,6 +168,7 @@ class ImapSource:
         self.stop = threading.Event()
         self.poll_requested = threading.Event()
         self.failures = 0  # connection failures in a row; the backoff grows with it
+        self.session_ends = math.inf  # monotonic time the session's OAuth2 token is due
 
     async def serve(self, feed: Feed, stop: asyncio.Event) -> None:
         """Read the mailbox in its own thread until ``stop`` is set; its errors are raised here."""
@@ -131,15 +216,17 @@ class ImapSource:
                 self._session()
             except (*CONNECTION_ERRORS, TemporaryFailure) as exc:  # the mail stays unmoved
                 self.failures += 1
-                wait = min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1))
-                self.health.set(self.name, "retrying", f"{type(exc).__name__}: {exc}")
-                log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, exc, wait)
+                state, cause, least = trouble(exc)
+                wait = max(least, min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1)))
+                self.health.set(self.name, state, cause)
+                log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, cause, wait)
                 self.stop.wait(wait)
         self.health.set(self.name, "stopped")
 
     def run_once(self, feed: Feed) -> int:
         """Connect, file everything waiting in the folder, disconnect; the number filed."""
         self.feed = feed
+        self.session_ends = math.inf  # one pass: it files everything, however long
         client = self.factory(self.cfg)
         try:
             self._prepare(client)
@@ -148,34 +235,47 @@ class ImapSource:
             _close(client)
 
     def _session(self) -> None:
+        """One session: connect, then file, wait and file again until stopped, or until
+        its OAuth2 token is due (it ends then, and :meth:`run` logs in again at once)."""
         client = self.factory(self.cfg)
         try:
+            self.session_ends = token_deadline(self.cfg)
             self._prepare(client)
             self.failures = 0
             self.health.set(self.name, "connected")
             log.info("IMAP %s: connected, folder %s", self.cfg.label, self.cfg.folder)
             can_idle = self.cfg.idle and b"IDLE" in client.capabilities()
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self._token_due():
                 self._drain(client)
+                if self._token_due():
+                    break
                 if can_idle:
                     self._idle(client)
                 else:
                     self._wait_for_poll()
                     client.noop()
+            if self._token_due():
+                log.info("IMAP %s: the access token is due; logging in again with a new one",
+                         self.cfg.label)
         finally:
             _close(client)
+
+    def _token_due(self) -> bool:
+        """Whether the session's OAuth2 token is due for renewal (never for a password)."""
+        return time.monotonic() >= self.session_ends
 
     def poll(self) -> None:
         """Ask a source without IDLE to look for new mail now (the scheduler's polling job)."""
         self.poll_requested.set()
 
     def _wait_for_poll(self) -> None:
-        """Sleep until the scheduler asks for a poll or the source stops.
+        """Sleep until the scheduler asks for a poll, the source stops or the token is due.
 
         A poll is also made after twice the interval on its own, should the scheduler stall.
         """
         self.health.beat(self.name)
-        self.poll_requested.wait(2 * self.cfg.poll_seconds)
+        left = self.session_ends - time.monotonic()
+        self.poll_requested.wait(max(0.0, min(2 * self.cfg.poll_seconds, left)))
         self.poll_requested.clear()
 
     def _prepare(self, client: IMAPClient) -> None:
@@ -190,7 +290,7 @@ class ImapSource:
 
     def _drain(self, client: IMAPClient) -> int:
         filed = 0
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self._token_due():
             criteria = ["NOT", "DELETED"] if self.cfg.done_folder else ["UNSEEN", "NOT", "DELETED"]
             uids = sorted(client.search(criteria))[: self.cfg.batch_size]
             if not uids:
@@ -211,6 +311,7 @@ class ImapSource:
         """
         done: list[int] = []
         held: list[int] = []
+        _no_debug_copies(client)
         sizes = _sizes(client, uids)
         wanted = self._screen([uid for uid in uids if uid in sizes], sizes, held)
         if wanted is None:
@@ -270,7 +371,9 @@ class ImapSource:
         started = time.monotonic()
         # A mail that arrived between the last SEARCH and IDLE is only reported when IDLE
         # ends (seen with Dovecot): renew at least every poll_seconds so it waits no longer.
-        renew = min(IDLE_RENEW_SECONDS, self.cfg.poll_seconds)
+        # It also ends when the OAuth2 token is due: Dovecot does not end a session whose
+        # token expired, Exchange does; either way the session logs in again with a new one.
+        renew = min(IDLE_RENEW_SECONDS, self.cfg.poll_seconds, self.session_ends - started)
         try:
             while not self.stop.is_set() and time.monotonic() - started < renew:
                 asked = time.monotonic()
@@ -288,6 +391,19 @@ class ImapSource:
                     break
         finally:
             client.idle_done()
+
+
+def _no_debug_copies(client: IMAPClient) -> None:
+    """Stop imaplib from writing a debug copy of every response.
+
+    imapclient sets imaplib's debug level to 5 (to route its messages to logging), and at
+    that level imaplib formats the repr() of each untagged response, every fetched mail
+    included, before the logger drops it: a 68 MB mail cost 166 MB more at its peak, and
+    every mail the CPU time of its repr().  imapclient logs the commands itself.
+    """
+    imap = getattr(client, "_imap", None)
+    if imap is not None:
+        imap.debug = 0
 
 
 def _sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:

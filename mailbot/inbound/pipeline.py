@@ -6,7 +6,9 @@ record through the steps below, in the order of the two tuples; each step is a f
 decides what becomes of the mail sets ``outcome``, and the steps after it are skipped.
 
 PREPARE runs before the database transaction: the raw bytes go to disk first, then the
-mail is read and classified (pure) and its attachments are written.  COMMIT runs in one
+mail is read and classified (pure: :data:`READ`, in a reader process that is ended when it
+takes longer than ``[limits] max_seconds_per_mail``, see :mod:`mailbot.inbound.readers`)
+and its attachments are written.  COMMIT runs in one
 transaction that also writes the ingest record, so a crash leaves everything a mail
 caused (ticket, messages, events, outbox rows) or nothing, and a re-delivery is a no-op.
 
@@ -24,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from mailbot.context import Context
+from mailbot.inbound import readers
 from mailbot.inbound.source import Envelope, Feed, TemporaryFailure
 from mailbot.reading import classify as classify_mod
 from mailbot.reading import message
 from mailbot.reading.facts import extract_facts
 from mailbot.reading.headers import sender_in_head
+from mailbot.reading.limits import Limits
 from mailbot.reading.message import Message
+from mailbot.reading.spam import SpamContext, spam_reason
 from mailbot.store import TemporaryStoreError, blobs
 from mailbot.store import inbound as iq
 from mailbot.store import tickets as tq
@@ -68,6 +73,20 @@ class Mail:
 Step = Callable[[Context, Mail], Mail]
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What the READ steps know of this instance: they run in a reader process, which has
+    no Context, so this small record crosses with each mail."""
+
+    limits: Limits
+    classify: classify_mod.ClassifyContext
+    # How the spam filter's verdict headers are read; None: spam is not held.
+    spam: SpamContext | None = None
+
+
+ReadStep = Callable[[Reading, Mail], Mail]
+
+
 def spool(ctx: Context, mail: Mail) -> Mail:
     """The raw bytes on disk first, under their hash: from here on nothing can be lost."""
     try:
@@ -85,21 +104,30 @@ def skip_same_bytes(ctx: Context, mail: Mail) -> Mail:
                                          "same bytes"))
 
 
-def parse(ctx: Context, mail: Mail) -> Mail:
+def read(ctx: Context, mail: Mail) -> Mail:
+    """The READ steps in a reader process: one that takes longer than
+    ``[limits] max_seconds_per_mail`` is ended, and the mail quarantined with that reason."""
+    return READERS.run(READ, reading_context(ctx), mail, ctx.config.limits.max_seconds_per_mail,
+                       ctx.config.service.reading_processes)
+
+
+def parse(reading: Reading, mail: Mail) -> Mail:
     """One normalised message record; a mail beyond the limits is quarantined here."""
-    return replace(mail, msg=message.parse(mail.raw, ctx.config.limits))
+    return replace(mail, msg=message.parse(mail.raw, reading.limits))
 
 
-def classify(ctx: Context, mail: Mail) -> Mail:
+def classify(reading: Reading, mail: Mail) -> Mail:
     """Customer, agent, auto-reply, bounce, robot or our own loop, and why (the envelope's
     null sender counts as much as the headers)."""
-    return replace(mail, verdict=classify_mod.classify(mail.msg, classify_context(ctx),
+    return replace(mail, verdict=classify_mod.classify(mail.msg, reading.classify,
                                                        mail.envelope.null_sender))
 
 
-def read_spam(ctx: Context, mail: Mail) -> Mail:
+def read_spam(reading: Reading, mail: Mail) -> Mail:
     """The verdict of the spam filter in front (not for a mail an operator releases)."""
-    return mail if mail.release else replace(mail, spam=spam.verdict(ctx, mail.msg))
+    if mail.release or reading.spam is None:
+        return mail
+    return replace(mail, spam=spam_reason(mail.msg, reading.spam))
 
 
 def save_attachments(ctx: Context, mail: Mail) -> Mail:
@@ -216,9 +244,9 @@ def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
         (mail.identity, mail.facts)))
 
 
-# The whole story of a mail, in order.
-PREPARE: tuple[Step, ...] = (spool, skip_same_bytes, parse, classify, read_spam,
-                             save_attachments)
+# The whole story of a mail, in order; READ runs in a reader process (step `read`).
+READ: tuple[ReadStep, ...] = (parse, classify, read_spam)
+PREPARE: tuple[Step, ...] = (spool, skip_same_bytes, read, save_attachments)
 COMMIT: tuple[Step, ...] = (skip_same_message, drop_loop, hold_spam, file_bounce, thread,
                             file_agent_mail, note_auto_reply, find_facts, identify,
                             file_customer_mail)
@@ -391,11 +419,24 @@ def identity_key(msg: Message) -> str:
     return msg.message_id or "fingerprint:" + msg.fingerprint
 
 
+def reading_context(ctx: Context) -> Reading:
+    """What the READ steps need to know about this instance, as of now."""
+    config = ctx.config
+    held = SpamContext(scl_threshold=config.spam.scl_threshold,
+                       authserv_id=config.trust.authserv_id) if config.spam.enabled else None
+    return Reading(limits=config.limits, classify=classify_context(ctx), spam=held)
+
+
 def classify_context(ctx: Context) -> classify_mod.ClassifyContext:
     """What classification needs to know about this instance (agents as of now)."""
     return classify_mod.ClassifyContext(own_addresses=ctx.config.support.addresses,
                                         loop_id=ctx.config.service.instance_id,
                                         agent_addresses=ctx.team.addresses())
+
+
+# The reader processes of this process, started when the first mail comes; the fork server
+# (a process with threads starts them through it) imports this module once for all.
+READERS = readers.Readers(preload=(__name__,))
 
 
 def _number(ctx: Context, ticket_id: int | None) -> str:

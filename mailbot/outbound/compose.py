@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from email import charset as email_charset
+from email import quoprimime
 from email.encoders import encode_base64
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
@@ -62,9 +64,11 @@ def text_environment(templates_dir: Path, timezone: str = "Europe/Berlin") -> ji
     """The jinja2 environment for plain-text mails (no HTML escaping, strict variables).
 
     Its filters put values into words of the mail's language, times in ``timezone``:
-    ``priority``, ``status``, ``moment``, ``facts``, ``deadline``, ``priority_reason``
-    (each with the language, e.g. ``{{ ticket.status | status("de") }}``) and
-    ``person_name`` (a display name fit for a greeting, else "").
+    ``priority``, ``status``, ``moment``, ``facts``, ``deadline``, ``priority_reason``,
+    ``sentence`` (a :class:`~mailbot.outbound.wording.Reason`), ``subject`` (a ticket's
+    subject, its placeholder in words) (each with the language, e.g.
+    ``{{ ticket.status | status("de") }}``) and ``person_name`` (a display name fit for a
+    greeting, else "").
     """
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)),
                              autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701
@@ -74,7 +78,8 @@ def text_environment(templates_dir: Path, timezone: str = "Europe/Berlin") -> ji
         priority=wording.priority_label, status=wording.status_label,
         moment=lambda when, language: wording.moment(when, timezone, language) or "-",
         facts=wording.fact_labels, deadline=wording.deadline_label,
-        priority_reason=wording.priority_reason, person_name=wording.person_name)
+        priority_reason=wording.priority_reason, person_name=wording.person_name,
+        sentence=wording.sentence, subject=wording.subject_text)
     return env
 
 
@@ -83,9 +88,17 @@ def tagged_subject(prefix: str, number: str, subject: str) -> str:
 
     A tag the subject already has, in any case or spacing ("[ticket# 2026…]"), counts.
     """
-    present = re.compile(r"\[" + re.escape(prefix) + r"\s*" + re.escape(number) + r"\]",
-                         re.IGNORECASE)
-    return subject if present.search(subject) else f"[{prefix}{number}] {subject}".strip()
+    wanted = number.lower()
+    if any(tag.group(1).lower() == wanted for tag in _tags(prefix).finditer(subject)):
+        return subject
+    return f"[{prefix}{number}] {subject}".strip()
+
+
+@functools.lru_cache(maxsize=8)
+def _tags(prefix: str) -> re.Pattern[str]:
+    """Subject tags with ``prefix`` and what follows it up to the bracket (compiled once,
+    not once per ticket number)."""
+    return re.compile(r"\[" + re.escape(prefix) + r"\s*([^\]]*)\]", re.IGNORECASE)
 
 
 class Composer:
@@ -132,7 +145,7 @@ class Composer:
             (LOOP_HEADER, self.instance_id),
             ("Content-Language", language),
         ]
-        raw = _header_block(headers) + _body_part(body, envelope.attachments).as_bytes(policy=_CRLF)
+        raw = _header_block(headers) + _body(body, envelope.attachments)
         return Outgoing(kind=kind, message_id=message_id, sender=self.return_path(message_id),
                         recipients=envelope.to, raw=raw)
 
@@ -188,17 +201,32 @@ def _address(name: str, address: str) -> str:
 def encoded_words(text: str, chunk: int = 45) -> str:
     """RFC 2047 base64 encoded words of at most ``chunk`` UTF-8 bytes each, folded.
 
-    Chunks end on character boundaries, so every word decodes on its own.
+    Chunks end on character boundaries, so every word decodes on its own (a chunk is cut
+    before the UTF-8 continuation bytes of a character; ``chunk`` is at least 4).
     """
-    words, current = [], b""
-    for char in text:
-        data = char.encode("utf-8")
-        if len(current) + len(data) > chunk:
-            words.append(current)
-            current = b""
-        current += data
-    words.append(current)
+    data, words, start = text.encode("utf-8"), [], 0
+    while len(data) - start > chunk:
+        end = start + chunk
+        while data[end] & 0xC0 == 0x80:  # inside a character: cut before it
+            end -= 1
+        words.append(data[start:end])
+        start = end
+    words.append(data[start:])
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
+
+
+def _body(body: str, attachments: tuple[tuple[str, str, bytes], ...]) -> bytes:
+    """The body with its MIME headers: the text alone is written directly (the bytes the
+    stdlib's MIME classes would write, without building and flattening a tree)."""
+    if attachments:
+        return _body_part(body, attachments).as_bytes(policy=_CRLF)
+    encoded = quoprimime.body_encode(body.encode("utf-8").decode("latin-1")) if body else ""
+    return _TEXT_HEAD + encoded.replace("\n", "\r\n").encode("ascii")
+
+
+# What MIMEText writes above a UTF-8 quoted-printable text.
+_TEXT_HEAD = (b'Content-Type: text/plain; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+              b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
 
 
 def _body_part(body: str, attachments: tuple[tuple[str, str, bytes], ...]) -> MIMEBase:

@@ -32,7 +32,7 @@ from typing import Protocol
 from mailbot.outbound.outbox import backoff, give_up_at
 from mailbot.outbound.transports import DeliveryError, send_deadline
 from mailbot.settings.config import Config
-from mailbot.status.health import Health
+from mailbot.status.health import REFUSED, Health
 from mailbot.status.metrics import Metrics
 from mailbot.store import Store, TemporaryStoreError
 from mailbot.store import outbox as oq
@@ -326,11 +326,14 @@ class _Watched:
         self.name = name
 
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        """Deliver one mail; a temporary failure marks the relay as retrying."""
+        """Deliver one mail; a temporary failure marks the relay as retrying, a refused
+        login as refused (/healthz turns 503 at once: only an operator can fix it)."""
         try:
             await self.inner.send(sender, recipients, raw)
         except DeliveryError as exc:
-            if not exc.permanent:
+            if exc.refused:
+                self.health.set(self.name, REFUSED, str(exc))
+            elif not exc.permanent:
                 self.health.set(self.name, "retrying", str(exc))
             raise
         self.health.set(self.name, "connected")

@@ -5,12 +5,16 @@ Link tokens use itsdangerous (a list of secrets rotates keys); reply-address, re
 and Message-ID signatures are short lower-case HMACs because mail systems may change
 the case of an address's local part.  A reply tag names the ticket, the agent it was sent
 to and the day it was issued, so a reply from anyone else, or a late one, is known.
+
+A ticket number rides in these lower-case tokens as its :func:`number_code`, so any number
+the configured format makes (upper-case letters, dots, slashes) comes back exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets as random_source
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -18,6 +22,10 @@ from datetime import UTC, date, datetime
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 LINK_PURPOSES = ("escalate", "ticket")
+# Characters a number code keeps as they are; "_" marks an upper-case letter, "=" a byte.
+PLAIN = frozenset("0123456789abcdefghijklmnopqrstuvwxyz-")
+NUMBER_CODE = re.compile(r"(?:[0-9a-z-]|_[a-z]|=[0-9a-f]{2})+")
+CODE_PIECE = re.compile(r"_([a-z])|=([0-9a-f]{2})|([0-9a-z-])")
 
 
 class TokenError(Exception):
@@ -50,6 +58,31 @@ class ReplyTag:
 def agent_id(address: str) -> str:
     """A short id of an agent's address for reply tags: 8 hex digits of its SHA-256."""
     return hashlib.sha256(address.strip().lower().encode()).hexdigest()[:8]
+
+
+def number_code(number: str) -> str:
+    """A ticket number as it rides in addresses and Message-IDs: only lower-case letters,
+    digits, "-", "_" and "=", unchanged when the number has nothing else (the default
+    format: tokens issued before codes existed stay valid), an upper-case letter as "_"
+    and the letter, any other character as "=" and the hex digits of each UTF-8 byte."""
+    if PLAIN.issuperset(number):
+        return number
+    return "".join(c if c in PLAIN else f"_{c.lower()}" if "A" <= c <= "Z"
+                   else "".join(f"={b:02x}" for b in c.encode()) for c in number)
+
+
+def number_of_code(code: str) -> str | None:
+    """The ticket number a code (in any case) stands for, or None for no valid code."""
+    code = code.lower()
+    if not NUMBER_CODE.fullmatch(code):
+        return None
+    pieces = CODE_PIECE.findall(code)
+    raw = b"".join(upper.upper().encode() if upper else bytes.fromhex(byte) if byte
+                   else plain.encode() for upper, byte, plain in pieces)
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def epoch_day(moment: datetime) -> int:
@@ -86,7 +119,7 @@ class Signer:
 
         ``t<number>-<agent id>-<day>-<mac>``: 33 characters besides the number.
         """
-        text = f"{ticket_number}-{agent_id(agent)}-{epoch_day(issued)}".lower()
+        text = f"{number_code(ticket_number)}-{agent_id(agent)}-{epoch_day(issued)}"
         return f"t{text}-{self._mac('agent-reply', text, 16)}"
 
     def read_reply_tag(self, tag: str) -> ReplyTag | None:
@@ -96,18 +129,20 @@ class Signer:
         parts = tag.lower()[1:].rsplit("-", 3)
         if len(parts) != 4:
             return None
-        number, agent, day, mac = parts
+        code, agent, day, mac = parts
+        number = number_of_code(code)
         if not number or len(agent) != 8 or not (day.isascii() and day.isdecimal()):
             return None
-        if not self._verify("agent-reply", f"{number}-{agent}-{day}", mac, 16):
+        if not self._verify("agent-reply", f"{code}-{agent}-{day}", mac, 16):
             return None
         return ReplyTag(ticket_number=number, agent_id=agent, issued_day=int(day))
 
     def message_id(self, ticket_number: str, domain: str) -> str:
         """A fresh Message-ID for an outgoing mail that proves we sent it for this ticket."""
+        code = number_code(ticket_number)
         nonce = random_source.token_hex(6)
-        mac = self._mac("msgid", f"{ticket_number}.{nonce}", 12)
-        return f"mb.{ticket_number}.{nonce}.{mac}@{domain}"
+        mac = self._mac("msgid", f"{code}.{nonce}", 12)
+        return f"mb.{code}.{nonce}.{mac}@{domain}"
 
     def read_message_id(self, message_id: str) -> str | None:
         """The ticket number of one of our own genuine Message-IDs, else None."""
@@ -115,8 +150,9 @@ class Signer:
         parts = local.split(".")
         if len(parts) != 4 or parts[0] != "mb":
             return None
-        _, number, nonce, mac = parts
-        return number if self._verify("msgid", f"{number}.{nonce}", mac, 12) else None
+        _, code, nonce, mac = parts
+        return number_of_code(code) if self._verify("msgid", f"{code}.{nonce}", mac, 12) \
+            else None
 
     def bounce_tag(self, message_id: str) -> str:
         """The plus-address tag of the return path (VERP) of our mail ``message_id``.

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import aiosmtplib
 
+from mailbot.oauth.causes import TokenError, login_refused
+from mailbot.oauth.sasl import ERROR_ACKNOWLEDGEMENT, initial_response, mechanism
+from mailbot.oauth.tokens import tokens_for
+from mailbot.settings.checks import network_cause
 from mailbot.settings.config import Config, RelayConfig
 
 log = logging.getLogger(__name__)
@@ -21,11 +25,13 @@ SEND_DEADLINE_TIMEOUTS = 10
 
 
 class DeliveryError(Exception):
-    """A delivery attempt failed; ``permanent`` says whether retrying can help."""
+    """A delivery attempt failed; ``permanent`` says whether retrying can help, ``refused``
+    whether the relay refused us (our login: only an operator can fix it, retried meanwhile)."""
 
-    def __init__(self, message: str, permanent: bool) -> None:
+    def __init__(self, message: str, permanent: bool, refused: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,56 @@ class SmtpTransport:
         """Hand one mail to the relay or raise :class:`DeliveryError`."""
         async with self.session() as session:
             await session.send(sender, recipients, raw)
+
+
+async def probe(relay: RelayConfig) -> str:
+    """Connect and log in as the sender does, then say goodbye, for `mailbot check-config
+    --connect`: "" when that works, else the cause in words."""
+    session = SmtpSession(relay)
+    try:
+        async with asyncio.timeout(send_deadline(relay)):
+            await session.open()
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        return f"authentication failed ({exc.code} {exc.message})"
+    except Exception as exc:  # whatever stops the login is reported, not raised
+        return network_cause(exc)
+    finally:
+        await session.close()
+    return ""
+
+
+async def oauth_login(client: aiosmtplib.SMTP, relay: RelayConfig) -> None:
+    """Log in to the relay with an OAuth2 access token (SASL OAUTHBEARER when the relay
+    offers it, else XOAUTH2); a token the relay refuses is replaced once by a new one, and
+    a new one refused too raises :class:`TokenError` naming the likely cause."""
+    # In a thread, as the first call loads the provider's library (half a second).
+    tokens = await asyncio.to_thread(tokens_for, relay.oauth2, relay.username,
+                                     relay.timeout_seconds)
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    name = mechanism({method.upper() for method in client.server_auth_methods})
+    answer = await _authenticate(client, name, relay.username,
+                                 await asyncio.to_thread(tokens.token))
+    if answer.code == aiosmtplib.SMTPStatus.auth_successful:
+        return
+    log.info("the relay refused the access token (%d %s); trying a new one", answer.code,
+             answer.message)
+    answer = await _authenticate(client, name, relay.username,
+                                 await asyncio.to_thread(tokens.renew))
+    if answer.code != aiosmtplib.SMTPStatus.auth_successful:
+        raise login_refused("SMTP", relay.host, relay.username,
+                            f"{answer.code} {answer.message}")
+
+
+async def _authenticate(client: aiosmtplib.SMTP, name: str, username: str,
+                        token: str) -> aiosmtplib.SMTPResponse:
+    """One AUTH with a token; the relay's final answer (after acknowledging an error
+    challenge, as the mechanism wants)."""
+    answer = await client.execute_command(b"AUTH", name.encode(),
+                                          initial_response(name, username, token).encode())
+    if answer.code == aiosmtplib.SMTPStatus.auth_continue:
+        answer = await client.execute_command(ERROR_ACKNOWLEDGEMENT[name].encode())
+    return answer
 
 
 def send_deadline(relay: RelayConfig) -> float:
@@ -84,6 +140,14 @@ class SmtpSession:
             answers = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
             raise DeliveryError(answers, permanent=all(r.code >= 500 for r in exc.recipients)) \
                 from exc
+        except aiosmtplib.SMTPAuthenticationError as exc:  # our credentials: fixed, it goes
+            await self.close()
+            raise DeliveryError(f"the relay refused our login: {exc.code} {exc.message}",
+                                permanent=False, refused=True) from exc
+        except TokenError as exc:  # no OAuth2 token, or the relay refused a fresh one
+            await self.close()
+            raise DeliveryError(f"relay login: {exc}", permanent=False,
+                                refused=exc.refused) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self.close()
             raise DeliveryError(f"{exc.code} {exc.message}", permanent=exc.code >= 500) from exc
@@ -100,10 +164,16 @@ class SmtpSession:
             self._drop()
             raise
 
-    async def _transaction(self, sender: str, recipients: list[str], raw: bytes) -> None:
+    async def open(self) -> None:
+        """Connect and log in (greeting, EHLO, STARTTLS or TLS, AUTH) unless connected."""
         if self.client is None:
             self.client = self._client()
             await self.client.connect()
+            if self.relay.auth == "oauth2":
+                await oauth_login(self.client, self.relay)
+
+    async def _transaction(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        await self.open()
         options = []
         if not all(address.isascii() for address in (sender, *recipients)):
             if self.client.is_ehlo_or_helo_needed:
@@ -135,11 +205,12 @@ class SmtpSession:
 
     def _client(self) -> aiosmtplib.SMTP:
         relay = self.relay
+        by_password = relay.auth == "password"
         return aiosmtplib.SMTP(hostname=relay.host, port=relay.port,
                                use_tls=relay.security == "tls",
                                start_tls=relay.security == "starttls",
-                               username=relay.username or None,
-                               password=relay.password or None,
+                               username=(relay.username or None) if by_password else None,
+                               password=(relay.password or None) if by_password else None,
                                cert_bundle=relay.ca_file or None,
                                local_hostname=relay.helo_name or None,
                                timeout=relay.timeout_seconds)

@@ -1,11 +1,15 @@
 """Customer-facing words in German and English: priorities, deadlines, hours, requests.
 
 Kept apart from templates because the same phrases appear in several mails and pages.
+The core says why something happened as a :class:`Reason` (a code and its values); the
+sentences for each code live here, in :data:`SENTENCES`, and a mail's template words a
+reason in its own language (the ``sentence`` filter), so no English reaches a German mail.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -61,10 +65,78 @@ FACT_LABELS = {
            "version": "software version", "device": "device and operating system",
            "error_message": "error message"},
 }
+# The shipped priority rules (policy/config.py DEFAULT_RULES) by name; an operator's own
+# rules are shown as named.
+RULE_LABELS = {
+    "de": {"outage": "Ausfall", "impairment": "Beeinträchtigung",
+           "question or wish": "Frage oder Wunsch"},
+    "en": {},
+}
 DEADLINE_LABELS = {
     "de": {"first_response": "erste Antwort", "update": "nächste Antwort"},
     "en": {"first_response": "first response", "update": "next answer"},
 }
+# The sentence of each reason code, by language; {names} are the reason's values.  A value
+# named "current" or "target" is a ticket status and is worded with STATUS_LABELS.
+SENTENCES = {
+    "de": {
+        # an agent's reply that was not applied (tickets/commands.py, tickets/agents.py)
+        "unknown_command": "unbekannter Befehl #{command}; bekannte Befehle: {known}",
+        "needs_value": "#{command} braucht einen Wert",
+        "takes_no_value": "#{command} hat keinen Wert (angegeben: „{value}“)",
+        "bad_status": "#status {value}: erlaubt sind {allowed}",
+        "bad_priority": "#priority {value}: erlaubt sind {allowed}",
+        "not_agent": "#assign {value}: diese Adresse gehört zu keinem Agenten",
+        "transition": "ein Ticket im Status „{current}“ kann nicht in den Status „{target}“ "
+                      "wechseln",
+        "no_claim": "#confirm: zu diesem Ticket gibt es keine angegebene Kundennummer, die "
+                    "sich bestätigen ließe",
+        "claims_by_operator": "#confirm: angegebene Kundennummern werden hier nicht per "
+                              "E-Mail bestätigt ([directory] claims = \"{mode}\"); ein "
+                              "Betreiber kann sie zuordnen: mailbot accounts link ADRESSE "
+                              "{number}",
+        "account_gone": "#confirm: das Kundenkonto zur Kundennummer {number} gibt es nicht "
+                        "mehr",
+        # why a customer got no acknowledgement (tickets/guards.py)
+        "no_sender": "die E-Mail hat keine Absenderadresse",
+        "undeliverable": "an die Absenderadresse {address} lässt sich keine E-Mail zustellen",
+        "forged": "{method} ist für {domain} fehlgeschlagen (Authentication-Results von "
+                  "{authserv}), der Absender ist wohl gefälscht",
+        "rate_limit": "an diese Adresse gingen in der letzten Stunde schon {sent} "
+                      "Eingangsbestätigungen",
+        "automatic": "die E-Mail wurde automatisch versandt, und automatische E-Mails "
+                     "beantworten wir nie",
+        "no_auto_reply": "der Absender hat um keine automatische Antwort gebeten "
+                         "(X-Auto-Response-Suppress)",
+        "held": "der Grund steht im Verlauf des Tickets",
+    },
+    "en": {
+        "unknown_command": "unknown command #{command}; known commands: {known}",
+        "needs_value": "#{command} needs a value",
+        "takes_no_value": "#{command} takes no value (got \"{value}\")",
+        "bad_status": "#status {value}: use one of {allowed}",
+        "bad_priority": "#priority {value}: use one of {allowed}",
+        "not_agent": "#assign {value}: not a configured agent",
+        "transition": "a ticket that is \"{current}\" cannot become \"{target}\"",
+        "no_claim": "#confirm: this ticket has no customer number claim to confirm",
+        "claims_by_operator": "#confirm: customer number claims are not confirmed by mail "
+                              "here ([directory] claims = \"{mode}\"); an operator can run: "
+                              "mailbot accounts link ADDRESS {number}",
+        "account_gone": "#confirm: the account of customer number {number} no longer exists",
+        "no_sender": "the mail has no sender address",
+        "undeliverable": "no mail can be delivered to the sender address {address}",
+        "forged": "{method} failed for {domain} (Authentication-Results of {authserv}): the "
+                  "sender is probably forged",
+        "rate_limit": "{sent} acknowledgements already went to this address in the last hour",
+        "automatic": "the mail was sent automatically, and we never answer automatic mail",
+        "no_auto_reply": "the sender asked for no automatic reply (X-Auto-Response-Suppress)",
+        "held": "the reason is in the ticket's history",
+    },
+}
+# The subject a ticket without one is filed under (tickets/filing.py), and its words.
+NO_SUBJECT = "(no subject)"
+NO_SUBJECT_WORDS = {"de": "(ohne Betreff)", "en": NO_SUBJECT}
+_STATUS_VALUES = ("current", "target")
 # Words that make a display name a role or a shared mailbox, not a person ("Kasse", "Info").
 _ROLE_WORDS = frozenset((
     "info", "kasse", "support", "service", "team", "office", "buchhaltung", "einkauf",
@@ -142,8 +214,9 @@ def priority_reason(why: dict, language: str) -> str:
         return ""
     german = supported_language(language) == "de"
     if why.get("rule"):
-        text = (f"Regel „{why['rule']}“ traf „{why.get('matched', '')}“" if german
-                else f"rule \"{why['rule']}\" matched \"{why.get('matched', '')}\"")
+        rule = RULE_LABELS[supported_language(language)].get(why["rule"], why["rule"])
+        text = (f"Regel „{rule}“ traf „{why.get('matched', '')}“" if german
+                else f"rule \"{rule}\" matched \"{why.get('matched', '')}\"")
     else:
         text = "keine Regel traf, Standardpriorität" if german else \
             "no rule matched, default priority"
@@ -166,3 +239,40 @@ def person_name(display_name: str) -> str:
     if any(w.isupper() and len(w) > 3 for w in words):
         return ""
     return " ".join(words) if "," not in display_name else " ".join(reversed(words))
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why something happened or was refused: a code of :data:`SENTENCES` and its values.
+
+    The core returns reasons; a template words one with ``{{ reason | sentence("de") }}``.
+    ``str()`` is the English sentence, for logs, events and the operator's CLI.
+    """
+
+    code: str
+    values: dict = field(default_factory=dict, hash=False)
+
+    def __str__(self) -> str:
+        return sentence(self, "en")
+
+
+def sentence(reason: Reason, language: str) -> str:
+    """A reason as a sentence in ``language`` (statuses worded too)."""
+    lang = supported_language(language)
+    values = {k: status_label(v, lang) if k in _STATUS_VALUES else v
+              for k, v in reason.values.items()}
+    return SENTENCES[lang][reason.code].format(**values)
+
+
+def subject_text(subject: str, language: str) -> str:
+    """A ticket's subject as a mail shows it: the placeholder of a mail without one in words."""
+    if not subject or subject == NO_SUBJECT:
+        return NO_SUBJECT_WORDS[supported_language(language)]
+    return subject
+
+
+def decimal(value: float, language: str, places: int | None = None) -> str:
+    """A number as people write it: "1,5" in German, "1.5" in English; with ``places``
+    decimals ("5,0"), else without trailing zeros."""
+    text = f"{value:g}" if places is None else f"{value:.{places}f}"
+    return text.replace(".", ",") if supported_language(language) == "de" else text

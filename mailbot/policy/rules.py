@@ -33,7 +33,7 @@ from mailbot.policy.config import (
     PriorityRule,
     Targets,
 )
-from mailbot.reading.quotes import own_text
+from mailbot.reading.facts import written_text
 
 PRIORITIES: tuple[Priority, ...] = ("urgent", "high", "normal", "low")
 DEFAULT_CALENDAR = "default"
@@ -131,7 +131,7 @@ class RuleMatch:
 
 def classify(subject: str, body: str, policy: Policy) -> RuleMatch:
     """The initial priority of a mail from the first matching rule, urgent rules first."""
-    text = subject + "\n" + own_text(body, policy.config.scan_chars)
+    text = subject + "\n" + written_text(body, policy.config.scan_chars)
     for rule in policy.rules:
         if m := rule.regex.search(text):
             return RuleMatch(rule.priority, rule.name, _SPACES.sub(" ", m.group(0))[:100])

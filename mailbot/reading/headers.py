@@ -85,6 +85,8 @@ def decode_header_value(value: str, hint: str = "") -> str:
     some webmailers write) comes out whole.
     """
     value = unfold(value)
+    if "=?" not in value:  # no encoded-word: most header values
+        return raw_text(value, hint)
     out: list[str] = []
     words: list[tuple[str, bytes]] = []
     pos = 0
@@ -135,6 +137,8 @@ def raw_text(value: str, hint: str) -> str:
 
 
 def unfold(value: str) -> str:
+    if "\n" not in value and "\r" not in value:  # one line: nothing to unfold
+        return value
     return _LINE_BREAK_RE.sub(" ", _FOLD_RE.sub("", value))
 
 
@@ -155,6 +159,25 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+# The one mailbox most address headers hold, in the shapes the stdlib's address parser reads
+# as they are: "Name <local@domain>" (a name of plain words, encoded-words too) or a bare
+# "local@domain".  Anything else (quotes, comments, groups, lists) goes to that parser.
+_PLAIN_MAILBOX_RE = re.compile(
+    r"[ \t]*(?:(?P<name>[^\s()<>@,:;\"\[\]\\]+(?:[ \t]+[^\s()<>@,:;\"\[\]\\]+)*)[ \t]*)?"
+    r"<(?P<angle>[\w!#$%&'*+/=?^`{|}~.-]+@[A-Za-z0-9.-]+)>[ \t]*"
+    r"|[ \t]*(?P<bare>[\w!#$%&'*+/=?^`{|}~.-]+@[A-Za-z0-9.-]+)[ \t]*", re.ASCII)
+
+
+def _plain_mailbox(text: str, hint: str) -> tuple[str, str] | None:
+    """Name and address of a value that is one plain mailbox (see above), else None."""
+    found = _PLAIN_MAILBOX_RE.fullmatch(text)
+    if found is None:
+        return None
+    name = found.group("name") or ""
+    return (one_line(decode_header_value(name, hint)) if name else "",
+            found.group("angle") or found.group("bare"))
+
+
 def _address_pairs(value: str, hint: str) -> list[tuple[str, str]]:
     """The (name, address) pairs of an address header value.
 
@@ -162,8 +185,12 @@ def _address_pairs(value: str, hint: str) -> list[tuple[str, str]]:
     comma ("Müller, Bernd") stays one name.  A name with a comma written without quotes
     ("Müller, Bernd <b@x>", as sloppy mailers do) is put back together.
     """
+    text = raw_text(unfold(value), hint)
+    plain = _plain_mailbox(text, hint)
+    if plain is not None:
+        return [plain]
     out: list[tuple[str, str]] = []
-    for name, address in getaddresses([raw_text(unfold(value), hint)]):
+    for name, address in getaddresses([text]):
         name = one_line(decode_header_value(name, hint))
         if out and name and not out[-1][0] and out[-1][1] and "@" not in out[-1][1]:
             name = f"{out.pop()[1]}, {name}"
@@ -180,6 +207,9 @@ def name_and_address(value: str, hint: str) -> tuple[str, str]:
     Adresse") are a name.  The first mailbox with an address counts.
     """
     text = raw_text(unfold(value), hint).strip()
+    plain = _plain_mailbox(text, hint)
+    if plain is not None:
+        return plain[0], normalise_address(plain[1])
     if _balanced(text) and not any(c in text for c in "<@") and len(text.split()) > 1:
         return one_line(decode_header_value(text, hint)), ""
     if not _balanced(text) or not any(c in text for c in "<@"):

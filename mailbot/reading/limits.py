@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email.message
+import email.policy
+import itertools
 from dataclasses import dataclass
 
 
@@ -32,6 +34,9 @@ class Limits:
     max_addresses: int = 1000
     # Most parameters in one Content-Type or Content-Disposition header.
     max_parameters: int = 100
+    # Most MIME parts in one mail: every part the parser makes (the mail itself, each
+    # multipart, each leaf, each forwarded mail), counted as they are made.
+    max_parts: int = 1000
 
 
 # Headers that hold addresses (and groups); their count is bounded by max_addresses.
@@ -60,3 +65,17 @@ def check_headers(part: email.message.Message, limits: Limits) -> None:
         if key in PARAMETER_HEADERS and value.count(";") > limits.max_parameters:
             raise ParseError(f"the {name} header holds more than {limits.max_parameters:,} "
                              "parameters (limits.max_parameters)")
+
+
+def counting_parts(limits: Limits) -> email.policy.Policy:
+    """The parser's policy (compat32) with a count of the parts it makes: it stops at the
+    first part over ``max_parts``, before the parts cost time in the parser or after it."""
+    made = itertools.count(1)
+
+    def part(policy: email.policy.Policy) -> email.message.Message:
+        if next(made) > limits.max_parts:
+            raise ParseError(f"the mail has more than {limits.max_parts:,} MIME parts "
+                             "(limits.max_parts)")
+        return email.message.Message(policy)
+
+    return email.policy.compat32.clone(message_factory=part)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import email
 import email.errors
 import email.message
+import email.parser
 import email.policy
 import email.utils
 import hashlib
@@ -64,7 +65,7 @@ from mailbot.reading.headers import (
     one_line,
     raw_header,
 )
-from mailbot.reading.limits import Limits, ParseError, check_headers
+from mailbot.reading.limits import Limits, ParseError, check_headers, counting_parts
 from mailbot.reading.skeleton import NOT_BLANK_RE, Skeleton, fingerprint
 from mailbot.reading.tree import FORWARDED_TYPES, Reading, raw_payload
 
@@ -189,7 +190,7 @@ def parse(raw: bytes, limits: Limits | None = None) -> Message:
                          f"{limits.max_message_bytes} (limits.max_message_bytes)")
     skeleton = Skeleton.of(raw)
     try:
-        tree = email.message_from_bytes(skeleton.text, policy=email.policy.compat32)
+        tree = email.message_from_bytes(skeleton.text, policy=counting_parts(limits))
     except RecursionError as exc:
         raise ParseError(f"MIME parts nested deeper than {limits.max_mime_depth} "
                          "(limits.max_mime_depth)") from exc
@@ -260,7 +261,8 @@ def _delivery_report(tree: Part, skeleton: Skeleton) -> tuple[tuple, tuple[str, 
             ids += _returned_ids(part.get_payload()[0] if part.get_payload() else None)
         elif kind == "text/rfc822-headers":
             data = b"".join(bytes(p) for p in _decoded_pieces(part, skeleton))
-            ids += _returned_ids(email.message_from_bytes(data, policy=email.policy.compat32))
+            headers = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+            ids += _returned_ids(headers.parsebytes(data))  # only headers: no parts to count
     return tuple(blocks), tuple(dict.fromkeys(ids))
 
 

@@ -7,8 +7,10 @@ file runs the embedded defaults: SQLite under ``./data``, the SMTP listener on
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "mailbot.toml"
 SECRET_ENV = "MAILBOT_SECRET"  # noqa: S105 - the variable name, not a secret
+# What a ticket number may be: the subject tag finds it, tokens carry it (outbound/tokens.py).
+TICKET_NUMBER = re.compile(r"[0-9A-Za-z._/-]{1,40}")
+PORTS = range(1, 65536)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,13 @@ class ServiceConfig:
     log_format: Literal["text", "json"] = "text"
     templates_dir: str = ""
     busy_timeout_seconds: float = 5.0
+    # Processes kept warm between mails to read them (see [limits] max_seconds_per_mail);
+    # a source that finds none free starts one more, so no source waits for another's mail.
+    reading_processes: int = 2
+
+    def __post_init__(self) -> None:
+        if self.reading_processes < 0:
+            raise ValueError(f"reading_processes {self.reading_processes} must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -78,10 +90,25 @@ class TicketsConfig:
             raise ValueError(f"number_format {self.number_format!r} must contain {{counter}}, "
                              "or ticket numbers would repeat")
         try:
-            self.number_format.format(date=datetime.now(UTC), counter=1)
+            numbers = sample_numbers(self.number_format)
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"number_format {self.number_format!r} is not usable: {exc!r}; "
                              "use {date:...} and {counter:...}") from exc
+        for number in numbers:
+            if not TICKET_NUMBER.fullmatch(number):
+                raise ValueError(f"number_format {self.number_format!r} makes numbers like "
+                                 f"{number!r}: a ticket number must be 1 to 40 ASCII letters, "
+                                 "digits and - _ . / (what subject tags and reply addresses "
+                                 "carry)")
+
+
+def sample_numbers(number_format: str) -> list[str]:
+    """Ticket numbers ``number_format`` makes on days of every month and weekday, morning
+    and afternoon, with a small and a large counter: enough to see every character it uses."""
+    days = [datetime(2026, month, 1, 13, tzinfo=UTC) for month in range(1, 13)]
+    days += [datetime(2026, 3, day, 1, tzinfo=UTC) for day in range(2, 9)]
+    return [number_format.format(date=day, counter=counter) for day in days
+            for counter in (1, 99999)]
 
 
 @dataclass(frozen=True)
@@ -97,6 +124,136 @@ class ListenerConfig:
     max_line_bytes: int = 10_000
 
 
+MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
+# The keys each provider reads besides provider, grant, scope, token_file and ca_file.
+OAUTH2_KEYS = {
+    "microsoft": ("tenant", "authority", "client_id", "client_secret", "certificate_file",
+                  "refresh_token"),
+    "google": ("client_id", "client_secret", "key_file", "token_url", "refresh_token"),
+    "generic": ("client_id", "client_secret", "token_url", "device_url", "refresh_token"),
+}
+# Folders that hold every mail of a Gmail account: never a source (filed mail stays there).
+GMAIL_ALL_MAIL = ("[gmail]/all mail", "[google mail]/all mail")
+
+
+@dataclass(frozen=True)
+class OAuth2Config:
+    """How mailbot gets OAuth2 access tokens for one mailbox or the relay (auth = "oauth2").
+
+    ``grant = "client_credentials"``: the application's own credentials (Microsoft: a
+    client secret or certificate of a service principal; Google: a service account key
+    with domain-wide delegation; generic: client id and secret).  ``"refresh_token"``: a
+    user's delegated consent, from ``mailbot oauth login NAME`` or the ``refresh_token`` key.
+    """
+
+    provider: Literal["", "microsoft", "google", "generic"] = ""
+    grant: Literal["client_credentials", "refresh_token"] = "client_credentials"
+    tenant: str = ""
+    authority: str = MICROSOFT_AUTHORITY
+    client_id: str = ""
+    client_secret: Secret = ""
+    certificate_file: str = ""
+    key_file: str = ""
+    token_url: str = ""
+    device_url: str = ""
+    scope: str = ""
+    refresh_token: Secret = ""
+    token_file: str = ""
+    ca_file: str = ""
+
+    def problem(self) -> tuple[str, str] | None:
+        """The first key that makes this table unusable and why; None when it is usable."""
+        if not self.provider:
+            return "provider", 'required with auth = "oauth2": "microsoft", "google" or "generic"'
+        unused = [key for keys in OAUTH2_KEYS.values() for key in keys
+                  if key not in OAUTH2_KEYS[self.provider]
+                  and getattr(self, key) != getattr(OAuth2Config, key)]
+        if unused:
+            return unused[0], f'not used with provider = "{self.provider}"'
+        if self.ca_file:
+            unreadable = _readable("ca_file", self.ca_file, "BEGIN CERTIFICATE",
+                                   "a PEM certificate")
+            if unreadable:
+                return unreadable
+        return {"microsoft": self._microsoft_problem, "google": self._google_problem,
+                "generic": self._generic_problem}[self.provider]()
+
+    def _microsoft_problem(self) -> tuple[str, str] | None:
+        if not self.tenant:
+            return "tenant", "required: the directory (tenant) ID or domain of the app"
+        if not self.client_id:
+            return "client_id", "required: the application (client) ID of the app registration"
+        if not self.authority.startswith("https://"):
+            return "authority", f"must be an https:// URL, got {self.authority!r}"
+        if self.grant == "refresh_token":
+            return None
+        if bool(self.client_secret) == bool(self.certificate_file):
+            return "client_secret", ('set client_secret or certificate_file (one of them) for '
+                                     'grant = "client_credentials"')
+        if self.client_secret:
+            return None
+        return _readable("certificate_file", self.certificate_file, "BEGIN CERTIFICATE",
+                         "a PEM file with the private key and the certificate")
+
+    def _google_problem(self) -> tuple[str, str] | None:
+        if self.grant == "client_credentials":
+            if not self.key_file:
+                return "key_file", ('required for grant = "client_credentials": the service '
+                                    'account key (JSON) with domain-wide delegation; or use '
+                                    'grant = "refresh_token" with an installed app')
+            return _readable("key_file", self.key_file, '"service_account"',
+                             "a service account key in JSON")
+        for key in ("client_id", "client_secret", "refresh_token"):
+            if not getattr(self, key):
+                return key, ('required for grant = "refresh_token" (an installed app\'s client '
+                             'and the refresh token of its consent)')
+        return _url("token_url", self.token_url, required=False)
+
+    def _generic_problem(self) -> tuple[str, str] | None:
+        for key in ("token_url", "device_url"):
+            bad = _url(key, getattr(self, key), required=key == "token_url")
+            if bad:
+                return bad
+        if not self.client_id:
+            return "client_id", "required: the client id registered at the token server"
+        if self.grant == "client_credentials" and not self.client_secret:
+            return "client_secret", 'required for grant = "client_credentials"'
+        if self.grant == "refresh_token" and not (self.refresh_token or self.device_url):
+            return "refresh_token", ('required for grant = "refresh_token": set it, or set '
+                                     'device_url and sign in with `mailbot oauth login NAME`')
+        return None
+
+
+def _readable(key: str, path: str, marker: str, what: str) -> tuple[str, str] | None:
+    """Why the file at ``path`` cannot serve as ``what``, or None."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return key, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None if marker in text else (key, f"{path} is not {what}")
+
+
+def _url(key: str, value: str, required: bool) -> tuple[str, str] | None:
+    """Why ``value`` is no usable endpoint URL, or None."""
+    if not value:
+        return (key, "required: the token endpoint URL") if required else None
+    if not value.startswith(("https://", "http://")):
+        return key, f"must be an http(s):// URL, got {value!r}"
+    return None
+
+
+def _login_problem(auth: str, password: str, oauth2: OAuth2Config) -> tuple[str, str] | None:
+    """What is wrong with the login keys of an [[imap]] table or [relay], or None."""
+    if auth == "password":
+        if oauth2 != OAuth2Config():
+            return "oauth2", 'set auth = "oauth2" to log in with it (auth is "password")'
+        return None
+    if password:
+        return "password", 'not used with auth = "oauth2": remove it'
+    found = oauth2.problem()
+    return (f"oauth2.{found[0]}", found[1]) if found else None
+
+
 @dataclass(frozen=True)
 class ImapConfig:
     """One IMAP mailbox to read support mail from."""
@@ -106,7 +263,10 @@ class ImapConfig:
     name: str = ""
     port: int = 0
     security: Literal["tls", "starttls", "plain"] = "tls"
+    # "password", or "oauth2" with the [imap.oauth2] table (Microsoft 365, Google Workspace).
+    auth: Literal["password", "oauth2"] = "password"
     password: Secret = ""
+    oauth2: OAuth2Config = field(default_factory=OAuth2Config)
     folder: str = "INBOX"
     done_folder: str = ""
     quarantine_folder: str = "Quarantine"
@@ -128,6 +288,13 @@ class ImapConfig:
         """The configured port, or the standard one for the security mode."""
         return self.port or (993 if self.security == "tls" else 143)
 
+    def problem(self) -> tuple[str, str] | None:
+        """The first key of this table that cannot work and why; None when all can."""
+        if self.folder.lower() in GMAIL_ALL_MAIL:
+            return "folder", (f"{self.folder!r} holds every mail of the account, also the ones "
+                              "filed before: read INBOX (a done_folder is a Gmail label)")
+        return _login_problem(self.auth, self.password, self.oauth2)
+
 
 @dataclass(frozen=True)
 class RelayConfig:
@@ -136,13 +303,23 @@ class RelayConfig:
     host: str = ""
     port: int = 587
     security: Literal["starttls", "tls", "plain"] = "starttls"
+    # "password" (none when username is empty), or "oauth2" with the [relay.oauth2] table.
+    auth: Literal["password", "oauth2"] = "password"
     username: str = ""
     password: Secret = ""
+    oauth2: OAuth2Config = field(default_factory=OAuth2Config)
     timeout_seconds: float = 30.0
     maildir: str = ""
     ca_file: str = ""
     # The name we greet the relay with (EHLO); empty: this machine's fully qualified name.
     helo_name: str = ""
+
+    def problem(self) -> tuple[str, str] | None:
+        """The first key of [relay] that cannot work and why; None when all can."""
+        if self.auth == "oauth2" and not (self.host and self.username):
+            return ("username" if self.host else "host",
+                    'required with auth = "oauth2" (the relay, and the mailbox that sends)')
+        return _login_problem(self.auth, self.password, self.oauth2)
 
 
 @dataclass(frozen=True)
@@ -152,6 +329,15 @@ class InboundLimits(Limits):
     # "quarantine": a mail over max_message_bytes is kept and quarantined with the reason
     # (its MTA never bounces it); "reject": the listener answers 552 5.3.4, `ingest` exits 65.
     oversize: Literal["quarantine", "reject"] = "quarantine"
+    # Longest a mail may take to be read (parsed, classified) in a process of its own, in
+    # seconds: then the process is ended and the mail quarantined; 0 reads it in the
+    # source's own process, without a budget.
+    max_seconds_per_mail: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_seconds_per_mail < 0:
+            raise ValueError(f"max_seconds_per_mail {self.max_seconds_per_mail:g} must be 0 "
+                             "(no budget) or more")
 
 
 @dataclass(frozen=True)
@@ -291,6 +477,25 @@ class SpamConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long closed tickets, their raw mails and the quarantine are kept; 0: forever."""
+
+    # Days after a ticket is closed until its raw mails and attachments are deleted (its
+    # texts and events stay); also the age from which raw mails that made no ticket go.
+    raw_days: float = 0.0
+    # Days after a ticket is closed until it is deleted whole.
+    tickets_days: float = 0.0
+    # Days after a quarantined mail was last seen until its entry and raw bytes go.
+    quarantine_days: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("raw_days", "tickets_days", "quarantine_days"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} {getattr(self, key):g} must be 0 (keep forever) "
+                                 "or more")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one mailbot instance."""
 
@@ -312,6 +517,7 @@ class Config:
     facts: FactsConfig = field(default_factory=FactsConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     spam: SpamConfig = field(default_factory=SpamConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source_path: str = ""
 
     @property
@@ -323,8 +529,8 @@ class Config:
     def templates_dir(self) -> Path:
         """Mail and page templates, ``templates/<lang>/``: the configured directory, else the
         ones shipped inside the package (found wherever and however it was installed)."""
-        if self.service.templates_dir:
-            return Path(self.service.templates_dir)
+        if self.service.templates_dir:  # a relative one lies beside the config file
+            return Path(self.source_path or ".") / self.service.templates_dir
         return Path(str(resources.files("mailbot") / "templates"))
 
     @property
@@ -335,12 +541,30 @@ class Config:
     @property
     def maildir(self) -> Path:
         """The Maildir outbound mail is written to when no relay host is set."""
-        return Path(self.relay.maildir) if self.relay.maildir else self.data_dir / "maildir"
+        if self.relay.maildir:  # a relative one lies beside the config file
+            return Path(self.source_path or ".") / self.relay.maildir
+        return self.data_dir / "maildir"
 
 
 def config_path(explicit: str | None) -> Path:
     """The config file to use: the option, else ``MAILBOT_CONFIG``, else ``./mailbot.toml``."""
     return Path(explicit or os.environ.get("MAILBOT_CONFIG") or DEFAULT_PATH)
+
+
+def example_text(name: str) -> str:
+    """One of the example files shipped inside the package (``mailbot/examples/``)."""
+    return (resources.files("mailbot") / "examples" / name).read_text(encoding="utf-8")
+
+
+def example_config(data_dir: str, signing_secret: str) -> str:
+    """The shipped, commented mailbot.toml with this installation's data directory and
+    signing secret written in (what `mailbot init` writes)."""
+    text = example_text("mailbot.toml")
+    for key, value in (("data_dir", data_dir), ("signing_secret", signing_secret)):
+        line = f"{key} = {json.dumps(value)}"
+        text = re.sub(rf"^{key} = .*$", lambda _, line=line: line, text, count=1,
+                      flags=re.MULTILINE)
+    return text
 
 
 def load(path: Path, require_file: bool = False) -> Config:
@@ -355,10 +579,23 @@ def load(path: Path, require_file: bool = False) -> Config:
         raise ConfigError("", "file not found", str(path))
     try:
         config = build(Config, data)
+        _check_ports(config)
         _check_policy(config)
+        _check_logins(config)
     except ConfigError as exc:
         raise ConfigError(exc.path, exc.reason, str(path)) from exc
     return _anchor(config, path.resolve().parent)
+
+
+def _check_ports(config: Config) -> None:
+    """Every port is one (1 to 65535; an [[imap]] port may be 0, the standard one), as the
+    daemon would otherwise die with a traceback when it listens or connects."""
+    ports = {"listener.port": config.listener.port, "web.port": config.web.port,
+             "admin.port": config.admin.port, "relay.port": config.relay.port}
+    ports.update({f"imap[{i}].port": c.port for i, c in enumerate(config.imap) if c.port})
+    for key, port in ports.items():
+        if port not in PORTS:
+            raise ConfigError(key, f"{port} is not a port: use 1 to 65535")
 
 
 def _check_policy(config: Config) -> None:
@@ -367,7 +604,7 @@ def _check_policy(config: Config) -> None:
         try:
             check(getattr(config, section))
         except (ValueError, KeyError) as exc:
-            key, _, reason = str(exc).strip("'\"").partition(": ")
+            key, _, reason = str(exc.args[0] if exc.args else exc).partition(": ")
             raise ConfigError(key if reason else section, reason or str(exc)) from exc
 
 
@@ -380,7 +617,30 @@ def _anchor(config: Config, base: Path) -> Config:
     support = config.support
     if env_secret and not support.signing_secret:
         support = replace(support, signing_secret=env_secret)
-    return replace(config, service=service, support=support, source_path=str(base))
+    data_dir = Path(service.data_dir)
+    imap = tuple(_with_token_file(c, data_dir, f"imap-{c.label}") for c in config.imap)
+    relay = _with_token_file(config.relay, data_dir, "relay")
+    return replace(config, service=service, support=support, imap=imap, relay=relay,
+                   source_path=str(base))
+
+
+def _check_logins(config: Config) -> None:
+    """Refuse login keys that cannot work together (OAuth2 without a client id, ...)."""
+    tables = [(f"imap[{i}]", c) for i, c in enumerate(config.imap)] + [("relay", config.relay)]
+    for path, table in tables:
+        found = table.problem()
+        if found:
+            raise ConfigError(f"{path}.{found[0]}", found[1])
+
+
+def _with_token_file(table: ImapConfig | RelayConfig, data_dir: Path, name: str):
+    """``table`` with its OAuth2 ``token_file`` set, by default <data_dir>/oauth/<name>.json
+    (where a rotated refresh token is kept)."""
+    if table.auth != "oauth2" or table.oauth2.token_file:
+        return table
+    slug = re.sub(r"[^A-Za-z0-9@._-]", "_", name)
+    token_file = str(data_dir / "oauth" / f"{slug}.json")
+    return replace(table, oauth2=replace(table.oauth2, token_file=token_file))
 
 
 def signing_secret(config: Config) -> str:

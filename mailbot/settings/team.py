@@ -1,7 +1,14 @@
-"""The agents of the team, reloadable without a restart (SIGHUP or a changed file)."""
+"""What changes without a restart: the agents of the team (SIGHUP or a changed agents file),
+and which keys of a re-read config take effect at once (:func:`reloaded`).
+
+Keys a running daemon has bound (ports, mailboxes, the relay, the data directory, the
+signing keys, the scheduler's interval) wait for a restart; everything read while a mail,
+job or page is handled takes effect at the next one.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import tomllib
@@ -69,14 +76,17 @@ class Team:
         """The agent with this address, or None."""
         return next((a for a in self.agents if a.address == address.lower()), None)
 
-    def reload(self) -> bool:
-        """Re-read the agents; on a bad file log the error and keep the current agents."""
+    def reload(self, config: Config | None = None) -> bool:
+        """Re-read the agents, from ``config`` when the config file itself was read again;
+        on a bad agents file log the error and keep the current agents (and config)."""
+        config = config or self.config
         try:
-            agents = load_agents(self.config)
+            agents = load_agents(config)
         except ConfigError as exc:
             log.error("agents not reloaded, keeping the current ones: %s", exc)
             return False
         with self._lock:
+            self.config = config
             self._agents = agents
             self._mtime = self._file_mtime()
         log.info("agents reloaded: %s", ", ".join(a.address for a in agents) or "none")
@@ -99,3 +109,58 @@ class Team:
             return path.stat().st_mtime if path else None
         except OSError:
             return None
+
+
+# Keys of a re-read config that take effect at once: read whenever a mail, job or page is
+# handled (a whole section, or "section.key").  Any other change waits for a restart.
+RELOADABLE = (
+    "service.language", "service.log_level", "support.name", "tickets", "outbox", "hygiene",
+    "team", "directory", "notifications.statuses", "notifications.coalesce_seconds",
+    "notifications.warning_minutes", "notifications.waiting_reminder_days",
+    "notifications.auto_close_days", "policy", "facts", "trust", "spam", "retention",
+    "web.base_url", "web.escalation_notice_de", "web.escalation_notice_en",
+    "web.max_source_failures",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reloaded:
+    """A re-read config as it goes into force: the running values kept for the keys that
+    need a restart; which changed keys apply now, which wait."""
+
+    config: Config
+    applied: tuple[str, ...]
+    restart: tuple[str, ...]
+
+
+def reloaded(running: Config, read: Config) -> Reloaded:
+    """What of ``read`` (the config file read again) goes into force in place of ``running``."""
+    changed = changed_keys(running, read)
+    restart = tuple(k for k in changed if not _reloadable(k))
+    config = read
+    for key in restart:
+        section, _, name = key.partition(".")
+        kept = getattr(running, section)
+        if name:
+            kept = dataclasses.replace(getattr(config, section), **{name: getattr(kept, name)})
+        config = dataclasses.replace(config, **{section: kept})
+    return Reloaded(config, tuple(k for k in changed if _reloadable(k)), restart)
+
+
+def changed_keys(old: Config, new: Config) -> tuple[str, ...]:
+    """The keys whose values differ, as "section.key" ("section" for a list like [[imap]])."""
+    keys = []
+    for field in dataclasses.fields(Config):
+        before, after = getattr(old, field.name), getattr(new, field.name)
+        if before == after or field.name == "source_path":
+            continue
+        if dataclasses.is_dataclass(before) and type(before) is type(after):
+            keys += [f"{field.name}.{f.name}" for f in dataclasses.fields(before)
+                     if getattr(before, f.name) != getattr(after, f.name)]
+        else:
+            keys.append(field.name)
+    return tuple(keys)
+
+
+def _reloadable(key: str) -> bool:
+    return key in RELOADABLE or key.partition(".")[0] in RELOADABLE

@@ -23,6 +23,12 @@ from mailbot.store import Store
 WORKING = ("connected", "running")
 # States of a source that is trying to get back to work.
 RECOVERING = ("connecting", "retrying", "failed")
+# A source whose credentials were refused (a revoked OAuth2 client, consent or mailbox
+# permission missing): it keeps trying with backoff, but as only an operator can fix
+# it, it makes mailbot unhealthy at the first failure.
+REFUSED = "refused"
+# States that count one more failure in a row.
+FAILING = ("retrying", "failed", REFUSED)
 # An absolute file path in an error text: a "/" that opens a word (so not the "/" of
 # "I/O", nor the "//" of a URL), up to a space, quote, bracket, comma, colon or semicolon.
 FILE_PATH = re.compile(r"(?<![^\s'\"(\[{<=,])/[^\s'\"()\[\]{}<>,:;]*")
@@ -69,17 +75,19 @@ class Health:
             self._states[name] = replace(old, stuck_after=stuck_after, beat=time.monotonic())
 
     def set(self, name: str, state: str, detail: str = "") -> None:
-        """Record that ``name`` is now ``state`` (connected, running, retrying, failed, stopped).
+        """Record that ``name`` is now ``state`` (connected, running, retrying, failed,
+        refused, stopped).
 
-        ``retrying`` and ``failed`` count one more failure in a row, with ``detail`` as the
-        error; ``connected`` and ``running`` are a success and reset the count.
+        ``retrying``, ``failed`` and ``refused`` count one more failure in a row, with
+        ``detail`` as the error; ``connected`` and ``running`` are a success and reset the
+        count.
         """
         now = time.time()
         with self._lock:
             old = self._states.get(name) or SourceState(name, state, since=now)
             changes: dict = {"state": state, "detail": detail, "beat": time.monotonic(),
                              "since": old.since if old.state == state else now}
-            if state in ("retrying", "failed"):
+            if state in FAILING:
                 changes.update(failures=old.failures + 1, last_error=detail, last_error_at=now)
             elif state in WORKING:
                 changes.update(failures=0, last_success=now)
@@ -109,7 +117,8 @@ def report(store: Store, health: Health, max_failures: int) -> dict:
     """The health document: overall status, the reasons when unhealthy, every source.
 
     Unhealthy: the database cannot be written, or a source failed ``max_failures`` times in
-    a row, stopped, or is stuck (working but without progress for too long).
+    a row, had its credentials refused, stopped, or is stuck (working but without progress
+    for too long).
     """
     reasons = []
     try:

@@ -6,7 +6,9 @@ mail is one transaction and a second process (the CLI) waits instead of failing.
 Waiting is bounded by the busy timeout, for the lock of this process as for another
 process's write lock; a fault of the database or of the disk under it (busy, locked,
 full, I/O error, cannot open) is a :class:`TemporaryStoreError`, never a broken mail.
-The database file is created 0600 in a 0700 directory.
+The database file is created 0600 in a 0700 directory.  A new, empty database gets the
+whole schema when first opened; an existing one on another schema is refused
+(:class:`SchemaMismatch`) until `mailbot migrate` (:meth:`Store.migrate`) brings it up.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from mailbot.store.schema import migrations
+from mailbot.store import schema
+from mailbot.store.schema import SchemaMismatch, SchemaVersion, migrations
 
 
 class TemporaryStoreError(Exception):
@@ -48,7 +51,13 @@ def iso(moment: datetime | None) -> str | None:
 class Store:
     """Access to mailbot's SQLite database."""
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 5.0, *, any_schema: bool = False) -> None:
+        """Open (or create) the database at ``path``.
+
+        A new, empty database is given the current schema; any other must be at it already,
+        else :class:`SchemaMismatch`.  ``any_schema`` opens it as it is, for
+        `mailbot migrate`, which brings it to the current schema.
+        """
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Created private before SQLite opens it: its -wal and -shm files take its mode.
         with contextlib.suppress(FileExistsError):
@@ -63,20 +72,50 @@ class Store:
         self.busy_timeout = busy_timeout
         self.db = Database(conn)
         self._lock = threading.RLock()
-        self._migrate()
+        if not any_schema:
+            try:
+                self._prepare_schema()
+            except BaseException:
+                conn.close()
+                raise
 
-    def _migrate(self) -> None:
-        """Apply pending migrations, one process at a time.
+    def _prepare_schema(self) -> None:
+        """Give a new, empty database the schema; refuse one at another schema than ours.
 
-        The write lock is taken before the pending migrations are read again, so of several
+        The write lock is taken before the database is looked at again, so of several
         processes starting on a new database one creates the schema and the others find it
-        made and go on.  Without pending migrations no write lock is taken at all.
+        made and go on.  A database at the current schema takes no write lock at all; one at
+        an older schema is never migrated here, as a daemon may be running on it.
         """
         with self._connection():
-            if not migrations.pending(self.db):
-                return
+            empty = schema.is_empty(self.db)
+            found = None if empty else schema.version(self.db)
+        if empty:
             with self.transaction():
-                migrations.apply(self.db)
+                if schema.is_empty(self.db):
+                    migrations.apply(self.db)
+                found = schema.version(self.db)
+        if not found.current:
+            raise SchemaMismatch(found)
+
+    def schema_version(self) -> SchemaVersion:
+        """Where this database stands against this code's schema."""
+        with self._connection():
+            return schema.version(self.db)
+
+    def migrate(self) -> tuple[SchemaVersion, SchemaVersion]:
+        """Apply the pending migrations in one transaction; the versions before and after.
+
+        A database of a newer mailbot is refused (:class:`SchemaMismatch`): this code
+        knows nothing of its later migrations.
+        """
+        with self.transaction():
+            before = schema.version(self.db)
+            if before.unknown:
+                raise SchemaMismatch(before)
+            migrations.apply(self.db)
+            after = schema.version(self.db)
+        return before, after
 
     def close(self) -> None:
         """Close the connection (pending transactions are rolled back)."""

@@ -59,11 +59,23 @@ def upsert_contract(store: Store, record: dict) -> None:
         {**record, "targets": json.dumps(record.get("targets") or {}, sort_keys=True)})
 
 
+def account_by_key(store: Store, customer_number: str | None, name: str) -> dict | None:
+    """The account an import means: by customer number when it has one, else by name."""
+    if customer_number:
+        return account_by_customer_number(store, customer_number)
+    return _decode(store.row("SELECT * FROM accounts WHERE name = ? ORDER BY id LIMIT 1",
+                             (name,)))
+
+
+def accounts_named(store: Store, name: str) -> list[dict]:
+    """The accounts with exactly this name (names need not be unique)."""
+    return [_decode(r) for r in store.rows("SELECT * FROM accounts WHERE name = ? ORDER BY id",
+                                           (name,))]
+
+
 def upsert_account(store: Store, record: dict) -> int:
     """Create or update an account (keyed by customer number, else name); its id."""
-    existing = (account_by_customer_number(store, record["customer_number"])
-                if record.get("customer_number") else
-                _decode(store.row("SELECT * FROM accounts WHERE name = ?", (record["name"],))))
+    existing = account_by_key(store, record.get("customer_number"), record["name"])
     values = {**record, "domains": json.dumps(list(record.get("domains", ())))}
     if existing:
         store.execute("UPDATE accounts SET name = :name, customer_number = :customer_number, "
@@ -129,6 +141,27 @@ def contacts(store: Store, limit: int, offset: int = 0) -> list[dict]:
         "SELECT c.address, c.name, c.phone, c.language, c.bounced_at, c.bounce_reason, "
         "a.name AS account FROM contacts c LEFT JOIN accounts a ON a.id = c.account_id "
         "ORDER BY c.address LIMIT ? OFFSET ?", (limit, offset))
+
+
+def contacts_of_account(store: Store, account_id: int) -> list[dict]:
+    """The contacts of one account by address."""
+    return store.rows("SELECT address, name, phone, language, bounced_at, bounce_reason "
+                      "FROM contacts WHERE account_id = ? ORDER BY address", (account_id,))
+
+
+def tickets_of_account(store: Store, account_id: int, statuses: tuple[str, ...]) -> list[dict]:
+    """The account's tickets in some statuses, newest first, with their contact's address."""
+    return store.rows(
+        "SELECT t.number, t.subject, t.status, t.priority, t.created_at, t.closed_at, "
+        "c.address AS contact FROM tickets t LEFT JOIN contacts c ON c.id = t.contact_id "
+        "WHERE t.account_id = ? AND t.status IN (SELECT value FROM json_each(?)) "
+        "ORDER BY t.id DESC", (account_id, json.dumps(list(statuses))))
+
+
+def tickets_of_contact(store: Store, contact_id: int) -> list[dict]:
+    """The tickets whose contact this is, newest first."""
+    return store.rows("SELECT number, subject, status, priority, created_at, closed_at "
+                      "FROM tickets WHERE contact_id = ? ORDER BY id DESC", (contact_id,))
 
 
 def _decode(row: dict | None) -> dict | None:

@@ -1,11 +1,76 @@
-"""The SQLite schema as an ordered list of migrations, each applied once on start."""
+"""The schema as an ordered list of migrations, and where a database stands against it.
+
+A new, empty database gets every migration when first opened; an existing one is migrated
+only by `mailbot migrate`.  A database's schema version is the number of migrations
+applied to it; :func:`compare` judges a list of applied names against this code's (the
+same judgement for any database that records the names of its applied migrations).
+"""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 migrations = Migrations("mailbot")
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """A database's schema against this code's: migrations applied, needed, missing, unknown."""
+
+    found: int
+    needed: int
+    pending: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()  # applied by a newer mailbot: this code cannot undo them
+
+    @property
+    def current(self) -> bool:
+        """Whether this code can work on the database as it is."""
+        return not self.pending and not self.unknown
+
+    def refusal(self, what: str = "the database") -> str:
+        """The sentence an operator reads when this code cannot work on ``what``."""
+        head = f"{what} is at schema {self.found}, this mailbot needs {self.needed}"
+        if self.unknown:
+            return (f"{head}: it was written by a newer mailbot ({', '.join(self.unknown)}); "
+                    "install that version again, or restore a backup made with this one")
+        return f"{head}: run `mailbot migrate`"
+
+
+class SchemaMismatch(Exception):
+    """The database is at another schema than this code's; the message says what to do."""
+
+    def __init__(self, version: SchemaVersion, what: str = "the database") -> None:
+        super().__init__(version.refusal(what))
+        self.version = version
+
+
+@functools.cache
+def known() -> tuple[str, ...]:
+    """The names of this code's migrations, in the order they apply."""
+    return tuple(m.name for m in migrations.pending(Database(memory=True)))
+
+
+def compare(applied: Sequence[str]) -> SchemaVersion:
+    """Where a database with these migrations applied stands against this code."""
+    done = set(applied)
+    return SchemaVersion(found=len(done), needed=len(known()),
+                         pending=tuple(n for n in known() if n not in done),
+                         unknown=tuple(n for n in applied if n not in known()))
+
+
+def version(db: Database) -> SchemaVersion:
+    """The schema version of an SQLite database (read only)."""
+    return compare([m.name for m in migrations.applied(db)])
+
+
+def is_empty(db: Database) -> bool:
+    """Whether a database has no tables at all: a new one, to be given the whole schema."""
+    return not db.table_names()
 
 
 @migrations()
@@ -225,4 +290,16 @@ def m008_quarantine_copies(db: Database) -> None:
         ALTER TABLE quarantine ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE quarantine ADD COLUMN sender TEXT NOT NULL DEFAULT '';
         CREATE INDEX quarantine_sha ON quarantine(sha256, status)
+        """)
+
+
+@migrations()
+def m009_ticket_references(db: Database) -> None:
+    """Rows that refer to a ticket or a contact, found by index: deleting a ticket or a
+    contact (retention, erasure) checks each referring table, which scanned them whole."""
+    _run(db, """
+        CREATE INDEX outbox_ticket ON outbox(ticket_id);
+        CREATE INDEX ingest_ticket ON ingest(ticket_id);
+        CREATE INDEX tickets_parent ON tickets(parent_id);
+        CREATE INDEX tickets_contact ON tickets(contact_id)
         """)

@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 
 from mailbot.store import Store
+from mailbot.store import _encode as encode
 
 _UPDATABLE = frozenset({
     "subject", "status", "priority", "contact_id", "account_id", "contract", "entitled",
@@ -39,11 +40,17 @@ def by_id(store: Store, ticket_id: int) -> dict | None:
 
 
 def update(store: Store, ticket_id: int, **fields: object) -> None:
-    """Change some fields of one ticket."""
+    """Change some fields of one ticket (one statement: no look at the schema first)."""
     unknown = set(fields) - _UPDATABLE
     if unknown:
         raise ValueError(f"cannot update {sorted(unknown)}")
-    store.update_row("tickets", ticket_id, fields)
+    if not fields:
+        return
+    assignments = ", ".join(f"{name} = ?" for name in fields)  # names from _UPDATABLE
+    changed = store.execute(f"UPDATE tickets SET {assignments} WHERE id = ?",  # noqa: S608
+                            (*(encode(value) for value in fields.values()), ticket_id))
+    if not changed:
+        raise LookupError(f"no ticket with id {ticket_id}")
 
 
 # A page of the tickets in some statuses, in the order agents work them (in SQL so that a
@@ -104,6 +111,19 @@ def add_event(store: Store, ticket_id: int, kind: str, data: dict, at: datetime,
     """Record something that happened to a ticket."""
     return store.insert("events", {"ticket_id": ticket_id, "kind": kind, "data": data,
                                    "actor": actor, "created_at": at})
+
+
+def add_events(store: Store, ticket_id: int, events: list[tuple[str, dict, str]],
+               at: datetime) -> None:
+    """Record several things that happened to a ticket at once, in order: (kind, data,
+    actor) each, in one statement."""
+    if not events:
+        return
+    rows = ", ".join(["(?, ?, ?, ?, ?)"] * len(events))
+    store.execute(f"INSERT INTO events(ticket_id, kind, data, actor, created_at) "  # noqa: S608
+                  f"VALUES {rows}", tuple(value for kind, data, actor in events
+                                          for value in (ticket_id, kind, encode(data), actor,
+                                                        encode(at))))
 
 
 def messages(store: Store, ticket_id: int) -> list[dict]:

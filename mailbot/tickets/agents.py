@@ -16,6 +16,7 @@ from datetime import datetime
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
 from mailbot.outbound.tokens import ReplyTag
+from mailbot.outbound.wording import Reason
 from mailbot.reading import quotes
 from mailbot.reading.authentication import authentication
 from mailbot.reading.message import Attachment, Message
@@ -57,12 +58,13 @@ def handle_reply(ctx: Context, msg: Message, ticket: dict, tag: ReplyTag) -> Out
     errors = list(parsed.errors) + _transition_errors(ticket, parsed) + \
         _confirm_errors(ctx, ticket, parsed)
     if errors:
+        told = [str(e) for e in errors]  # the event and the log read English
         filing.store_message(ctx, ticket["id"], msg, "note", now)
         tq.add_event(ctx.store, ticket["id"], "agent_command_error",
-                     {"errors": errors}, now, actor=agent.address)
+                     {"errors": told}, now, actor=agent.address)
         notify.agents_alert(ctx, ticket, "agent_error", {"errors": errors, "text": text}, now,
                             to=(agent.address,))
-        return Outcome("note", ticket["number"], "; ".join(errors))
+        return Outcome("note", ticket["number"], "; ".join(told))
     public = bool(parsed.text) and not parsed.is_note
     apply_commands(ctx, ticket, parsed, agent.address, now)
     if public:
@@ -122,14 +124,18 @@ def answer(ctx: Context, ticket: dict, reply: Reply, now: datetime) -> None:
 
 
 def suspicious(ctx: Context, msg: Message, ticket: dict | None, reason: str) -> Outcome:
-    """Record a mail that claims to be from an agent without a valid reply address."""
+    """Record a mail that claims to be from an agent without a valid reply address.
+
+    ``reason`` goes to the ticket's event and the log; the agents' mail says in its own
+    words that the mail came without a valid reply address.
+    """
     now = ctx.clock()
     if ticket is not None:
         filing.store_message(ctx, ticket["id"], msg, "note", now)
         tq.add_event(ctx.store, ticket["id"], "suspicious",
                      {"from": msg.from_addr, "reason": reason}, now)
     notify.agents_alert(ctx, ticket, "agent_suspicious",
-                        {"sender": msg.from_addr, "reason": reason, "mail_subject": msg.subject},
+                        {"sender": msg.from_addr, "mail_subject": msg.subject},
                         now, to=ctx.team.addresses())
     return Outcome("suspicious", ticket["number"] if ticket else "", reason)
 
@@ -166,28 +172,29 @@ def _set_field(ctx: Context, ticket: dict, name: str, value: str, actor: str,
     ticket[name] = value
 
 
-def _transition_errors(ticket: dict, parsed: commands.Parsed) -> list[str]:
+def _transition_errors(ticket: dict, parsed: commands.Parsed) -> list[Reason]:
+    """A status change the lifecycle forbids; an unknown status is the command's own error."""
     target = commands.target_status(parsed.commands)
+    if target not in lifecycle.STATUSES:
+        return []
     try:
-        lifecycle.check_transition(ticket["status"], target or ticket["status"])
-    except lifecycle.TransitionError as exc:
-        return [str(exc)]
+        lifecycle.check_transition(ticket["status"], target)
+    except lifecycle.TransitionError:
+        return [Reason("transition", {"current": ticket["status"], "target": target})]
     return []
 
 
-def _confirm_errors(ctx: Context, ticket: dict, parsed: commands.Parsed) -> list[str]:
+def _confirm_errors(ctx: Context, ticket: dict, parsed: commands.Parsed) -> list[Reason]:
     if not any(c.name == "confirm" for c in parsed.commands):
         return []
     claim = identify.open_claim(ctx, ticket)
     if claim is None:
-        return ["#confirm: this ticket has no customer number claim to confirm"]
+        return [Reason("no_claim")]
     if ctx.config.directory.claims != "confirm":
-        return [f"#confirm: customer number claims are not confirmed by mail here "
-                f"([directory] claims = \"{ctx.config.directory.claims}\"); an operator can "
-                f"run: mailbot accounts link ADDRESS {claim['customer_number']}"]
+        return [Reason("claims_by_operator", {"mode": ctx.config.directory.claims,
+                                              "number": claim["customer_number"]})]
     if dq.account_by_id(ctx.store, claim["account_id"]) is None:
-        return [f"#confirm: the account of customer number {claim['customer_number']} "
-                "no longer exists"]
+        return [Reason("account_gone", {"number": claim["customer_number"]})]
     return []
 
 

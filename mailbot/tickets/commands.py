@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailbot.outbound.wording import Reason
 from mailbot.tickets import lifecycle
 
 _COMMAND_RE = re.compile(r"^#([a-z]+)\b[ \t]*(.*)$", re.IGNORECASE)
@@ -28,11 +29,12 @@ class Command:
 
 @dataclass(frozen=True)
 class Parsed:
-    """An agent reply split into its commands and the text for the customer."""
+    """An agent reply split into its commands and the text for the customer; ``errors`` are
+    what is wrong with the commands, worded in the agent's mail."""
 
     commands: tuple[Command, ...]
     text: str
-    errors: tuple[str, ...]
+    errors: tuple[Reason, ...]
 
     @property
     def is_note(self) -> bool:
@@ -57,26 +59,29 @@ def parse(text: str, agents: tuple[str, ...]) -> Parsed:
     return Parsed(tuple(commands), "\n".join(lines[index:]).strip(), tuple(errors))
 
 
-def check(command: Command, agents: tuple[str, ...]) -> list[str]:
-    """What is wrong with one command, as sentences for the agent (empty when fine)."""
-    if command.name not in ARITY:
-        return [f"unknown command #{command.name}; known commands: "
-                f"{', '.join('#' + n for n in ARITY)}"]
-    if ARITY[command.name] and not command.argument:
-        return [f"#{command.name} needs a value"]
-    if not ARITY[command.name] and command.argument:
-        return [f"#{command.name} takes no value (got {command.argument!r})"]
+def check(command: Command, agents: tuple[str, ...]) -> list[Reason]:
+    """What is wrong with one command, as reasons the agent's mail words (empty when fine)."""
+    name, value = command.name, command.argument
+    if name not in ARITY:
+        return [Reason("unknown_command", {"command": name,
+                                           "known": ", ".join("#" + n for n in ARITY)})]
+    if ARITY[name] and not value:
+        return [Reason("needs_value", {"command": name})]
+    if not ARITY[name] and value:
+        return [Reason("takes_no_value", {"command": name, "value": value})]
     return _check_value(command, agents)
 
 
-def _check_value(command: Command, agents: tuple[str, ...]) -> list[str]:
+def _check_value(command: Command, agents: tuple[str, ...]) -> list[Reason]:
     value = command.argument.lower()
     if command.name == "status" and value not in lifecycle.STATUSES:
-        return [f"#status {command.argument}: use one of {', '.join(lifecycle.STATUSES)}"]
+        return [Reason("bad_status", {"value": command.argument,
+                                      "allowed": ", ".join(lifecycle.STATUSES)})]
     if command.name == "priority" and value not in lifecycle.PRIORITIES:
-        return [f"#priority {command.argument}: use one of {', '.join(lifecycle.PRIORITIES)}"]
+        return [Reason("bad_priority", {"value": command.argument,
+                                        "allowed": ", ".join(lifecycle.PRIORITIES)})]
     if command.name == "assign" and value not in agents:
-        return [f"#assign {command.argument}: not a configured agent"]
+        return [Reason("not_agent", {"value": command.argument})]
     return []
 
 

@@ -180,11 +180,10 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
         "auto_mail": int(verdict.acknowledge),
         **assessed.fields})
     store_message(ctx, ticket_id, msg, "in", now)
-    tq.add_event(ctx.store, ticket_id, "created",
-                 {"from": msg.from_addr, "identified_by": identity.matched_by,
-                  "parent": parent["number"] if parent else None}, now, actor=msg.from_addr)
-    for kind, data in assessed.events:
-        tq.add_event(ctx.store, ticket_id, kind, data, now)
+    tq.add_events(ctx.store, ticket_id, [
+        ("created", {"from": msg.from_addr, "identified_by": identity.matched_by,
+                     "parent": parent["number"] if parent else None}, msg.from_addr),
+        *((kind, data, "system") for kind, data in assessed.events)], now)
     ticket = tq.by_id(ctx.store, ticket_id)
     record_claim(ctx, ticket, identity, msg.from_addr, now)
     if verdict.acknowledge:

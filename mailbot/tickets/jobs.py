@@ -1,4 +1,5 @@
-"""The scheduler's jobs: status mails, deadline warnings, reminders, auto-close, held spam.
+"""The scheduler's jobs: status mails, deadline warnings, reminders, auto-close, held spam,
+and once a day retention.
 
 Each job is a plain function of the context and ``now`` (tests pass their own clock),
 safe to run twice: what it sends is written to the outbox in the same transaction
@@ -16,7 +17,7 @@ from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_busi
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
 from mailbot.store import tickets as tq
-from mailbot.tickets import clocks, filing, mails, notify, spam
+from mailbot.tickets import clocks, filing, mails, notify, retention, spam
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,18 @@ def run_all(ctx: Context, now: datetime) -> dict[str, int]:
             log.exception("job %s failed; it runs again next round", job.__name__)
     if any(counts.values()):
         ctx.on_outbox()
+    return counts
+
+
+def run_daily(ctx: Context, now: datetime) -> dict[str, int]:
+    """The once-a-day job: retention (``[retention]``), when any of it is configured; what
+    it deleted, also in the log."""
+    config = ctx.config.retention
+    if not (config.raw_days or config.tickets_days or config.quarantine_days):
+        return {}
+    counts = retention.run(ctx, now)
+    if any(counts.values()):
+        log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
     return counts
 
 

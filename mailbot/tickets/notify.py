@@ -16,13 +16,13 @@ from email.policy import default as default_policy
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
-from mailbot.outbound.wording import moment, supported_language
+from mailbot.outbound.wording import decimal, moment, supported_language
 from mailbot.reading import quotes
 from mailbot.reading.message import Attachment, Message
 from mailbot.store import blobs
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
-from mailbot.tickets import identify, mails
+from mailbot.tickets import guards, identify, mails
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,17 @@ def ticket_facts(ctx: Context, ticket: dict) -> dict:
     account = dq.account_by_id(ctx.store, ticket["account_id"])
     events = tq.events(ctx.store, ticket["id"])
     why = next((e["data"] for e in reversed(events) if e["kind"] == "priority"), {})
+    contact = contact or {"address": "", "name": "", "phone": ""}
     # Why the customer got no acknowledgement (forged sender, undeliverable, rate limit).
     unanswered = next((e["data"] for e in reversed(events)
-                       if e["kind"] == "acknowledgement_held"), {})
+                       if e["kind"] == "acknowledgement_held"), None)
     return {
-        "ticket": ticket, "contact": contact or {"address": "", "name": "", "phone": ""},
+        "ticket": ticket, "contact": contact,
         "account": account, "contract": ticket["contract"] or "",
         "priority_why": why, "missing": ticket.get("missing") or [],
-        "acknowledgement_held": unanswered.get("reason", ""),
+        "acknowledgement_held": guards.held_reason(ticket, contact["address"],
+                                                   unanswered.get("reason", ""))
+        if unanswered is not None else None,
         "ticket_url": ctx.link("ticket", ticket["number"]),
         "claim": identify.open_claim(ctx, ticket),
         "claim_confirmable": ctx.config.directory.claims == "confirm",
@@ -99,10 +102,12 @@ def mail_files(ctx: Context, number: str, files: tuple[Attachment, ...],
             attached.append((file.filename, file.content_type,
                              blobs.get(ctx.files_dir, file.sha256)))
             continue
+        megabytes = decimal(file.size / 1024 / 1024, language, places=1)
         note = LEFT_OUT[supported_language(language)].format(
-            name=file.filename, size=f"{file.size / 1024 / 1024:.1f} MB", number=number,
+            name=file.filename, size=f"{megabytes} MB", number=number,
             url=ctx.link("ticket", number))
-        attached.append((f"{file.filename}.txt", "text/plain", note.encode("utf-8")))
+        attached.append((f"{file.filename}.txt", "text/plain; charset=utf-8",
+                         note.encode("utf-8")))
     return tuple(attached)
 
 
@@ -158,11 +163,19 @@ def delivery_failed(ctx: Context, row: dict, reason: str, now: datetime) -> None
         log.error("the notice about a failed mail (%s) failed too: %s", row["message_id"], reason)
         return
     shown = [a if a.isprintable() else repr(a) for a in recipients]  # control characters
+    error, _, expired = reason.partition(LIFETIME_NOTE)
     agents_alert(ctx, ticket, "agent_mail_failed", {
-        "row_id": row["id"], "recipients": shown, "reason": reason,
+        "row_id": row["id"], "recipients": shown, "reason": error,
+        "lifetime": decimal(ctx.config.outbox.lifetime_days, ctx.config.service.language)
+        if expired else "",
         "attempts": row["attempts"], "mail_subject": _subject(row["raw"]),
         "queued": moment(row["created_at"], ctx.config.timezone, ctx.config.service.language),
     }, now)
+
+
+# How the outbox sender ends the reason of a mail it gave up on after its lifetime; the
+# agents' mail says so in its own words and shows only the error before it.
+LIFETIME_NOTE = " (not delivered within "
 
 
 def _subject(raw: bytes) -> str:

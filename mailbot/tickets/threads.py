@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mailbot.outbound.tokens import ReplyTag, Signer
 from mailbot.reading.message import Message
+from mailbot.settings.config import TICKET_NUMBER
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,10 @@ class ThreadMatch:
 
 
 def tag_pattern(prefix: str) -> re.Pattern[str]:
-    """The regex of the subject tag ``[<prefix><number>]``."""
-    return re.compile(r"\[" + re.escape(prefix) + r"\s*([0-9A-Za-z-]{1,40})\]", re.IGNORECASE)
+    """The regex of the subject tag ``[<prefix><number>]``, for any number the configured
+    format may make."""
+    return re.compile(r"\[" + re.escape(prefix) + rf"\s*({TICKET_NUMBER.pattern})\]",
+                      re.IGNORECASE)
 
 
 def subject_numbers(subject: str, pattern: re.Pattern[str]) -> tuple[str, ...]:

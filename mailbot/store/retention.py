@@ -1,0 +1,60 @@
+"""Queries of retention: what is old enough to go (closed tickets, raw bytes, quarantine).
+
+What actually goes, and which files nothing refers to afterwards, is in
+:mod:`mailbot.store.privacy`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mailbot.store import Store, iso
+
+
+def closed_before(store: Store, moment: datetime) -> list[int]:
+    """The closed tickets closed before ``moment``, oldest first."""
+    return [r["id"] for r in store.rows(
+        "SELECT id FROM tickets WHERE status = 'closed' AND closed_at < ? ORDER BY id",
+        (iso(moment),))]
+
+
+def raw_counts(store: Store, ticket_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Per ticket, how many of its messages still refer to raw bytes and how many
+    attachment rows it has (tickets with neither are left out)."""
+    found: dict[int, tuple[int, int]] = {}
+    for row in store.rows(
+            "SELECT m.ticket_id, COUNT(DISTINCT m.id) FILTER (WHERE m.spool_sha256 IS NOT NULL)"
+            " AS raw, COUNT(a.id) AS files FROM messages m "
+            "LEFT JOIN attachments a ON a.message_row = m.id "
+            "WHERE m.ticket_id IN (SELECT value FROM json_each(?)) GROUP BY m.ticket_id",
+            (_ids(ticket_ids),)):
+        if row["raw"] or row["files"]:
+            found[row["ticket_id"]] = (row["raw"], row["files"])
+    return found
+
+
+def drop_raw(store: Store, ticket_ids: list[int]) -> None:
+    """Tickets' messages keep their texts but no raw bytes and no attachments."""
+    ids = (_ids(ticket_ids),)
+    store.execute("DELETE FROM attachments WHERE message_row IN (SELECT id FROM messages "
+                  "WHERE ticket_id IN (SELECT value FROM json_each(?)))", ids)
+    store.execute("UPDATE messages SET spool_sha256 = NULL WHERE spool_sha256 IS NOT NULL "
+                  "AND ticket_id IN (SELECT value FROM json_each(?))", ids)
+
+
+def unfiled_before(store: Store, moment: datetime) -> set[str]:
+    """Spool hashes of mails that made no ticket (ignored, bounces, erased) and came before
+    ``moment``; quarantined and held spam mails are the quarantine's and the spam hold's."""
+    return {r["sha256"] for r in store.rows(
+        "SELECT sha256 FROM ingest WHERE ticket_id IS NULL AND sha256 != '' "
+        "AND outcome NOT IN ('quarantined', 'spam') AND created_at < ?", (iso(moment),))}
+
+
+def quarantine_before(store: Store, moment: datetime) -> list[dict]:
+    """Quarantine entries last seen before ``moment`` (held or not)."""
+    return store.rows("SELECT id, sha256 FROM quarantine "
+                      "WHERE COALESCE(last_seen_at, created_at) < ? ORDER BY id", (iso(moment),))
+
+
+def _ids(values: list[int]) -> str:
+    return "[" + ",".join(str(int(v)) for v in values) + "]"

@@ -1,0 +1,130 @@
+"""Retention (``[retention]``): how long mailbot keeps closed tickets and the raw bytes
+behind them, run once a day by the scheduler and by `mailbot retention run`.
+
+- ``tickets_days``: a ticket closed longer ago is deleted whole (messages, attachments,
+  events, outbox rows);
+- ``raw_days``: a ticket closed longer ago keeps its texts and events, but its raw mails
+  and attachments go (an event ``retention`` says how many);
+- the raw bytes of mails that made no ticket (ignored, bounces, an erased person's, those
+  of deleted tickets) go at ``raw_days``, else at ``tickets_days``;
+- ``quarantine_days``: quarantine entries last seen longer ago are deleted with their
+  raw bytes, held ones too.
+
+0 keeps forever (the default).  A file goes only when nothing kept refers to it (the same
+attachment may belong to several mails).  Ingest records stay, so a re-delivered old mail
+is still a duplicate; if its bytes came back to the spool with it, the next run removes
+them again.  Work is done in batches of :data:`BATCH` tickets, one transaction each, so
+the daemon's mail never waits long for the database; files go after each commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from mailbot.context import Context
+from mailbot.store import privacy as pq
+from mailbot.store import retention as rq
+from mailbot.store import tickets as tq
+from mailbot.tickets.privacy import commit_or_rehearse
+
+BATCH = 500
+COUNTS = ("tickets_deleted", "tickets_raw_deleted", "quarantine", "spool_files",
+          "attachment_files")
+Work = Callable[[], tuple[dict[str, int], list[Path]]]
+
+
+def run(ctx: Context, now: datetime, dry_run: bool = False) -> dict[str, int]:
+    """Delete what is due at ``now``; how many tickets, raw mails, entries and files went
+    (with ``dry_run``: would go, in one transaction rolled back at the end)."""
+    sweep = _Sweep(ctx, dry_run)
+    if dry_run:
+        commit_or_rehearse(ctx, True, lambda: (sweep.all(now), []))
+    else:
+        sweep.all(now)
+    return sweep.counts
+
+
+class _Sweep:
+    """One retention run: its counts, and the files already counted (each file once)."""
+
+    def __init__(self, ctx: Context, dry_run: bool) -> None:
+        self.ctx = ctx
+        self.dry_run = dry_run
+        self.counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
+        self.seen: set[Path] = set()
+
+    def all(self, now: datetime) -> dict[str, int]:
+        """Every kind of retention that is configured, in order; the counts."""
+        config, store = self.ctx.config.retention, self.ctx.store
+        if config.tickets_days > 0:
+            due = rq.closed_before(store, now - timedelta(days=config.tickets_days))
+            self._batches(due, self._delete_tickets)
+        if config.raw_days > 0:
+            before = now - timedelta(days=config.raw_days)
+            self._batches(rq.closed_before(store, before),
+                          lambda ids: self._drop_raw(ids, now))
+        unfiled_days = config.raw_days or config.tickets_days
+        if unfiled_days > 0:
+            before = now - timedelta(days=unfiled_days)
+            self._step(lambda: ({}, self._unused(rq.unfiled_before(store, before), set())),
+                       write=False)
+        if config.quarantine_days > 0:
+            before = now - timedelta(days=config.quarantine_days)
+            self._step(lambda: self._delete_quarantine(before))
+        return self.counts
+
+    def _batches(self, ticket_ids: list[int], work: Callable[[list[int]], tuple]) -> None:
+        for start in range(0, len(ticket_ids), BATCH):
+            batch = ticket_ids[start:start + BATCH]
+            self._step(lambda batch=batch: work(batch))
+
+    def _step(self, work: Work, write: bool = True) -> None:
+        """One transaction of work (``write`` False: work that only reads, without the write
+        lock); its files are removed once it is committed."""
+        if write:
+            with self.ctx.store.transaction():
+                counts, paths = work()
+        else:
+            counts, paths = work()
+        for key, n in counts.items():
+            self.counts[key] += n
+        if not self.dry_run:
+            pq.discard(paths)
+
+    def _unused(self, spool: set[str], files: set[str]) -> list[Path]:
+        """The spool and attachment files of these hashes nothing refers to any more."""
+        store = self.ctx.store
+        found = {"spool_files": pq.present(self.ctx.spool_dir, pq.unused_spool(store, spool)),
+                 "attachment_files": pq.present(self.ctx.files_dir,
+                                                 pq.unused_files(store, files))}
+        paths = []
+        for key, found_paths in found.items():
+            fresh = [p for p in found_paths if p not in self.seen]
+            self.seen.update(fresh)
+            self.counts[key] += len(fresh)
+            paths += fresh
+        return paths
+
+    def _delete_tickets(self, ticket_ids: list[int]) -> tuple[dict[str, int], list[Path]]:
+        spool, files = pq.raw_of_tickets(self.ctx.store, ticket_ids)
+        pq.delete_tickets(self.ctx.store, ticket_ids)
+        return {"tickets_deleted": len(ticket_ids)}, self._unused(spool, files)
+
+    def _drop_raw(self, ticket_ids: list[int], now: datetime,
+                  ) -> tuple[dict[str, int], list[Path]]:
+        store = self.ctx.store
+        spool, files = pq.raw_of_tickets(store, ticket_ids)
+        holding = rq.raw_counts(store, ticket_ids)
+        rq.drop_raw(store, list(holding))
+        for ticket_id, (mails, attachments) in holding.items():
+            tq.add_event(store, ticket_id, "retention",
+                         {"raw_mails": mails, "attachments": attachments}, now)
+        return {"tickets_raw_deleted": len(holding)}, self._unused(spool, files)
+
+    def _delete_quarantine(self, before: datetime) -> tuple[dict[str, int], list[Path]]:
+        entries = rq.quarantine_before(self.ctx.store, before)
+        pq.delete_rows(self.ctx.store, "quarantine", [e["id"] for e in entries])
+        return {"quarantine": len(entries)}, self._unused({e["sha256"] for e in entries}, set())
+
