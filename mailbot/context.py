@@ -128,8 +128,13 @@ class Context:
 
 def open_context(config: Config, clock: Callable[[], datetime] = utc_now,
                  on_outbox: Callable[[], None] = _nobody_listens) -> Context:
-    """Open the store (running migrations) and build the one context of this process."""
-    store = Store(config.data_dir / "mailbot.sqlite3", config.service.busy_timeout_seconds)
+    """Open the store and build the one context of this process.
+
+    A new, empty database gets the current schema; an existing one at an older schema is
+    refused (:class:`~mailbot.store.schema.SchemaMismatch`) and never migrated here, as a
+    daemon may be running on it: only `mailbot migrate` brings it up.
+    """
+    store = Store(config.database, config.service.busy_timeout_seconds)
     support = config.support
     signer = Signer(signing_secret(config), support.signing_secrets_old,
                     support.token_max_age_days * 86400)

@@ -21,10 +21,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 from click.testing import CliRunner, Result
+from psycopg.rows import dict_row
 from servers import LOOPBACK, ImapAccount, SmtpSink, free_port, wait_until
 
 from mailbot.app.cli import main as cli_main
+from mailbot.store.dialect import to_pyformat
+from mailbot.store.postgres import WRITE_LOCK
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-signing-secret-0123456789"
@@ -153,8 +157,16 @@ class Instance:
 
     # -- the database, read-only, for waiting --------------------------------------------------
 
+    @property
+    def store_url(self) -> str:
+        """The PostgreSQL URL of this instance's store, or "" for SQLite in its data_dir."""
+        return self.settings.get("store", {}).get("url", "")
+
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
         """Rows of a read-only query; empty while the database does not exist yet."""
+        if self.store_url:
+            with psycopg.connect(self.store_url, row_factory=dict_row) as conn:
+                return conn.execute(to_pyformat(sql), params).fetchall()
         if not self.db_path.exists():
             return []
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
@@ -168,7 +180,7 @@ class Instance:
         finally:
             conn.close()
 
-    def count(self, table: str, where: str = "1") -> int:
+    def count(self, table: str, where: str = "TRUE") -> int:
         """How many rows of ``table`` match ``where``."""
         rows = self.query(f"SELECT COUNT(*) AS n FROM {table} WHERE {where}")  # noqa: S608
         return rows[0]["n"] if rows else 0
@@ -177,6 +189,11 @@ class Instance:
     def write_locked(self) -> Iterator[None]:
         """Hold the database's write lock from another connection, like a long transaction."""
         self.cli("tickets", "list")  # creates and migrates the database
+        if self.store_url:  # the lock every PostgreSQL write transaction takes first
+            with psycopg.connect(self.store_url) as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                yield
+            return
         conn = sqlite3.connect(self.db_path, isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -14,9 +14,15 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /usr/sbin/postfix ] || missing+=(postfix)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
     # Postfix for the MTA tests: installed unconfigured and stopped (each test runs its own).
     echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    # PostgreSQL for the store tests: the server binaries only, no cluster of the
+    # distribution's (tests/pg.py runs its own in a temp dir).
+    $SUDO mkdir -p /etc/postgresql-common
+    [ -e /etc/postgresql-common/createcluster.conf ] || \
+        echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

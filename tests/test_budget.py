@@ -236,11 +236,12 @@ def test_more_parts_than_max_parts_are_refused_early(tmp_path, texts: int, statu
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [
-    ("limits", "max_seconds_per_mail", -1), ("service", "reading_processes", -1)])
-def test_a_negative_budget_or_pool_is_a_config_error(tmp_path, section, key, value) -> None:
+    ("limits", "max_seconds_per_mail", -1), ("limits", "max_seconds_per_mail", 100_000),
+    ("service", "reading_processes", -1)])
+def test_a_budget_or_pool_out_of_range_is_a_config_error(tmp_path, section, key, value) -> None:
     """The error names the file, the key and the reason."""
     path = tmp_path / "mailbot.toml"
     path.write_text(f"[{section}]\n{key} = {value}\n", encoding="utf-8")
     with pytest.raises(ConfigError) as error:
         config.load(path)
-    assert str(path) in str(error.value) and f"{key} -1 must be" in str(error.value)
+    assert str(path) in str(error.value) and f"{key} {value} must be" in str(error.value)

@@ -15,7 +15,8 @@ DASHBOARD = REPO / "config" / "grafana-dashboard.json"
 REQUIRED = {"mailbot_mails_ingested_total", "mailbot_source_mails_total",
             "mailbot_quarantine_mails", "mailbot_outbox_mails",
             "mailbot_outbox_oldest_pending_seconds", "mailbot_source_connected",
-            "mailbot_spam_held", "mailbot_acknowledgement_latency_seconds_bucket"}
+            "mailbot_spam_held", "mailbot_acknowledgement_latency_seconds_bucket",
+            "mailbot_mails_by_source_total", "mailbot_ingest_latency_seconds_bucket"}
 # PromQL words that are neither functions (followed by "(") nor metrics.
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
             "unless", "bool", "offset", "inf", "nan"}

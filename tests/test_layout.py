@@ -26,9 +26,9 @@ FLOORS = {
     "__main__": 9,
 }
 # Libraries that belong to one folder only.
-OWNERS = {"sqlite_utils": "store", "aiosmtpd": "inbound", "imapclient": "inbound",
-          "aiohttp": "web", "authres": "reading", "charset_normalizer": "reading",
-          "tnefparse": "reading",
+OWNERS = {"sqlite_utils": "store", "psycopg": "store", "aiosmtpd": "inbound",
+          "imapclient": "inbound", "aiohttp": "web", "authres": "reading",
+          "charset_normalizer": "reading", "tnefparse": "reading",
           "aiosmtplib": "outbound", "apscheduler": "app", "multiprocessing": "inbound",
           "msal": "oauth", "google": "oauth", "requests": "oauth"}
 

@@ -15,7 +15,7 @@ import pytest
 from mailbot.context import Context, open_context
 from mailbot.outbound.compose import Outgoing
 from mailbot.outbound.outbox import backoff, enqueue
-from mailbot.outbound.sender import OWNER, Sender, deliver_due
+from mailbot.outbound.sender import OWNER, Failure, Sender, deliver_due
 from mailbot.outbound.transports import DeliveryError
 from mailbot.settings.config import Config, OutboxConfig, RelayConfig, ServiceConfig, SupportConfig
 from mailbot.store import outbox as oq
@@ -101,10 +101,10 @@ def row(ctx: Context) -> dict:
 
 
 class Reports(list):
-    """The sender's ``on_failed``: keeps (row id, reason) of each mail given up on."""
+    """The sender's ``on_failed``: keeps (row id, failure text) of each mail given up on."""
 
-    def __call__(self, row: dict, reason: str, now: datetime) -> None:
-        self.append((row["id"], reason))
+    def __call__(self, row: dict, failure: Failure, now: datetime) -> None:
+        self.append((row["id"], str(failure)))
 
 
 def deliver(ctx: Context, transport: FakeTransport, reports: Reports | None = None,

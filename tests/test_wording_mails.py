@@ -3,33 +3,47 @@ English one, and every time in it is local, in the mail's language.
 
 One scenario per service language drives every kind of mail through the real paths
 (customer mail, agent replies and commands, refused and suspicious agent mail, held
-acknowledgements, scheduler jobs, escalation, a relay that refuses or never takes a mail)
-and every reason code the core can word; then each queued mail is read in the language its
-Content-Language header names, with what people wrote (texts, names, subjects, the relay's
-own reply) taken out, as that is quoted, not ours.
+acknowledgements, scheduler jobs, escalation, a relay that refuses or never takes a mail,
+relays and a Maildir that fail for reasons of ours) and every reason code the core can word;
+then each queued mail is read in the language its Content-Language header names, with what
+people wrote (texts, names, subjects, the relay's or the system's own answer) taken out, as
+that is quoted, not ours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
 from functools import partial
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Sink
+from aiosmtpd.smtp import AuthResult
 from conftest import AGENTS
 from daemon_util import REPO
 from mails import build_mail
-from servers import SmtpSink
+from servers import LOOPBACK, SmtpSink, free_port
 
 from mailbot.outbound.sender import flush
-from mailbot.outbound.transports import transport_for
-from mailbot.outbound.wording import SENTENCES
-from mailbot.tickets import escalation, jobs, lifecycle, notify
+from mailbot.outbound.transports import (
+    DeliveryError,
+    MaildirTransport,
+    SmtpTransport,
+    transport_for,
+)
+from mailbot.outbound.wording import SENTENCES, sentence
+from mailbot.settings.config import OAuth2Config, RelayConfig
+from mailbot.tickets import escalation, guards, jobs, lifecycle, notify
 
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -101,6 +115,59 @@ ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d|\bUTC\b|\+00:00")
 CLOCK = re.compile(r"\b\d\d:\d\d\b(?:–\d\d:\d\d)?")
 
 
+class FailingRelays:
+    """Where mail cannot go for a reason of ours, not for the relay's answer: a relay
+    without SMTPUTF8, one that refuses our login, one without OAuth2 for our token login,
+    a port nobody listens on, and a Maildir that is a file."""
+
+    def __init__(self, root: Path) -> None:
+        self.plain = Controller(Sink(), hostname=LOOPBACK, port=free_port(),
+                                enable_SMTPUTF8=False)
+        self.refusing = Controller(Sink(), hostname=LOOPBACK, port=free_port(),
+                                   auth_require_tls=False, authenticator=_refuse_login)
+        self.closed_port = free_port()
+        self.maildir = root / "maildir-that-is-a-file"
+        self.maildir.write_text("", encoding="utf-8")
+
+    def __enter__(self) -> FailingRelays:
+        self.plain.start()
+        self.refusing.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.plain.stop()
+        self.refusing.stop()
+
+    def transports(self, relay: RelayConfig) -> dict[str, SmtpTransport | MaildirTransport]:
+        """A transport for each reason code of ours a temporary failure has, after
+        ``relay`` (plain, on this host), and the relay without SMTPUTF8 (``no_smtputf8``)."""
+        oauth2 = OAuth2Config(provider="generic", client_id="mailbot", client_secret="geheim",
+                              token_url=f"http://{LOOPBACK}:{self.closed_port}/token",
+                              scope="smtp")
+        return {
+            "no_smtputf8": SmtpTransport(replace(relay, port=self.plain.port)),
+            "relay_connection": SmtpTransport(replace(relay, port=self.closed_port)),
+            "relay_login": SmtpTransport(replace(relay, port=self.refusing.port,
+                                                 username="mailbot", password="falsch")),
+            "relay_token": SmtpTransport(replace(relay, port=self.plain.port, auth="oauth2",
+                                                 username="support@example.com",
+                                                 oauth2=oauth2)),
+            "maildir_unwritable": MaildirTransport(self.maildir),
+        }
+
+
+def _refuse_login(server, session, envelope, mechanism, auth_data) -> AuthResult:
+    """aiosmtpd's authenticator of a relay that refuses every login."""
+    return AuthResult(success=False, handled=False)
+
+
+@pytest.fixture
+def failing_relays(tmp_path) -> Iterator[FailingRelays]:
+    """The relays and the Maildir of :class:`FailingRelays`, running."""
+    with FailingRelays(tmp_path) as relays:
+        yield relays
+
+
 class Scenario:
     """A desk in one service language (and one whose claims only operators link), its
     agents and the people writing to it; ``quoted`` is everything people wrote."""
@@ -147,11 +214,18 @@ class Scenario:
         """One scheduler job at the desk's time."""
         self.desk.run(job)
 
-    def deliver(self) -> None:
-        """`mailbot outbox flush`: hand every due mail to the relay, failures reported."""
+    def deliver(self, transport=None) -> None:
+        """`mailbot outbox flush`: hand every due mail to the relay (or ``transport``),
+        failures reported."""
         ctx = self.desk.ctx
-        asyncio.run(flush(ctx, transport_for(ctx.config),
+        asyncio.run(flush(ctx, transport or transport_for(ctx.config),
                           on_failed=partial(notify.delivery_failed, ctx)))
+
+    def answers(self) -> list[str]:
+        """What the relays and the system answered to the mails given up on (quoted in
+        the agents' notices as it is, never our words)."""
+        rows = self.desk.ctx.store.rows("SELECT data FROM events WHERE kind = 'mail_failed'")
+        return [json.loads(row["data"])["answer"] for row in rows]
 
     def mails(self) -> list[tuple[str, EmailMessage]]:
         """Every mail either desk queued, with its kind."""
@@ -256,6 +330,29 @@ def drive_every_mail(s: Scenario) -> None:
     s.deliver()
 
 
+def fail_for_our_reasons(s: Scenario, relays: FailingRelays) -> None:
+    """Mails given up on for a reason of ours: the agents' notice words it."""
+    # The mail library refuses an address with a control character: an answer to it fails.
+    odd = s.mail(sender=("Kunde", "kunde\x01x@kunde.example"))
+    s.agent(odd, s.people["answer"])
+    s.deliver()
+    # A relay without SMTPUTF8 cannot take a mail to an internationalised address.
+    transports = relays.transports(s.desk.ctx.config.relay)
+    sender = ("Jürgen Groß", "jürgen@kunde.example")  # as Gmail writes it over SMTPUTF8
+    s.quoted += [*sender, s.people["subject"], *s.people["text"].splitlines()]
+    s.desk.receive(build_mail(sender=(sender[0], "x@kunde.example"), subject=s.people["subject"],
+                              text=s.people["text"]).replace(b"x@kunde.example",
+                                                             sender[1].encode()))
+    s.deliver(transports.pop("no_smtputf8"))
+    # The others fail for the mail's whole lifetime.
+    for transport in transports.values():
+        s.mail()
+        s.deliver(transport)
+        s.later(days=2)
+        s.deliver(transport)
+    s.quoted += [str(relays.maildir), *s.answers()]
+
+
 def readable(text: str, quoted: list[str]) -> str:
     """``text`` without commands, links, addresses and what people wrote: our own words."""
     text = COMMANDS.sub(" ", re.sub(r"https?://\S+|\S+@\S+", " ", text))
@@ -294,13 +391,15 @@ def badly_dated(text: str, language: str) -> list[str]:
 
 
 @pytest.mark.parametrize("language", ["de", "en"])
-def test_every_mail_speaks_its_own_language_with_local_times(make_desk, smtp_sink, language):
+def test_every_mail_speaks_its_own_language_with_local_times(make_desk, smtp_sink,
+                                                             failing_relays, language):
     """Each kind of mail, with each reason, in German and in English: our words are all in
     the mail's language, its times are local in the language's form, its Date header too."""
     for address, reply in RELAY_REFUSES.items():
         smtp_sink.reject(address, reply)
     scenario = Scenario(make_desk, smtp_sink, language)
     drive_every_mail(scenario)
+    fail_for_our_reasons(scenario, failing_relays)
     mails = scenario.mails()
     ours = [m for _, m in mails if m["Content-Language"] == language]
     assert sorted({kind for kind, m in mails if m["Content-Language"] == language}) == KINDS
@@ -334,3 +433,147 @@ def test_every_mail_speaks_its_own_language_with_local_times(make_desk, smtp_sin
 def _fixed_part(sentence: str) -> str:
     """The longest stretch of a sentence without values: it shows the sentence was used."""
     return max(re.split(r"\{\w+\}", sentence), key=len).strip()
+
+
+# -- reasons kept as codes, failures as data, files in their charset ----------------------------
+
+def relay_to(sink: SmtpSink) -> dict:
+    """The ``[relay]`` section of a desk sending through ``sink``."""
+    return {"host": sink.host, "port": sink.port, "security": "plain", "timeout_seconds": 5}
+
+
+def test_a_held_acknowledgement_is_kept_as_its_reason_code(make_desk):
+    """Each reason for holding an acknowledgement is stored on the ticket's event (what
+    `tickets show` prints) as its code and values, beside the operators' English detail:
+    the agents' mail words the code, nothing reads the English back."""
+    desk = make_desk(TUESDAY_10, trust={"authserv_id": AUTHSERV},
+                     hygiene={"max_acks_per_hour": 1})
+    customer = ("Jane Miller", "jane@kunde.example")
+    cases = [
+        (("", ""), (), "no_sender", {}),
+        (("Jemand", "jemand@mail.invalid"), (), "undeliverable",
+         {"address": "jemand@mail.invalid"}),
+        (customer, (("Authentication-Results",
+                     f"{AUTHSERV}; spf=fail smtp.mailfrom=kunde.example"),), "forged",
+         {"method": "SPF", "domain": "kunde.example", "authserv": AUTHSERV}),
+        (customer, (), "", {}),  # acknowledged: the first of the hour
+        (customer, (), "rate_limit", {"sent": 1}),
+        (customer, (("Auto-Submitted", "auto-generated"),), "automatic", {}),
+        (customer, (("X-Auto-Response-Suppress", "All"),), "no_auto_reply", {}),
+    ]
+    for sender, headers, code, values in cases:
+        number = desk.receive(build_mail(sender=sender, headers=headers)).ticket_number
+        desk.now += timedelta(minutes=1)
+        held = [e["data"] for e in desk.events(number, "acknowledgement_held")]
+        assert [(h["code"], h["values"]) for h in held] == ([(code, values)] if code else [])
+        assert all(h["reason"] for h in held)  # the detail operators read
+
+
+@pytest.mark.parametrize(("detail", "auto_mail", "code", "values"), [
+    ("no sender address to answer to", 1, "no_sender", {}),
+    ("'kunde\\x01x@kunde.example' is not a deliverable address: The email address contains "
+     "an unsafe character: U+0001.", 1, "undeliverable", {"address": "kunde@kunde.example"}),
+    ("rate limit: 3 acknowledgements to kunde@kunde.example in the last hour", 1,
+     "rate_limit", {"sent": "3"}),
+    ("SPF failed for kunde.example (Authentication-Results of mx.example.com)", 1, "forged",
+     {"method": "SPF", "domain": "kunde.example", "authserv": "mx.example.com"}),
+    ("DMARC failed (Authentication-Results of mx.example.com)", 1, "forged",
+     {"method": "DMARC", "domain": "kunde.example", "authserv": "mx.example.com"}),
+    ("X-Auto-Response-Suppress: All: the sender asked for no automatic reply", 0,
+     "no_auto_reply", {}),
+    ("Auto-Submitted: auto-generated", 0, "automatic", {}),
+    ("a reason of a kind this version does not know", 1, "held", {}),
+])
+def test_an_event_an_older_version_wrote_is_still_worded(detail, auto_mail, code, values):
+    """A ticket's event from before reason codes holds only the English detail: it is still
+    worded in the agents' language, as the code it stands for ("held" when unknown)."""
+    reason = guards.held_reason({"auto_mail": auto_mail}, "kunde@kunde.example",
+                                {"reason": detail})
+    assert (reason.code, reason.values) == (code, values)
+    assert sentence(reason, "de") == SENTENCES["de"][code].format(**values)
+
+
+def test_a_mail_given_up_on_after_its_lifetime_is_reported_as_expired(make_desk, smtp_sink):
+    """A relay that answers 452 for the mail's whole lifetime: the failure reaches the
+    agents' notice as data (expired, the relay's own words uncut), the notice says how long
+    we tried, and the outbox row still tells operators in English."""
+    smtp_sink.reject("voll@kunde.example", "452 4.2.2 mailbox full")
+    desk = make_desk(TUESDAY_10, relay=relay_to(smtp_sink), outbox={"lifetime_days": 1},
+                     service={"language": "en"})
+    reports = []
+
+    def on_failed(row, failure, now) -> None:
+        reports.append((row["kind"], failure))
+        notify.delivery_failed(desk.ctx, row, failure, now)
+
+    desk.receive(build_mail(sender=("", "voll@kunde.example")))
+    for days in (0, 2):
+        desk.now += timedelta(days=days)
+        asyncio.run(flush(desk.ctx, transport_for(desk.ctx.config), on_failed=on_failed))
+    [(kind, failure)] = reports
+    assert kind == "acknowledgement"
+    assert (failure.expired, failure.reason, failure.answer) == \
+        (True, None, "voll@kunde.example: 452 4.2.2 mailbox full")
+    notices = [" ".join(m.get_content().split()) for m in desk.outbox(kind="agent_mail_failed")]
+    assert notices and all("though we tried for 1 days" in n for n in notices)
+    assert all("Error: voll@kunde.example: 452 4.2.2 mailbox full (the mail server's" in n
+               for n in notices)
+    assert not any("not delivered within" in n for n in notices)
+    [row] = [r for r in desk.ctx.store.rows("SELECT kind, last_error FROM outbox")
+             if r["kind"] == "acknowledgement"]
+    assert row["last_error"].endswith("(not delivered within 1 day(s), 2 attempts)")
+
+
+def test_our_delivery_errors_carry_a_reason_code_and_the_other_sides_words(
+        smtp_sink, failing_relays):
+    """Each way a mail cannot go out for a reason of ours gives its reason as a code (worded
+    in the agents' mail) and keeps what the relay or the system said apart, as it said it."""
+    relay = RelayConfig(host=smtp_sink.host, port=smtp_sink.port, security="plain",
+                        timeout_seconds=5)
+    cases = {code: (transport, "kunde@kunde.example")
+             for code, transport in failing_relays.transports(relay).items()}
+    cases["no_smtputf8"] = (cases["no_smtputf8"][0], "jürgen@kunde.example")
+    cases["unusable_address"] = (SmtpTransport(relay), "kunde\x01x@kunde.example")
+    said = {"relay_connection": "Connect call failed",
+            "relay_login": "535 5.7.8 Authentication credentials invalid",
+            "relay_token": "offers neither OAUTHBEARER nor XOAUTH2",
+            "unusable_address": "prohibited control character",
+            "no_smtputf8": "", "maildir_unwritable": "Not a directory"}
+    for code, (transport, recipient) in cases.items():
+        with pytest.raises(DeliveryError) as failed:
+            asyncio.run(transport.send("support@example.com", [recipient], b"Subject: x\r\n\r\nx"))
+        error = failed.value
+        assert error.reason.code == code, str(error)
+        assert said[code] in error.answer if said[code] else error.answer == ""
+        assert sentence(error.reason, "en") in str(error)  # the log's line: both
+    assert smtp_sink.messages == []
+
+
+# A customer's notes: Latin-1 from an old Windows program, UTF-8 from a newer one.
+LATIN_1 = "Grüße aus Köln!\nDie Kasse zeigt »Fehler 42«. À bientôt, Amélie\n"
+UTF_8 = "Protokoll: Größe 5 µm, Preis 12 €, Ελληνικά\n"
+
+
+def test_text_files_go_out_declared_in_their_charset(make_desk, smtp_sink):
+    """A customer's Latin-1 and UTF-8 text files, forwarded to the agents, and an agent's
+    Latin-1 file sent on to the customer arrive declared in their charset, their bytes as
+    they came: a mail program shows "Grüße", not "Gr��e"."""
+    desk = make_desk(TUESDAY_10, relay=relay_to(smtp_sink))
+    customer = ("Amélie Roux", "amelie@kunde.example")
+    number = desk.receive(build_mail(sender=customer, attachments=(
+        ("notiz.txt", "text/plain; charset=iso-8859-1", LATIN_1.encode("latin-1")),
+        ("protokoll.log", "text/plain; charset=utf-8", UTF_8.encode("utf-8"))))).ticket_number
+    desk.receive(build_mail(sender=ANNA, to=desk.reply_address(number),
+                            subject=f"Re: [Ticket#{number}]", text="Anbei die Anleitung.\n",
+                            attachments=(("anleitung.txt", "text/plain",
+                                          LATIN_1.encode("cp1252")),)))
+    asyncio.run(flush(desk.ctx, transport_for(desk.ctx.config)))
+    files = {(mail.rcpt_tos[0], part.get_filename()): part
+             for mail in smtp_sink.messages for part in mail.message.iter_attachments()}
+    expected = {(agent["address"], name): text for agent in AGENTS
+                for name, text in (("notiz.txt", LATIN_1), ("protokoll.log", UTF_8))}
+    expected[(customer[1], "anleitung.txt")] = LATIN_1
+    assert {key: part.get_content() for key, part in files.items()} == expected
+    raw = {"notiz.txt": LATIN_1.encode("latin-1"), "protokoll.log": UTF_8.encode("utf-8"),
+           "anleitung.txt": LATIN_1.encode("cp1252")}
+    assert all(part.get_payload(decode=True) == raw[name] for (_, name), part in files.items())

@@ -93,8 +93,8 @@ def migrate(config: Config, check: bool) -> tuple[str, int]:
     ``check`` exits 0 when current, 1 when migrations are pending (it is safe beside a
     daemon: it only reads); migrating refuses while a daemon runs on the data directory.
     """
-    path = config.data_dir / backup.DATABASE
-    if not path.is_file():
+    path = config.database
+    if isinstance(path, Path) and not path.is_file():
         return (f"no database at {path} yet: the first start creates it at schema "
                 f"{len(schema.known())}", 0)
     if check:
@@ -115,8 +115,7 @@ def migrate(config: Config, check: bool) -> tuple[str, int]:
 def _opened(config: Config, use: Callable[[Store], T]) -> T:
     """Run ``use(store)`` on the database as it is, whatever its schema; map its refusals."""
     try:
-        store = Store(config.data_dir / backup.DATABASE, config.service.busy_timeout_seconds,
-                      any_schema=True)
+        store = Store(config.database, config.service.busy_timeout_seconds, any_schema=True)
         try:
             return use(store)
         finally:
@@ -126,7 +125,17 @@ def _opened(config: Config, use: Callable[[Store], T]) -> T:
     except TemporaryStoreError as exc:
         raise UpkeepError(f"temporary failure, run it again later: {exc}", EX_TEMPFAIL) from exc
     except sqlite3.Error as exc:  # not a database, or a migration failed (rolled back)
-        raise UpkeepError(f"{config.data_dir / backup.DATABASE}: {exc}", EX_IOERR) from exc
+        raise UpkeepError(f"{config.database}: {exc}", EX_IOERR) from exc
+
+
+def _own_database(config: Config, command: str) -> None:
+    """Backup and restore copy the data directory with its SQLite file; a database kept
+    elsewhere ([store] url: PostgreSQL or another SQLite path) is refused with what to do."""
+    if config.database != config.data_dir / backup.DATABASE:
+        raise UpkeepError(f"{command} copies the data directory and its SQLite database; this "
+                          "instance keeps its database elsewhere ([store] url): back that up "
+                          "with its own tools (PostgreSQL: pg_dump) and the data directory "
+                          "with the files it holds", EX_CONFIG)
 
 
 def make_backup(config: Config, dest: Path) -> tuple[str, int]:
@@ -135,6 +144,7 @@ def make_backup(config: Config, dest: Path) -> tuple[str, int]:
     Exit 0 when whole; 1 when written but lacking files the database needs (they were not
     in the data directory); 73 when ``dest`` is taken, 74 when it could not be written.
     """
+    _own_database(config, "mailbot backup")
     made_by = f"mailbot {_version()}"
     try:
         manifest = backup.write(config.data_dir, dest, (KEY_FILE,), made_by,
@@ -159,6 +169,7 @@ def restore(config: Config, src: Path, force: bool) -> tuple[str, int]:
     without ``force`` (73; with it the old contents are moved aside, never deleted), for a
     damaged backup (65) or one of a newer mailbot (78).
     """
+    _own_database(config, "mailbot restore")
     data_dir, keep = config.data_dir, frozenset({LOCK_FILE})
     with DataDirLock(data_dir).held("mailbot restore"):
         try:

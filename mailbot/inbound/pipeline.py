@@ -22,6 +22,7 @@ leaves for a ticket a power loss could still take back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -68,6 +69,7 @@ class Mail:
     facts: dict = field(default_factory=dict)  # find_facts
     identity: Identity = field(default_factory=Identity)  # identify
     outcome: Outcome | None = None  # set by the step that decides
+    started: float = field(default_factory=time.monotonic)  # when the source handed it over
 
 
 Step = Callable[[Context, Mail], Mail]
@@ -309,7 +311,7 @@ def _announce(ctx: Context, mail: Mail) -> None:
     """After the commit: wake the outbox sender (if durable), count the outcome, log a line."""
     if mail.durable:  # else the batch's flush wakes it
         ctx.on_outbox()
-    ctx.metrics.ingested(mail.outcome)
+    ctx.metrics.ingested(mail.outcome, mail.source, mail.started)
     outcome = mail.outcome
     log.info("mail %s from %s via %s: %s %s %s", mail.msg.message_id or mail.sha[:12],
              mail.msg.from_addr, mail.source, outcome.status, outcome.ticket_number,
@@ -351,7 +353,7 @@ def quarantine(ctx: Context, sha: str, source: str, error: str,
     with ctx.store.transaction(durable=durable):
         iq.add_quarantine(ctx.store, sha, source, error[:2000], now, *about)
         iq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
-    ctx.metrics.ingested(Outcome("quarantined"))
+    ctx.metrics.ingested(Outcome("quarantined"), source)
     return Outcome("quarantined", "", error)
 
 
@@ -371,7 +373,7 @@ def screen(ctx: Context, size: int, source: str, where: str) -> Outcome | None:
             iq.add_quarantine(ctx.store, "", source, error, ctx.clock())
     except TemporaryStoreError as exc:
         raise TemporaryFailure(f"database unavailable: {exc}") from exc
-    ctx.metrics.ingested(Outcome("quarantined"))
+    ctx.metrics.ingested(Outcome("quarantined"), source)
     return Outcome("quarantined", "", error)
 
 

@@ -23,7 +23,7 @@ Whose fault it is (the pipeline's rule: ours is a TemporaryFailure, the mail's a
 - A reader cannot be started, does not say that it is ready, or ends before it took the mail:
   ours; the mail stays at its source.
 - The reading steps raise: as in the source's own process (a ParseError's sentence, else
-  "mailbot failed ..."); the reader's traceback goes to the debug log.
+  "mailbot failed ..."); why goes to the debug log (:func:`_why`).
 - The budget runs out: the mail's, quarantined with the budget's sentence.
 - A reader ends without an answer while it reads (a crash of the parser, the kernel's OOM
   killer, someone's kill): the end may have been ours, so the mail is read again in a fresh
@@ -109,7 +109,7 @@ class Readers:
         """
         if not budget:
             return _apply(steps, context, record)
-        # A traceback costs time to write (a deep recursion's, seconds): only for a debug log.
+        # Why a step failed is written out only for a debug log (see _why).
         job = pickled((steps, context, record, log.isEnabledFor(logging.DEBUG)), record.raw)
         ends = []
         while len(ends) < 2:
@@ -140,8 +140,8 @@ class Readers:
                          f"({ends[-1]}): the mail may be built to crash mail readers")
 
     def close(self) -> None:
-        """End every reader now: an idle one when told, one still reading at once (its
-        caller gets a TemporaryFailure).  New readers start again when a mail comes."""
+        """End every reader now (one still reading too: its caller gets a TemporaryFailure).
+        New readers start when the next mail comes."""
         with self._lock:
             idle, busy, self._idle = self._idle, list(self._busy), []
         for reader in busy:  # its caller sees it end, and reaps it
@@ -162,8 +162,8 @@ class Readers:
         reader = _Reader.start(self.preload)
         with self._lock:
             self._busy.add(reader)
-            if not self._closed_at_exit:  # before multiprocessing's own hook, which would wait
-                atexit.register(self.close)
+            if not self._closed_at_exit:  # runs before multiprocessing's hook (registered
+                atexit.register(self.close)  # earlier), which would wait for live readers
                 self._closed_at_exit = True
         return reader
 
@@ -319,8 +319,21 @@ def _answer(job: bytes, raw: bytes) -> bytes:
     try:
         return pickled(("read", _apply(steps, context, record)), raw)
     except Exception as exc:
-        return pickled(("failed", isinstance(exc, ParseError), str(exc),
-                        traceback.format_exc() if trace else ""), raw)
+        refused = isinstance(exc, ParseError)
+        return pickled(("failed", refused, str(exc), _why(exc, refused) if trace else ""), raw)
+
+
+def _why(exc: Exception, refused: bool) -> str:
+    """What the debug log gets: an error of mailbot's with its traceback; a refusal in words
+    with the causes behind it, a line each (a hostile mail's traceback, say of a recursion
+    thousands of frames deep, can take a second to write)."""
+    if not refused:
+        return traceback.format_exc()
+    causes = []
+    while exc is not None:
+        causes += traceback.format_exception_only(exc)
+        exc = exc.__cause__
+    return "".join(causes)
 
 
 def _apply(steps: Sequence[Step], context: Any, record: Any) -> Any:

@@ -9,6 +9,8 @@ return path (VERP) that names the mail, for its bounces.
 from __future__ import annotations
 
 import base64
+import codecs
+import email.message
 import email.policy
 import functools
 import re
@@ -29,6 +31,7 @@ import jinja2
 from mailbot.outbound import wording
 from mailbot.outbound.tokens import Signer
 from mailbot.outbound.wording import supported_language
+from mailbot.reading.charsets import read_bytes
 
 LOOP_HEADER = "X-Mailbot-Loop"
 _CRLF = email.policy.compat32.clone(linesep="\r\n")
@@ -237,10 +240,49 @@ def _body_part(body: str, attachments: tuple[tuple[str, str, bytes], ...]) -> MI
     mixed = MIMEMultipart("mixed")
     mixed.attach(text)
     for filename, content_type, payload in attachments:
-        maintype, _, subtype = content_type.partition("/")
-        part = MIMEBase(maintype or "application", subtype or "octet-stream")
-        part.set_payload(payload)
-        encode_base64(part)
-        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
-        mixed.attach(part)
+        mixed.attach(_file_part(filename, content_type, payload))
     return mixed
+
+
+def _file_part(filename: str, content_type: str, payload: bytes) -> MIMEBase:
+    """One attached file, base64.  A text file carries its charset (the one its type names,
+    else the one its bytes read in), so mail programs show its umlauts, not mojibake."""
+    maintype, _, subtype = content_type.partition(";")[0].strip().lower().partition("/")
+    part = MIMEBase(maintype or "application", subtype or "octet-stream")
+    if maintype == "text":
+        part.set_param("charset", _declared_charset(content_type) or _text_charset(payload))
+    part.set_payload(payload)
+    encode_base64(part)
+    part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
+    return part
+
+
+def _declared_charset(content_type: str) -> str:
+    """The charset parameter of a content type ("" for none)."""
+    header = email.message.Message()
+    header["Content-Type"] = content_type
+    return header.get_content_charset() or ""
+
+
+def _text_charset(payload: bytes) -> str:
+    """The MIME name of the charset a text file (whose own was not kept) is in.
+
+    UTF-16 or UTF-32 by a byte order mark; UTF-8 when it reads as UTF-8; else Windows-1252
+    when that reads it (the default of Western mail programs and browsers for text without
+    a charset: charset detection names a wrong codepage for short German or French texts);
+    else the charset detected (:func:`mailbot.reading.charsets.read_bytes`).
+    """
+    bom = next((name for mark, name in _BOMS if payload.startswith(mark)), "")
+    codec = bom or codecs.lookup(read_bytes(payload, ["utf-8", "cp1252"], detect=True)[1]).name
+    name = _MIME_CHARSETS.get(codec, codec)
+    return re.sub(r"^cp(125\d)$", r"windows-\1", re.sub(r"^iso8859-", "iso-8859-", name))
+
+
+# Byte order marks, the longer first (UTF-32's little-endian one begins with UTF-16's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# Python's names of codecs that mail programs know by another (IANA) name; the Windows
+# (cp125x) and ISO 8859 codecs are renamed by pattern in _text_charset.
+_MIME_CHARSETS = {**email_charset.ALIASES, "mac-roman": "macintosh", "cp866": "ibm866",
+                  "cp932": "windows-31j", "iso2022_jp": "iso-2022-jp", "utf-16-le": "utf-16le",
+                  "utf-16-be": "utf-16be"}

@@ -12,8 +12,8 @@ the claim and retries, so the mail never becomes due again.
 A mail that cannot be delivered fails alone: a permanent refusal, an address the relay
 or the mail library rejects, any other error of that one mail, or temporary failures
 (relay unreachable, 4xx answers) for longer than ``[outbox] lifetime_days``.  The row is
-marked failed and, in the same transaction, ``on_failed`` reports it (the tickets layer
-notes it on the ticket and tells the agents); the mails behind it go out.
+marked failed and, in the same transaction, ``on_failed`` reports it as a :class:`Failure`
+(the tickets layer notes it on the ticket and tells the agents); the mails behind it go out.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Protocol
 
 from mailbot.outbound.outbox import backoff, give_up_at
 from mailbot.outbound.transports import DeliveryError, send_deadline
+from mailbot.outbound.wording import Reason
 from mailbot.settings.config import Config
 from mailbot.status.health import REFUSED, Health
 from mailbot.status.metrics import Metrics
@@ -45,8 +46,29 @@ RECORD_RETRY_SECONDS = (0.05, 5.0)
 # This process's name on the rows it claims: host, process id and a random part.
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
-# Told about each mail given up on: (row, reason, now), inside the marking transaction.
-OnFailed = Callable[[dict, str, datetime], None]
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the sender gave up on a mail: the error of its last attempt, as data.
+
+    ``reason`` is our words for the cause (a code the agents' mail words in its language;
+    None where the relay's answer says it all), ``answer`` the relay's or the system's own
+    words, ``expired`` whether temporary failures lasted the mail's whole lifetime
+    (``[outbox] lifetime_days``).  ``str()`` is the English line of the log, the outbox row
+    and the ticket's history.
+    """
+
+    answer: str
+    reason: Reason | None = None
+    expired: bool = False
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# Told about each mail given up on: (row, failure, now), inside the marking transaction.
+OnFailed = Callable[[dict, Failure, datetime], None]
 
 
 class Context(Protocol):
@@ -77,7 +99,7 @@ class Doorbell:
             self.loop.call_soon_threadsafe(self.event.set)
 
 
-def unreported(row: dict, reason: str, now: datetime) -> None:
+def unreported(row: dict, failure: Failure, now: datetime) -> None:
     """The ``on_failed`` of a sender nobody listens to: the row is marked failed and logged."""
 
 
@@ -188,11 +210,12 @@ class _Round:
         try:
             await session.send(row["sender"], row["recipients"], row["raw"])
         except DeliveryError as exc:
-            await self._settle(row, str(exc), exc.permanent)
+            await self._settle(row, exc)
             return
         except Exception as exc:  # the mail library choked on this one mail
             log.exception("sending %s failed unexpectedly", row["message_id"])
-            await self._settle(row, f"{type(exc).__name__}: {exc}", permanent=True)
+            await self._settle(row, DeliveryError(f"{type(exc).__name__}: {exc}",
+                                                  permanent=True))
             return
         await self._record_sent(row)
         self.delivered += 1
@@ -225,50 +248,51 @@ class _Round:
                           "go out twice", row["message_id"])
         return now
 
-    async def _settle(self, row: dict, error: str, permanent: bool) -> None:
+    async def _settle(self, row: dict, error: DeliveryError) -> None:
         """Record a failed attempt: retry later, or give up and report it."""
         try:
-            await asyncio.to_thread(self._record_failure, row, error, permanent)
+            await asyncio.to_thread(self._record_failure, row, error)
         except Exception:
             log.exception("cannot record the failed attempt of %s; it is tried again after "
                           "its claim ends", row["message_id"])
 
-    def _record_failure(self, row: dict, error: str, permanent: bool) -> None:
+    def _record_failure(self, row: dict, error: DeliveryError) -> None:
         settings = self.ctx.config.outbox
         now = self.ctx.clock()
         attempts = row["attempts"] + 1
         deadline = give_up_at(row, settings.lifetime_days)
-        if not permanent and now < deadline:
+        if not error.permanent and now < deadline:
             wait = backoff(attempts, settings.backoff_seconds, settings.max_backoff_seconds)
             with self.ctx.store.transaction():
-                oq.mark_retry(self.ctx.store, row["id"], self.owner, error,
+                oq.mark_retry(self.ctx.store, row["id"], self.owner, str(error),
                               min(now + wait, deadline))
             log.warning("delivery of %s failed (attempt %d), retrying in %gs: %s",
                         row["message_id"], attempts, wait.total_seconds(), error)
             return
-        if not permanent:
-            error = (f"{error} (not delivered within {settings.lifetime_days:g} day(s), "
-                     f"{attempts} attempts)")
-        self._give_up({**row, "attempts": attempts}, error, now)
+        text = str(error) if error.permanent else (
+            f"{error} (not delivered within {settings.lifetime_days:g} day(s), "
+            f"{attempts} attempts)")
+        failure = Failure(error.answer, error.reason, expired=not error.permanent, text=text)
+        self._give_up({**row, "attempts": attempts}, failure, now)
         self.gave_up += 1
 
-    def _give_up(self, row: dict, reason: str, now: datetime) -> None:
+    def _give_up(self, row: dict, failure: Failure, now: datetime) -> None:
         """Mark the row failed and report it in one transaction; unreported if reporting
         fails for another reason than the database."""
         log.error("giving up on %s %s to %s: %s", row["kind"], row["message_id"],
-                  _addressees(row), reason)
+                  _addressees(row), failure)
         store = self.ctx.store
         try:
             with store.transaction():
-                if oq.mark_failed(store, row["id"], self.owner, reason):
-                    self.on_failed(row, reason, now)
+                if oq.mark_failed(store, row["id"], self.owner, failure.text):
+                    self.on_failed(row, failure, now)
         except TemporaryStoreError:
             raise
         except Exception:
             log.exception("cannot report the failed mail %s; marking it failed unreported",
                           row["message_id"])
             with store.transaction():
-                oq.mark_failed(store, row["id"], self.owner, reason)
+                oq.mark_failed(store, row["id"], self.owner, failure.text)
 
 
 class Sender:

@@ -15,6 +15,7 @@ import aiosmtplib
 from mailbot.oauth.causes import TokenError, login_refused
 from mailbot.oauth.sasl import ERROR_ACKNOWLEDGEMENT, initial_response, mechanism
 from mailbot.oauth.tokens import tokens_for
+from mailbot.outbound.wording import Reason
 from mailbot.settings.checks import network_cause
 from mailbot.settings.config import Config, RelayConfig
 
@@ -26,10 +27,19 @@ SEND_DEADLINE_TIMEOUTS = 10
 
 class DeliveryError(Exception):
     """A delivery attempt failed; ``permanent`` says whether retrying can help, ``refused``
-    whether the relay refused us (our login: only an operator can fix it, retried meanwhile)."""
+    whether the relay refused us (our login: only an operator can fix it, retried meanwhile).
 
-    def __init__(self, message: str, permanent: bool, refused: bool = False) -> None:
-        super().__init__(message)
+    ``answer`` is the relay's or the system's own words, quoted as they are; ``reason`` our
+    words for the cause, a code of :data:`~mailbot.outbound.wording.SENTENCES` that the
+    agents' mail words in its language (None where the relay's answer says it all).  The
+    exception's text, for logs and the outbox row, is the English reason and the answer.
+    """
+
+    def __init__(self, answer: str, permanent: bool, refused: bool = False,
+                 reason: Reason | None = None) -> None:
+        super().__init__(f"{reason}: {answer}" if reason and answer else str(reason or answer))
+        self.answer = answer
+        self.reason = reason
         self.permanent = permanent
         self.refused = refused
 
@@ -142,22 +152,23 @@ class SmtpSession:
                 from exc
         except aiosmtplib.SMTPAuthenticationError as exc:  # our credentials: fixed, it goes
             await self.close()
-            raise DeliveryError(f"the relay refused our login: {exc.code} {exc.message}",
-                                permanent=False, refused=True) from exc
+            raise DeliveryError(f"{exc.code} {exc.message}", permanent=False, refused=True,
+                                reason=self._reason("relay_login")) from exc
         except TokenError as exc:  # no OAuth2 token, or the relay refused a fresh one
             await self.close()
-            raise DeliveryError(f"relay login: {exc}", permanent=False,
-                                refused=exc.refused) from exc
+            raise DeliveryError(str(exc), permanent=False, refused=exc.refused,
+                                reason=self._reason("relay_token")) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self.close()
             raise DeliveryError(f"{exc.code} {exc.message}", permanent=exc.code >= 500) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._drop()
-            raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+            raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False,
+                                reason=self._reason("relay_connection")) from exc
         except ValueError as exc:  # aiosmtplib refuses the address (UnicodeEncodeError too)
             self._drop()
-            raise DeliveryError(f"unusable address in {recipients}: {exc}",
-                                permanent=True) from exc
+            raise DeliveryError(str(exc), permanent=True, reason=Reason(
+                "unusable_address", {"addresses": _shown(recipients)})) from exc
         except DeliveryError:
             raise
         except BaseException:
@@ -179,8 +190,8 @@ class SmtpSession:
             if self.client.is_ehlo_or_helo_needed:
                 await self.client.ehlo()  # the relay's extensions are known after EHLO
             if not self.client.supports_extension("smtputf8"):
-                raise DeliveryError(f"the relay does not offer SMTPUTF8, needed for "
-                                    f"{', '.join(recipients)}", permanent=True)
+                raise DeliveryError("", permanent=True, reason=self._reason(
+                    "no_smtputf8", addresses=_shown(recipients)))
             options.append("SMTPUTF8")
         refused, _ = await self.client.sendmail(sender, recipients, raw, mail_options=options)
         if refused:
@@ -196,6 +207,10 @@ class SmtpSession:
             await client.quit()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             client.close()
+
+    def _reason(self, code: str, **values: str) -> Reason:
+        """A reason about this relay: ``code`` with the relay's host and port as ``relay``."""
+        return Reason(code, {"relay": f"{self.relay.host}:{self.relay.port}", **values})
 
     def _drop(self) -> None:
         """Drop a connection in an unknown state without a word to the relay."""
@@ -238,13 +253,19 @@ class MaildirTransport:
         try:
             await asyncio.to_thread(self._add, sender, recipients, raw)
         except OSError as exc:
-            raise DeliveryError(f"cannot write {self.path}: {exc}", permanent=False) from exc
+            raise DeliveryError(str(exc), permanent=False, reason=Reason(
+                "maildir_unwritable", {"path": str(self.path)})) from exc
 
     def _add(self, sender: str, recipients: list[str], raw: bytes) -> None:
         header = (f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n"
                   ).encode()
         # Folders 0700; files 0600 by the umask every `mailbot` command sets (app/launch.py).
         mailbox.Maildir(self.path, create=True).add(header + raw)
+
+
+def _shown(addresses: list[str]) -> str:
+    """Addresses as a mail may show them: one with control characters escaped."""
+    return ", ".join(a if a.isprintable() else ascii(a) for a in addresses)
 
 
 def transport_for(config: Config) -> SmtpTransport | MaildirTransport:

@@ -109,6 +109,17 @@ SENTENCES = {
         "no_auto_reply": "der Absender hat um keine automatische Antwort gebeten "
                          "(X-Auto-Response-Suppress)",
         "held": "der Grund steht im Verlauf des Tickets",
+        # why a mail was not delivered, in our words (outbound/transports.py)
+        "relay_connection": "die Verbindung zum Mailserver {relay} kam nicht zustande oder "
+                            "brach ab",
+        "relay_login": "der Mailserver {relay} hat die Anmeldung von mailbot abgelehnt",
+        "relay_token": "für die Anmeldung am Mailserver {relay} gab es kein gültiges "
+                       "OAuth2-Zugriffstoken",
+        "unusable_address": "die Adresse {addresses} lässt sich so nicht versenden (das "
+                            "Mailprogramm lehnt sie ab)",
+        "no_smtputf8": "der Mailserver {relay} bietet kein SMTPUTF8 an, das für die Adresse "
+                       "{addresses} nötig wäre",
+        "maildir_unwritable": "in das Maildir {path} lässt sich nicht schreiben",
     },
     "en": {
         "unknown_command": "unknown command #{command}; known commands: {known}",
@@ -131,6 +142,14 @@ SENTENCES = {
         "automatic": "the mail was sent automatically, and we never answer automatic mail",
         "no_auto_reply": "the sender asked for no automatic reply (X-Auto-Response-Suppress)",
         "held": "the reason is in the ticket's history",
+        "relay_connection": "the connection to the relay {relay} failed or broke off",
+        "relay_login": "the relay {relay} refused mailbot's login",
+        "relay_token": "no valid OAuth2 access token for the login to the relay {relay}",
+        "unusable_address": "the address {addresses} cannot be used for sending (the mail "
+                            "library refuses it)",
+        "no_smtputf8": "the relay {relay} does not offer SMTPUTF8, which the address "
+                       "{addresses} needs",
+        "maildir_unwritable": "cannot write to the Maildir {path}",
     },
 }
 # The subject a ticket without one is filed under (tickets/filing.py), and its words.

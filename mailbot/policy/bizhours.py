@@ -26,6 +26,7 @@ converting them to UTC (Python ignores DST when both operands share one tzinfo).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ _RANGE_RE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 _DURATION_RE = re.compile(r"^(?:(\d{1,4})d)?(?:(\d{1,5})h)?(?:(\d{1,6})m)?$")
 _CLOSED_RE = re.compile(r"^(?:(\d{4})-)?(\d\d)-(\d\d)$")
 _SEARCH_DAYS = 3700
+# Dates whose opening intervals a calendar keeps computed (about ten years of them).
+_KEPT_DAYS = 4096
 Interval = tuple[datetime, datetime]
 
 
@@ -76,6 +79,7 @@ class BusinessDuration:
     time: timedelta = timedelta(0)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_duration(text: str, path: str = "duration") -> BusinessDuration:
     """Parse "4h", "1d", "30m" or "1d4h30m" into a BusinessDuration; ValueError names path."""
     m = _DURATION_RE.match(text.strip().lower())
@@ -181,6 +185,8 @@ class BusinessCalendar:
         self._recurring, self._once = _parse_closed(cfg.closed_days, f"{path}.closed_days")
         _check_holidays(cfg, path)
         self._holidays: dict[int, frozenset[date]] = {}
+        # Opening intervals by local date, as computed (every deadline walks the same days).
+        self._intervals: dict[date, tuple[Interval, ...]] = {}
 
     def _holidays_in(self, year: int) -> frozenset[date]:
         """Public holiday dates of one year, computed once per year and cached."""
@@ -202,7 +208,16 @@ class BusinessCalendar:
         )
 
     def intervals(self, day: date) -> tuple[Interval, ...]:
-        """The opening intervals of one local date as (start, end) UTC datetimes."""
+        """The opening intervals of one local date as (start, end) UTC datetimes (computed
+        once per date: the calendar does not change)."""
+        found = self._intervals.get(day)
+        if found is None:
+            if len(self._intervals) >= _KEPT_DAYS:  # bounded: a long-running daemon
+                self._intervals.clear()
+            found = self._intervals[day] = self._compute_intervals(day)
+        return found
+
+    def _compute_intervals(self, day: date) -> tuple[Interval, ...]:
         if self.is_closed_day(day):
             return ()
         hours = self.week[day.weekday()]

@@ -145,9 +145,9 @@ class FactPatterns:
     # Per fact, the Gate of each pattern (none: every pattern is tried everywhere).
     gates: Mapping[str, tuple[Gate, ...]] = ()
 
-    @property
+    @functools.cached_property
     def keywords(self) -> frozenset[str]:
-        """Every word one of which some pattern's matches contain."""
+        """Every word one of which some pattern's matches contain (worked out once)."""
         return frozenset(word for gates in dict(self.gates).values() for gate in gates
                          for word in gate.contains)
 

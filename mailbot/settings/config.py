@@ -24,6 +24,7 @@ from mailbot.policy.rules import build_policy
 from mailbot.reading.facts import FactsConfig, compile_facts
 from mailbot.reading.limits import Limits
 from mailbot.settings.schema import ConfigError, Secret, build
+from mailbot.store import dialect
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ SECRET_ENV = "MAILBOT_SECRET"  # noqa: S105 - the variable name, not a secret
 # What a ticket number may be: the subject tag finds it, tokens carry it (outbound/tokens.py).
 TICKET_NUMBER = re.compile(r"[0-9A-Za-z._/-]{1,40}")
 PORTS = range(1, 65536)
+# The longest per-mail budget ([limits] max_seconds_per_mail): a day.
+MAX_BUDGET_SECONDS = 86_400
 
 
 @dataclass(frozen=True)
@@ -335,9 +338,9 @@ class InboundLimits(Limits):
     max_seconds_per_mail: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.max_seconds_per_mail < 0:
+        if not 0 <= self.max_seconds_per_mail <= MAX_BUDGET_SECONDS:
             raise ValueError(f"max_seconds_per_mail {self.max_seconds_per_mail:g} must be 0 "
-                             "(no budget) or more")
+                             f"(no budget) or up to {MAX_BUDGET_SECONDS:,} (a day)")
 
 
 @dataclass(frozen=True)
@@ -496,6 +499,40 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where tickets are kept, SQLite under data_dir (the default) or PostgreSQL."""
+
+    # "": mailbot.sqlite3 in data_dir; "sqlite:///absolute/path"; or
+    # "postgresql://user:password@host:5432/db" (several mailbot nodes share one).
+    url: str = ""
+    # The PostgreSQL password when the URL carries none (inline, { env } or { file }).
+    password: Secret = ""
+
+    def problem(self) -> tuple[str, str] | None:
+        """The key of [store] that cannot work and why; None when it can."""
+        try:
+            if dialect.is_postgres(self.url):
+                dialect.check_postgres(self.url)
+                if self.password and dialect.has_password(self.url):
+                    return "password", "the url carries a password already: keep one of them"
+            elif self.url:
+                dialect.sqlite_path(self.url)
+            elif self.password:
+                return "password", "only used with a postgresql:// url"
+        except dialect.BadStoreURL as exc:
+            return "url", str(exc)
+        return None
+
+    def database(self, data_dir: Path) -> Path | str:
+        """What the store opens: the SQLite file, or the PostgreSQL URL with its password."""
+        if not self.url:
+            return data_dir / "mailbot.sqlite3"
+        if dialect.is_postgres(self.url):
+            return dialect.with_password(self.url, self.password)
+        return dialect.sqlite_path(self.url)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one mailbot instance."""
 
@@ -518,12 +555,18 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     spam: SpamConfig = field(default_factory=SpamConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source_path: str = ""
 
     @property
     def data_dir(self) -> Path:
         """The one directory an operator backs up."""
         return Path(self.service.data_dir)
+
+    @property
+    def database(self) -> Path | str:
+        """The database of this instance: an SQLite file, or a PostgreSQL URL ([store])."""
+        return self.store.database(self.data_dir)
 
     @property
     def templates_dir(self) -> Path:
@@ -582,6 +625,7 @@ def load(path: Path, require_file: bool = False) -> Config:
         _check_ports(config)
         _check_policy(config)
         _check_logins(config)
+        _check_store(config)
     except ConfigError as exc:
         raise ConfigError(exc.path, exc.reason, str(path)) from exc
     return _anchor(config, path.resolve().parent)
@@ -606,6 +650,13 @@ def _check_policy(config: Config) -> None:
         except (ValueError, KeyError) as exc:
             key, _, reason = str(exc.args[0] if exc.args else exc).partition(": ")
             raise ConfigError(key if reason else section, reason or str(exc)) from exc
+
+
+def _check_store(config: Config) -> None:
+    """Refuse a [store] url the store cannot open, before anything starts on it."""
+    found = config.store.problem()
+    if found:
+        raise ConfigError(f"store.{found[0]}", found[1])
 
 
 def _anchor(config: Config, base: Path) -> Config:

@@ -1,8 +1,9 @@
 """Prometheus metrics for operators, in a registry of their own (never the global one).
 
-Counters are fed by the pipeline (:meth:`Metrics.ingested`) and the outbox sender
-(:meth:`Metrics.sent`); outbox and source gauges are read at scrape time from the
-store and the :class:`~mailbot.health.Health` board, so they are never stale.
+Counters are fed by the pipeline (:meth:`Metrics.ingested`: outcomes, by source too, and
+the ingest latency) and the outbox sender (:meth:`Metrics.sent`); outbox and source gauges
+are read at scrape time from the store and the :class:`~mailbot.health.Health` board, so
+they are never stale.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from mailbot.store import spam as sq
 OUTCOMES = ("created", "followup", "duplicate", "note", "ignored", "quarantined", "spam")
 OUTBOX_GAUGED = ("pending", "failed")
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+# Seconds from a source handing a mail over to its commit: milliseconds for most mails, up
+# to [limits] max_seconds_per_mail for one the reader process is ended on.
+INGEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class ScrapeTimeCollector:
@@ -96,17 +100,35 @@ class Metrics:
             "mailbot_acknowledgement_latency_seconds",
             "Seconds from filing a new ticket to handing its acknowledgement to the relay",
             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.by_source_total = Counter("mailbot_mails_by_source",
+                                       "Mails processed, by the source they came from and "
+                                       "their outcome", ["source", "outcome"],
+                                       registry=self.registry)
+        self.ingest_latency = Histogram(
+            "mailbot_ingest_latency_seconds",
+            "Seconds from the source handing a mail over to its commit",
+            buckets=INGEST_BUCKETS, registry=self.registry)
         for outcome in OUTCOMES:
             self.ingested_total.labels(outcome)
-        self.registry.register(ScrapeTimeCollector(store, health or Health()))
+        self.health = health or Health()
+        self._sources: set[str] = set()
+        self.registry.register(ScrapeTimeCollector(store, self.health))
 
-    def ingested(self, outcome) -> None:
-        """Count one processed mail by its outcome (called by the pipeline)."""
+    def ingested(self, outcome, source: str = "", started: float | None = None) -> None:
+        """Count one processed mail by its outcome (called by the pipeline once it is
+        committed or quarantined); with its ``source`` ("smtp", "imap:support") by source
+        too, and with ``started``, the :func:`time.monotonic` of the source handing it
+        over, its ingest latency."""
         self.ingested_total.labels(outcome.status).inc()
         if outcome.status == "quarantined":
             self.quarantined_total.inc()
         elif outcome.status == "created":
             self.tickets_created_total.inc()
+        if source:
+            self._expect(source)
+            self.by_source_total.labels(source, outcome.status).inc()
+        if started is not None:
+            self.ingest_latency.observe(max(0.0, time.monotonic() - started))
 
     def sent(self, row: dict, sent_at: datetime) -> None:
         """Observe the acknowledgement latency of a delivered outbox row (called by the sender)."""
@@ -116,5 +138,31 @@ class Metrics:
         self.ack_latency.observe(max(0.0, latency.total_seconds()))
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric (reads the store)."""
+        """The Prometheus text exposition of every metric (reads the store).
+
+        Every mail source on the health board shows every outcome, at 0 until it happens,
+        so a rate over it is defined from the start.
+        """
+        for state in self.health.states():
+            source = mail_source(state.name)
+            if source:
+                self._expect(source)
         return generate_latest(self.registry)
+
+    def _expect(self, source: str) -> None:
+        """Give ``source`` a series for each outcome (once)."""
+        if source in self._sources:
+            return
+        for outcome in OUTCOMES:
+            self.by_source_total.labels(source, outcome)
+        self._sources.add(source)
+
+
+def mail_source(name: str) -> str:
+    """The name the pipeline gives the mails of the health board's entry ``name``, or ""
+    for a loop or the relay: a mailbox ("imap:support") hands its mails over under its own
+    name, the listener ("smtp:127.0.0.1:2525") under its protocol ("smtp", "lmtp")."""
+    kind, _, where = name.partition(":")
+    if kind == "imap" and where:
+        return name
+    return kind if kind in ("smtp", "lmtp") and where else ""

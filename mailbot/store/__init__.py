@@ -9,6 +9,11 @@ full, I/O error, cannot open) is a :class:`TemporaryStoreError`, never a broken 
 The database file is created 0600 in a 0700 directory.  A new, empty database gets the
 whole schema when first opened; an existing one on another schema is refused
 (:class:`SchemaMismatch`) until `mailbot migrate` (:meth:`Store.migrate`) brings it up.
+
+``Store(where)`` opens the engine ``where`` names: a path or ``sqlite:///path`` is this
+SQLite store, a ``postgresql://`` URL the PostgreSQL one (:mod:`mailbot.store.postgres`),
+with the same interface and transaction semantics; what the engines spell differently in
+SQL is in :mod:`mailbot.store.dialect` (``store.dialect``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from mailbot.store import schema
+from mailbot.store import dialect, schema
 from mailbot.store.schema import SchemaMismatch, SchemaVersion, migrations
 
 
@@ -49,15 +54,26 @@ def iso(moment: datetime | None) -> str | None:
 
 
 class Store:
-    """Access to mailbot's SQLite database."""
+    """Access to mailbot's database: SQLite here, PostgreSQL in a subclass."""
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0, *, any_schema: bool = False) -> None:
-        """Open (or create) the database at ``path``.
+    dialect = dialect.SQLITE
+
+    def __new__(cls, where: Path | str, *args: Any, **kwargs: Any) -> Store:
+        """The engine ``where`` names: PostgreSQL for a ``postgresql://`` URL, else SQLite."""
+        if cls is Store and dialect.is_postgres(where):
+            from mailbot.store.postgres import PostgresStore  # psycopg only when needed
+            cls = PostgresStore
+        return super().__new__(cls)
+
+    def __init__(self, where: Path | str, busy_timeout: float = 5.0, *,
+                 any_schema: bool = False) -> None:
+        """Open (or create) the SQLite database at ``where`` (a path or ``sqlite:///path``).
 
         A new, empty database is given the current schema; any other must be at it already,
         else :class:`SchemaMismatch`.  ``any_schema`` opens it as it is, for
         `mailbot migrate`, which brings it to the current schema.
         """
+        path = dialect.sqlite_path(where) if isinstance(where, str) else where
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Created private before SQLite opens it: its -wal and -shm files take its mode.
         with contextlib.suppress(FileExistsError):
@@ -88,20 +104,32 @@ class Store:
         an older schema is never migrated here, as a daemon may be running on it.
         """
         with self._connection():
-            empty = schema.is_empty(self.db)
-            found = None if empty else schema.version(self.db)
+            empty = self._is_empty()
+            found = None if empty else self._version()
         if empty:
             with self.transaction():
-                if schema.is_empty(self.db):
-                    migrations.apply(self.db)
-                found = schema.version(self.db)
+                if self._is_empty():
+                    self._apply_migrations()
+                found = self._version()
         if not found.current:
             raise SchemaMismatch(found)
+
+    def _is_empty(self) -> bool:
+        """Whether the database has no tables at all (inside :meth:`_connection`)."""
+        return schema.is_empty(self.db)
+
+    def _version(self) -> SchemaVersion:
+        """The schema version (inside :meth:`_connection`)."""
+        return schema.version(self.db)
+
+    def _apply_migrations(self) -> None:
+        """Apply the pending migrations (inside :meth:`transaction`)."""
+        migrations.apply(self.db)
 
     def schema_version(self) -> SchemaVersion:
         """Where this database stands against this code's schema."""
         with self._connection():
-            return schema.version(self.db)
+            return self._version()
 
     def migrate(self) -> tuple[SchemaVersion, SchemaVersion]:
         """Apply the pending migrations in one transaction; the versions before and after.
@@ -110,11 +138,11 @@ class Store:
         knows nothing of its later migrations.
         """
         with self.transaction():
-            before = schema.version(self.db)
+            before = self._version()
             if before.unknown:
                 raise SchemaMismatch(before)
-            migrations.apply(self.db)
-            after = schema.version(self.db)
+            self._apply_migrations()
+            after = self._version()
         return before, after
 
     def close(self) -> None:
@@ -225,8 +253,13 @@ class Store:
         """Change some columns of one row of a known table."""
         if table not in _TABLES:
             raise ValueError(f"unknown table {table}")
-        with self._connection():
-            self.db[table].update(row_id, {k: _encode(v) for k, v in values.items()})
+        if not values or not all(name.isidentifier() for name in values):
+            raise ValueError(f"cannot update {sorted(values)} of {table}")
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        changed = self.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608
+                               (*(_encode(v) for v in values.values()), row_id))
+        if not changed:
+            raise LookupError(f"no row {row_id} in {table}")
 
     def check_writable(self) -> None:
         """Raise unless a write transaction can be opened right now (for /healthz)."""

@@ -83,12 +83,14 @@ def upsert_account(store: Store, record: dict) -> int:
                       "WHERE id = :id", {**values, "id": existing["id"]})
         account_id = existing["id"]
     else:
-        account_id = store.execute(
+        account_id = store.row(
             "INSERT INTO accounts(name, customer_number, domains, contract, language) "
-            "VALUES (:name, :customer_number, :domains, :contract, :language)", values)
+            "VALUES (:name, :customer_number, :domains, :contract, :language) RETURNING id",
+            values)["id"]
     store.execute("DELETE FROM account_domains WHERE account_id = ?", (account_id,))
     for domain in record.get("domains", ()):
-        store.execute("INSERT OR REPLACE INTO account_domains(domain, account_id) VALUES (?, ?)",
+        store.execute("INSERT INTO account_domains(domain, account_id) VALUES (?, ?) "
+                      "ON CONFLICT(domain) DO UPDATE SET account_id = excluded.account_id",
                       (domain.lower(), account_id))
     return account_id
 
@@ -118,10 +120,12 @@ def upsert_contact(store: Store, record: dict) -> int:
     store.execute(
         "INSERT INTO contacts(address, name, account_id, phone, language) "
         "VALUES (:address, :name, :account_id, :phone, :language) ON CONFLICT(address) DO "
-        "UPDATE SET name = CASE WHEN excluded.name != '' THEN excluded.name ELSE name END, "
-        "account_id = COALESCE(excluded.account_id, account_id), "
-        "phone = CASE WHEN excluded.phone != '' THEN excluded.phone ELSE phone END, "
-        "language = CASE WHEN excluded.language != '' THEN excluded.language ELSE language END",
+        "UPDATE SET name = CASE WHEN excluded.name != '' THEN excluded.name "
+        "ELSE contacts.name END, "
+        "account_id = COALESCE(excluded.account_id, contacts.account_id), "
+        "phone = CASE WHEN excluded.phone != '' THEN excluded.phone ELSE contacts.phone END, "
+        "language = CASE WHEN excluded.language != '' THEN excluded.language "
+        "ELSE contacts.language END",
         {**record, "address": record["address"].lower()})
     return contact_by_address(store, record["address"])["id"]
 
@@ -152,9 +156,9 @@ def contacts_of_account(store: Store, account_id: int) -> list[dict]:
 def tickets_of_account(store: Store, account_id: int, statuses: tuple[str, ...]) -> list[dict]:
     """The account's tickets in some statuses, newest first, with their contact's address."""
     return store.rows(
-        "SELECT t.number, t.subject, t.status, t.priority, t.created_at, t.closed_at, "
+        "SELECT t.number, t.subject, t.status, t.priority, t.created_at, t.closed_at, "  # noqa: S608
         "c.address AS contact FROM tickets t LEFT JOIN contacts c ON c.id = t.contact_id "
-        "WHERE t.account_id = ? AND t.status IN (SELECT value FROM json_each(?)) "
+        f"WHERE t.account_id = ? AND t.status IN ({store.dialect.each('?', 'text')}) "
         "ORDER BY t.id DESC", (account_id, json.dumps(list(statuses))))
 
 

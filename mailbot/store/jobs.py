@@ -31,8 +31,8 @@ def _grouped(rows: list[dict]) -> dict[int, list[dict]]:
 
 def mark_notified(store: Store, event_ids: list[int], at: datetime) -> int:
     """Mark events as told; only those still pending (so a second run changes nothing)."""
-    return store.execute("UPDATE events SET notified_at = ? WHERE notified_at IS NULL AND id IN "
-                         "(SELECT value FROM json_each(?))", (iso(at), json.dumps(event_ids)))
+    return store.execute("UPDATE events SET notified_at = ? WHERE notified_at IS NULL AND id IN "  # noqa: S608
+                         f"({store.dialect.each('?')})", (iso(at), json.dumps(event_ids)))
 
 
 def tickets_with_deadlines(store: Store) -> list[dict]:
@@ -44,14 +44,16 @@ def tickets_with_deadlines(store: Store) -> list[dict]:
 
 def has_event(store: Store, ticket_id: int, kind: str, key: str, value: str) -> bool:
     """Whether a ticket already has an event of ``kind`` whose data ``key`` equals ``value``."""
-    return store.row("SELECT 1 AS x FROM events WHERE ticket_id = ? AND kind = ? AND "
-                     "json_extract(data, '$.' || ?) = ?", (ticket_id, kind, key, value)) \
+    return store.row("SELECT 1 AS x FROM events WHERE ticket_id = ? AND kind = ? AND "  # noqa: S608
+                     f"{store.dialect.json_field('data', '?')} = ?",
+                     (ticket_id, kind, key, value)) \
         is not None
 
 
 def tickets_in_status_since(store: Store, status: str) -> list[dict]:
     """Tickets in ``status`` with the time they entered it (``since``)."""
+    to = store.dialect.json_field("e.data", "'to'")
     return store.rows(
-        "SELECT t.*, (SELECT MAX(e.created_at) FROM events e WHERE e.ticket_id = t.id AND "
-        "e.kind = 'status' AND json_extract(e.data, '$.to') = ?) AS since "
+        "SELECT t.*, (SELECT MAX(e.created_at) FROM events e WHERE e.ticket_id = t.id AND "  # noqa: S608
+        f"e.kind = 'status' AND {to} = ?) AS since "
         "FROM tickets t WHERE t.status = ?", (status, status))

@@ -70,7 +70,7 @@ def claim_next(store: Store, owner: str, due_by: datetime, now: datetime,
     row = store.row(
         "UPDATE outbox SET claimed_by = :owner, claimed_until = :until WHERE id = ("
         "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= :due "
-        "AND (:up_to IS NULL OR id <= :up_to) "
+        "AND (CAST(:up_to AS BIGINT) IS NULL OR id <= :up_to) "
         "AND (claimed_until IS NULL OR claimed_until <= :now) "
         "ORDER BY next_attempt_at, id LIMIT 1) RETURNING *",
         {"owner": owner, "until": iso(until), "due": iso(due_by), "now": iso(now),
@@ -95,7 +95,8 @@ def release_claims(store: Store, owner: str) -> int:
 
 def next_due_at(store: Store) -> str | None:
     """When the earliest pending outbox row can be sent (due and not held by a claim)."""
-    row = store.row("SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until, ''))) AS at "
+    row = store.row(f"SELECT MIN({store.dialect.greatest}(next_attempt_at, "  # noqa: S608
+                    "COALESCE(claimed_until, ''))) AS at "
                     "FROM outbox WHERE status = 'pending'")
     return row["at"] if row else None
 
@@ -142,9 +143,9 @@ def retry_now(store: Store, now: datetime) -> int:
 def requeue(store: Store, row_ids: Iterable[int], now: datetime) -> int:
     """Queue failed rows again: pending, due now, attempts and lifetime starting afresh."""
     return store.execute(
-        "UPDATE outbox SET status = 'pending', next_attempt_at = ?, retried_at = ?, "
+        "UPDATE outbox SET status = 'pending', next_attempt_at = ?, retried_at = ?, "  # noqa: S608
         "attempts = 0, claimed_until = NULL WHERE status = 'failed' "
-        "AND id IN (SELECT value FROM json_each(?))",
+        f"AND id IN ({store.dialect.each('?')})",
         (iso(now), iso(now), json.dumps(list(row_ids))))
 
 
@@ -155,7 +156,8 @@ def outbox_rows(store: Store, status: str | None, row_ids: Iterable[int] = ()) -
            "FROM outbox o LEFT JOIN tickets t ON t.id = o.ticket_id")
     ids = list(row_ids)
     if ids:
-        rows = store.rows(sql + " JOIN json_each(?) AS wanted ON wanted.value = o.id "
+        rows = store.rows(sql + f" JOIN ({store.dialect.each('?')}) AS wanted "
+                          "ON wanted.value = o.id "
                           "ORDER BY o.id", (json.dumps(ids),))
     elif status:
         rows = store.rows(sql + " WHERE o.status = ? ORDER BY o.id", (status,))

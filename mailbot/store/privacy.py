@@ -2,8 +2,8 @@
 whole tickets and the raw bytes behind them (retention), and the spool files and
 attachment files nothing kept refers to any more.
 
-Lists of row ids and hashes travel as one JSON array (``json_each``), so a statement
-handles any number of them.  Raw bytes of a mail (``spool/``) are kept while a message,
+Lists of row ids and hashes travel as one JSON array (``store.dialect.each``), so a
+statement handles any number of them.  Raw bytes of a mail (``spool/``) are kept while a message,
 a quarantine entry or a held spam mail refers to them; an attachment file (``files/``)
 while an attachment row does.  Ingest records never keep bytes: they only remember a
 mail's hash and Message-ID, so a re-delivery is still recognised once the bytes are gone.
@@ -25,6 +25,11 @@ def _ids(values: Iterable) -> str:
     return json.dumps(sorted(set(values)))
 
 
+def _each(store: Store, cast: str = "bigint") -> str:
+    """The items of the ``:ids`` array, in the store's dialect."""
+    return store.dialect.each(":ids", cast)
+
+
 # -- finding a person ------------------------------------------------------------------------
 
 def tickets_of_contact(store: Store, contact_id: int) -> list[dict]:
@@ -35,15 +40,16 @@ def tickets_of_contact(store: Store, contact_id: int) -> list[dict]:
 def tickets_naming(store: Store, address: str) -> list[int]:
     """The tickets where ``address`` wrote, was written to, acted, or is named in an event."""
     return [r["ticket_id"] for r in store.rows(
-        "SELECT ticket_id FROM messages WHERE from_addr = :a OR EXISTS "
-        "(SELECT 1 FROM json_each(messages.to_addrs) WHERE value = :a) "
-        "UNION SELECT ticket_id FROM events WHERE actor = :a OR instr(lower(data), :a) > 0 "
+        "SELECT ticket_id FROM messages WHERE from_addr = :a OR EXISTS "  # noqa: S608
+        f"(SELECT 1 FROM ({store.dialect.each('messages.to_addrs', 'text')}) AS j "
+        f"WHERE value = :a) UNION SELECT ticket_id FROM events WHERE actor = :a OR "
+        f"{store.dialect.contains('lower(data)', ':a')} "
         "ORDER BY ticket_id", {"a": address})]
 
 
 def tickets(store: Store, ticket_ids: Iterable[int]) -> list[dict]:
     """Some tickets (the full rows) by id, oldest first."""
-    return store.rows("SELECT * FROM tickets WHERE id IN (SELECT value FROM json_each(:ids)) "
+    return store.rows(f"SELECT * FROM tickets WHERE id IN ({_each(store)}) "  # noqa: S608
                       "ORDER BY id", {"ids": _ids(ticket_ids)})
 
 
@@ -62,13 +68,13 @@ def names_used(store: Store, address: str) -> list[str]:
 
 def messages(store: Store, ticket_ids: Iterable[int]) -> list[dict]:
     """The messages of some tickets in order, each with its attachments."""
-    rows = store.rows("SELECT * FROM messages WHERE ticket_id IN "
-                      "(SELECT value FROM json_each(:ids)) ORDER BY id", {"ids": _ids(ticket_ids)})
+    rows = store.rows("SELECT * FROM messages WHERE ticket_id IN "  # noqa: S608
+                      f"({_each(store)}) ORDER BY id", {"ids": _ids(ticket_ids)})
     files: dict[int, list[dict]] = {}
     for row in store.rows(
-            "SELECT a.message_row, a.id, a.filename, a.content_type, a.size, a.sha256 "
+            "SELECT a.message_row, a.id, a.filename, a.content_type, a.size, a.sha256 "  # noqa: S608
             "FROM attachments a JOIN messages m ON m.id = a.message_row "
-            "WHERE m.ticket_id IN (SELECT value FROM json_each(:ids)) ORDER BY a.id",
+            f"WHERE m.ticket_id IN ({_each(store)}) ORDER BY a.id",
             {"ids": _ids(ticket_ids)}):
         files.setdefault(row.pop("message_row"), []).append(row)
     for row in rows:
@@ -79,7 +85,7 @@ def messages(store: Store, ticket_ids: Iterable[int]) -> list[dict]:
 
 def events(store: Store, ticket_ids: Iterable[int]) -> list[dict]:
     """The events of some tickets in order."""
-    rows = store.rows("SELECT * FROM events WHERE ticket_id IN (SELECT value FROM json_each(:ids)) "
+    rows = store.rows(f"SELECT * FROM events WHERE ticket_id IN ({_each(store)}) "  # noqa: S608
                       "ORDER BY id", {"ids": _ids(ticket_ids)})
     for row in rows:
         row["data"] = json.loads(row["data"])
@@ -90,9 +96,10 @@ def outbox_rows(store: Store, address: str, ticket_ids: Iterable[int]) -> list[d
     """Outbox rows (raw bytes included) that may concern a person: those to ``address``,
     those of the given tickets, and those of no ticket (notices to agents)."""
     rows = store.rows(
-        "SELECT * FROM outbox WHERE ticket_id IS NULL "
-        "OR ticket_id IN (SELECT value FROM json_each(:ids)) OR EXISTS "
-        "(SELECT 1 FROM json_each(outbox.recipients) WHERE lower(value) = :a) ORDER BY id",
+        "SELECT * FROM outbox WHERE ticket_id IS NULL "  # noqa: S608
+        f"OR ticket_id IN ({_each(store)}) OR EXISTS "
+        f"(SELECT 1 FROM ({store.dialect.each('outbox.recipients', 'text')}) AS j "
+        "WHERE lower(value) = :a) ORDER BY id",
         {"ids": _ids(ticket_ids), "a": address})
     for row in rows:
         row["recipients"] = json.loads(row["recipients"])
@@ -121,16 +128,16 @@ def delete_tickets(store: Store, ticket_ids: Iterable[int]) -> None:
     """
     ids = {"ids": _ids(ticket_ids)}
     for sql in (
-            "DELETE FROM attachments WHERE message_row IN (SELECT id FROM messages "
-            "WHERE ticket_id IN (SELECT value FROM json_each(:ids)))",
-            "DELETE FROM messages WHERE ticket_id IN (SELECT value FROM json_each(:ids))",
-            "DELETE FROM events WHERE ticket_id IN (SELECT value FROM json_each(:ids))",
-            "DELETE FROM outbox WHERE ticket_id IN (SELECT value FROM json_each(:ids))",
-            "UPDATE ingest SET ticket_id = NULL WHERE ticket_id IN "
-            "(SELECT value FROM json_each(:ids))",
-            "UPDATE tickets SET parent_id = NULL WHERE parent_id IN "
-            "(SELECT value FROM json_each(:ids))",
-            "DELETE FROM tickets WHERE id IN (SELECT value FROM json_each(:ids))"):
+            "DELETE FROM attachments WHERE message_row IN (SELECT id FROM messages "  # noqa: S608
+            f"WHERE ticket_id IN ({_each(store)}))",
+            f"DELETE FROM messages WHERE ticket_id IN ({_each(store)})",  # noqa: S608
+            f"DELETE FROM events WHERE ticket_id IN ({_each(store)})",  # noqa: S608
+            f"DELETE FROM outbox WHERE ticket_id IN ({_each(store)})",  # noqa: S608
+            "UPDATE ingest SET ticket_id = NULL WHERE ticket_id IN "  # noqa: S608
+            f"({_each(store)})",
+            "UPDATE tickets SET parent_id = NULL WHERE parent_id IN "  # noqa: S608
+            f"({_each(store)})",
+            f"DELETE FROM tickets WHERE id IN ({_each(store)})"):  # noqa: S608
         store.execute(sql, ids)
 
 
@@ -140,10 +147,10 @@ def delete_rows(store: Store, table: str, row_ids: Iterable[int]) -> int:
         raise ValueError(f"cannot delete rows of {table} by id")
     ids = {"ids": _ids(row_ids)}
     if table == "messages":
-        store.execute("DELETE FROM attachments WHERE message_row IN "
-                      "(SELECT value FROM json_each(:ids))", ids)
+        store.execute("DELETE FROM attachments WHERE message_row IN "  # noqa: S608
+                      f"({_each(store)})", ids)
     return store.execute(f"DELETE FROM {table} WHERE id IN "  # noqa: S608 - a known table
-                         "(SELECT value FROM json_each(:ids))", ids)
+                         f"({_each(store)})", ids)
 
 
 def rewrite_message(store: Store, message_id: int, values: dict) -> None:
@@ -176,8 +183,9 @@ def delete_contact(store: Store, contact_id: int) -> int:
 
 def forget_message_ids(store: Store, address: str) -> int:
     """Ingest records whose Message-ID contains ``address`` keep only their hash as key."""
-    return store.execute("UPDATE ingest SET message_id = 'erased:' || sha256 "
-                         "WHERE instr(lower(message_id), ?) > 0", (address,))
+    return store.execute("UPDATE ingest SET message_id = 'erased:' || sha256 "  # noqa: S608
+                         f"WHERE {store.dialect.contains('lower(message_id)', '?')}",
+                         (address,))
 
 
 # -- raw bytes and files ---------------------------------------------------------------------
@@ -186,24 +194,24 @@ def raw_of_tickets(store: Store, ticket_ids: Iterable[int]) -> tuple[set[str], s
     """The spool hashes (of messages and ingest records) and attachment hashes of tickets."""
     ids = {"ids": _ids(ticket_ids)}
     spool = {r["sha"] for r in store.rows(
-        "SELECT spool_sha256 AS sha FROM messages WHERE ticket_id IN "
-        "(SELECT value FROM json_each(:ids)) AND spool_sha256 IS NOT NULL "
+        "SELECT spool_sha256 AS sha FROM messages WHERE ticket_id IN "  # noqa: S608
+        f"({_each(store)}) AND spool_sha256 IS NOT NULL "
         "UNION SELECT sha256 FROM ingest "
-        "WHERE ticket_id IN (SELECT value FROM json_each(:ids)) AND sha256 != ''", ids)}
+        f"WHERE ticket_id IN ({_each(store)}) AND sha256 != ''", ids)}
     return spool, attachment_hashes(store, ticket_ids)
 
 
 def attachment_hashes(store: Store, ticket_ids: Iterable[int]) -> set[str]:
     """The hashes of the attachment files of some tickets' messages."""
     return {r["sha256"] for r in store.rows(
-        "SELECT a.sha256 FROM attachments a JOIN messages m ON m.id = a.message_row "
-        "WHERE m.ticket_id IN (SELECT value FROM json_each(:ids))", {"ids": _ids(ticket_ids)})}
+        "SELECT a.sha256 FROM attachments a JOIN messages m ON m.id = a.message_row "  # noqa: S608
+        f"WHERE m.ticket_id IN ({_each(store)})", {"ids": _ids(ticket_ids)})}
 
 
 def unused_spool(store: Store, hashes: Iterable[str]) -> set[str]:
     """Of these spool hashes, those no message, quarantine entry or held spam refers to."""
     return {r["value"] for r in store.rows(
-        "SELECT value FROM json_each(:ids) WHERE value != '' "
+        f"SELECT value FROM ({_each(store, 'text')}) AS j WHERE value != '' "  # noqa: S608
         "AND NOT EXISTS (SELECT 1 FROM messages WHERE spool_sha256 = value) "
         "AND NOT EXISTS (SELECT 1 FROM quarantine WHERE sha256 = value) "
         "AND NOT EXISTS (SELECT 1 FROM spam_held WHERE sha256 = value)",
@@ -213,7 +221,8 @@ def unused_spool(store: Store, hashes: Iterable[str]) -> set[str]:
 def unused_files(store: Store, hashes: Iterable[str]) -> set[str]:
     """Of these attachment hashes, those no attachment row refers to."""
     return {r["value"] for r in store.rows(
-        "SELECT value FROM json_each(:ids) WHERE value NOT IN (SELECT sha256 FROM attachments)",
+        f"SELECT value FROM ({_each(store, 'text')}) AS j "  # noqa: S608
+        "WHERE value NOT IN (SELECT sha256 FROM attachments)",
         {"ids": _ids(hashes)})}
 
 
@@ -237,10 +246,12 @@ def discard(paths: Iterable[Path]) -> int:
 def secure_delete(store: Store, on: bool) -> None:
     """Overwrite deleted content with zeros in this connection (PRAGMA secure_delete), so
     erased rows leave no readable trace in free pages of the database file."""
-    store.execute(f"PRAGMA secure_delete = {'ON' if on else 'OFF'}")
+    if store.dialect.name == "sqlite":  # PostgreSQL's free space is not readable as pages
+        store.execute(f"PRAGMA secure_delete = {'ON' if on else 'OFF'}")
 
 
 def checkpoint(store: Store) -> None:
     """Copy the write-ahead log into the database file and empty it (best effort: readers of
     another process may keep older pages in it until their next checkpoint)."""
-    store.row("PRAGMA wal_checkpoint(TRUNCATE)")
+    if store.dialect.name == "sqlite":  # PostgreSQL's WAL is the server's to recycle
+        store.row("PRAGMA wal_checkpoint(TRUNCATE)")

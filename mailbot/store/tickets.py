@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 
 from mailbot.store import Store
 from mailbot.store import _encode as encode
+from mailbot.store.dialect import Dialect
 
 _UPDATABLE = frozenset({
     "subject", "status", "priority", "contact_id", "account_id", "contract", "entitled",
@@ -20,7 +22,8 @@ def next_counter(store: Store, day: str) -> int:
     """The next ticket counter of ``day``; call inside the ticket's transaction."""
     return store.row(
         "INSERT INTO ticket_counters(day, counter) VALUES (?, 1) "
-        "ON CONFLICT(day) DO UPDATE SET counter = counter + 1 RETURNING counter",
+        "ON CONFLICT(day) DO UPDATE SET counter = ticket_counters.counter + 1 "
+        "RETURNING counter",
         (day,))["counter"]
 
 
@@ -53,37 +56,49 @@ def update(store: Store, ticket_id: int, **fields: object) -> None:
         raise LookupError(f"no ticket with id {ticket_id}")
 
 
-# A page of the tickets in some statuses, in the order agents work them (in SQL so that a
-# page of a long list is read without sorting every ticket): priority, entitled customers
-# first (seeds 003/004: no contract, no entitlement), the earliest response deadline (none
-# last), then the oldest.
-_LISTING_SQL = (
-    "SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "
-    "LEFT JOIN contacts c ON c.id = t.contact_id LEFT JOIN accounts a ON a.id = t.account_id "
-    "WHERE t.status IN (SELECT value FROM json_each(?)) "
-    "ORDER BY CASE t.priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "
-    "ELSE 3 END, t.entitled DESC, t.first_response_due IS NULL, t.first_response_due, t.id "
-    "LIMIT ? OFFSET ?")
-# Tickets whose subject, messages or senders contain a text, newest first.
-_SEARCH_SQL = (
-    "SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "
-    "LEFT JOIN contacts c ON c.id = t.contact_id LEFT JOIN accounts a ON a.id = t.account_id "
-    "WHERE t.subject LIKE :p ESCAPE '\\' OR t.id IN (SELECT ticket_id FROM messages "
-    "WHERE body LIKE :p ESCAPE '\\' OR from_addr LIKE :p ESCAPE '\\') "
-    "ORDER BY t.id DESC LIMIT :limit")
+@functools.cache
+def _listing_sql(dialect: Dialect) -> str:
+    """A page of the tickets in some statuses, in the order agents work them (in SQL so that
+    a page of a long list is read without sorting every ticket): priority, entitled
+    customers first (seeds 003/004: no contract, no entitlement), the earliest response
+    deadline (none last), then the oldest."""
+    return (
+        "SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "  # noqa: S608
+        "LEFT JOIN contacts c ON c.id = t.contact_id "
+        "LEFT JOIN accounts a ON a.id = t.account_id "
+        f"WHERE t.status IN ({dialect.each('?', 'text')}) "
+        "ORDER BY CASE t.priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "
+        "ELSE 3 END, t.entitled DESC, t.first_response_due IS NULL, t.first_response_due, t.id "
+        "LIMIT ? OFFSET ?")
+
+
+@functools.cache
+def _search_sql(dialect: Dialect) -> str:
+    """Tickets whose subject, messages or senders contain a text (any case), newest first."""
+    like = dialect.like
+    return (
+        "SELECT t.*, c.address AS contact, a.name AS account FROM tickets t "  # noqa: S608
+        "LEFT JOIN contacts c ON c.id = t.contact_id "
+        "LEFT JOIN accounts a ON a.id = t.account_id "
+        f"WHERE t.subject {like} :p ESCAPE '\\' OR t.id IN (SELECT ticket_id FROM messages "
+        f"WHERE body {like} :p ESCAPE '\\' OR from_addr {like} :p ESCAPE '\\') "
+        "ORDER BY t.id DESC LIMIT :limit")
 
 
 def listing(store: Store, statuses: tuple[str, ...], limit: int = -1,
             offset: int = 0) -> list[dict]:
-    """A page of the tickets in the given statuses, in work order, with contact and account."""
-    return [_decode(r) for r in store.rows(_LISTING_SQL,
+    """A page of the tickets in the given statuses, in work order, with contact and account;
+    all of them when ``limit`` is negative."""
+    limit = store.dialect.no_limit if limit < 0 else limit
+    return [_decode(r) for r in store.rows(_listing_sql(store.dialect),
                                            (json.dumps(list(statuses)), limit, offset))]
 
 
 def search(store: Store, text: str, limit: int) -> list[dict]:
     """Tickets whose subject or messages contain ``text`` (any case), newest first."""
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return [_decode(r) for r in store.rows(_SEARCH_SQL, {"p": pattern, "limit": limit})]
+    return [_decode(r) for r in store.rows(_search_sql(store.dialect),
+                                           {"p": pattern, "limit": limit})]
 
 
 def ticket_for_message_id(store: Store, message_id: str) -> int | None:

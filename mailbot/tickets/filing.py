@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
-from mailbot.outbound.wording import supported_language
+from mailbot.outbound.wording import NO_SUBJECT, supported_language
 from mailbot.reading.classify import Verdict
 from mailbot.reading.message import Message
 from mailbot.store import directory as dq
@@ -172,7 +172,7 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
     assessed = assessment.assess(ctx, msg, identity, facts, now, language)
     number = new_ticket_number(ctx, now)
     ticket_id = ctx.store.insert("tickets", {
-        "number": number, "subject": msg.subject or "(no subject)", "status": "new",
+        "number": number, "subject": msg.subject or NO_SUBJECT, "status": "new",
         "priority": assessed.priority, "contact_id": contact_id,
         "account_id": account.get("id"), "contract": account.get("contract"),
         "entitled": int(assessed.entitled), "language": language,
@@ -189,8 +189,8 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
     if verdict.acknowledge:
         queue_acknowledgement(ctx, ticket, msg, assessed.ack_values, now)
     else:  # a robot, or a person who asked for no automatic reply: agents see why
-        tq.add_event(ctx.store, ticket_id, "acknowledgement_held", {"reason": verdict.reason},
-                     now)
+        tq.add_event(ctx.store, ticket_id, "acknowledgement_held",
+                     guards.unacknowledged(verdict).event(), now)
     notify.agents_about_message(ctx, ticket, msg, "agent_new_ticket", now)
     return Outcome("created", number, f"linked to {parent['number']}" if parent else "")
 
@@ -198,16 +198,16 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
 def queue_acknowledgement(ctx: Context, ticket: dict, msg: Message, values: dict,
                           now: datetime) -> None:
     """Put the acknowledgement of a new ticket into the outbox, unless policy holds it back."""
-    reason = guards.hold_acknowledgement(ctx, msg, now)
-    if reason:
-        tq.add_event(ctx.store, ticket["id"], "acknowledgement_held", {"reason": reason}, now)
-        log.warning("no acknowledgement for ticket %s: %s", ticket["number"], reason)
+    hold = guards.hold_acknowledgement(ctx, msg, now)
+    if hold is not None:
+        tq.add_event(ctx.store, ticket["id"], "acknowledgement_held", hold.event(), now)
+        log.warning("no acknowledgement for ticket %s: %s", ticket["number"], hold.detail)
         return
     number = ticket["number"]
     envelope = Envelope(to=(msg.from_addr,), from_name=ctx.config.support.name,
                         in_reply_to=msg.message_id, references=msg.references)
     outgoing = ctx.composer.build("acknowledgement", ticket["language"], number, envelope, {
-        **values, "subject": msg.subject or "(no subject)", "customer_name": msg.from_name,
+        **values, "subject": msg.subject or NO_SUBJECT, "customer_name": msg.from_name,
         "support_name": ctx.config.support.name, "ticket_url": ctx.link("ticket", number),
         "escalation_url": ctx.link("escalate", number)}, now)
     mails.queue(ctx, ticket["id"], outgoing, now)

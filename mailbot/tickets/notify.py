@@ -16,6 +16,7 @@ from email.policy import default as default_policy
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
+from mailbot.outbound.sender import Failure
 from mailbot.outbound.wording import decimal, moment, supported_language
 from mailbot.reading import quotes
 from mailbot.reading.message import Attachment, Message
@@ -48,8 +49,7 @@ def ticket_facts(ctx: Context, ticket: dict) -> dict:
         "ticket": ticket, "contact": contact,
         "account": account, "contract": ticket["contract"] or "",
         "priority_why": why, "missing": ticket.get("missing") or [],
-        "acknowledgement_held": guards.held_reason(ticket, contact["address"],
-                                                   unanswered.get("reason", ""))
+        "acknowledgement_held": guards.held_reason(ticket, contact["address"], unanswered)
         if unanswered is not None else None,
         "ticket_url": ctx.link("ticket", ticket["number"]),
         "claim": identify.open_claim(ctx, ticket),
@@ -146,36 +146,37 @@ def agents_alert(ctx: Context, ticket: dict | None, kind: str, values: dict,
     mails.queue(ctx, None, outgoing, now)
 
 
-def delivery_failed(ctx: Context, row: dict, reason: str, now: datetime) -> None:
+def delivery_failed(ctx: Context, row: dict, failure: Failure, now: datetime) -> None:
     """Report an outbox mail given up on: an event on its ticket and a notice to the agents.
 
     The sender calls it in the transaction that marks the row failed, so each failure is
     reported once.  A notice that fails itself is not reported by another notice: its
-    addressees are the ones who cannot be reached.
+    addressees are the ones who cannot be reached.  The notice words the failure's reason
+    in its language and quotes the relay's or the system's answer as it is.
     """
     ticket = tq.by_id(ctx.store, row["ticket_id"]) if row.get("ticket_id") else None
     recipients = list(row["recipients"])
     if ticket is not None:
         tq.add_event(ctx.store, ticket["id"], "mail_failed", {
-            "kind": row["kind"], "recipients": recipients, "reason": reason,
-            "message_id": row["message_id"]}, now)
+            "kind": row["kind"], "recipients": recipients, "reason": failure.text,
+            "message_id": row["message_id"], "answer": failure.answer,
+            "expired": failure.expired,
+            **({"code": failure.reason.code, "values": dict(failure.reason.values)}
+               if failure.reason else {})}, now)
     if row["kind"] == "agent_mail_failed":
-        log.error("the notice about a failed mail (%s) failed too: %s", row["message_id"], reason)
+        log.error("the notice about a failed mail (%s) failed too: %s", row["message_id"],
+                  failure)
         return
     shown = [a if a.isprintable() else repr(a) for a in recipients]  # control characters
-    error, _, expired = reason.partition(LIFETIME_NOTE)
+    language = ctx.config.service.language
     agents_alert(ctx, ticket, "agent_mail_failed", {
-        "row_id": row["id"], "recipients": shown, "reason": error,
-        "lifetime": decimal(ctx.config.outbox.lifetime_days, ctx.config.service.language)
-        if expired else "",
+        "row_id": row["id"], "recipients": shown, "reason": failure.reason,
+        "answer": failure.answer,
+        "lifetime": decimal(ctx.config.outbox.lifetime_days, language)
+        if failure.expired else "",
         "attempts": row["attempts"], "mail_subject": _subject(row["raw"]),
-        "queued": moment(row["created_at"], ctx.config.timezone, ctx.config.service.language),
+        "queued": moment(row["created_at"], ctx.config.timezone, language),
     }, now)
-
-
-# How the outbox sender ends the reason of a mail it gave up on after its lifetime; the
-# agents' mail says so in its own words and shows only the error before it.
-LIFETIME_NOTE = " (not delivered within "
 
 
 def _subject(raw: bytes) -> str:
