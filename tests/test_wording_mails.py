@@ -100,7 +100,7 @@ BRANCHES = {
            "Frist überschritten", "Frist für die erste Antwort", "Frist für die nächste Antwort",
            "nur für die Mitarbeiter", "Kollegin oder einen Kollegen", "gilt deshalb nicht mehr",
            "weder per DKIM noch per SPF", "Bestätigen mit #confirm",
-           "Zuordnen kann sie nur ein Betreiber", "Tage lang versucht",
+           "Zuordnen kann sie nur ein Betreiber", "lang versucht",
            "außerhalb unserer Supportzeiten", "ergänzen Sie bitte", "zu groß für diese E-Mail"),
     "en": ("An agent is now working", "We need more information from you",
            "Your request has been resolved", "Your ticket is closed", "Deadline approaching",
@@ -515,7 +515,7 @@ def test_a_mail_given_up_on_after_its_lifetime_is_reported_as_expired(make_desk,
     assert (failure.expired, failure.reason, failure.answer) == \
         (True, None, "voll@kunde.example: 452 4.2.2 mailbox full")
     notices = [" ".join(m.get_content().split()) for m in desk.outbox(kind="agent_mail_failed")]
-    assert notices and all("though we tried for 1 days" in n for n in notices)
+    assert notices and all("though we tried for 1 day." in n for n in notices)
     assert all("Error: voll@kunde.example: 452 4.2.2 mailbox full (the mail server's" in n
                for n in notices)
     assert not any("not delivered within" in n for n in notices)

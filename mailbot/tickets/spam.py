@@ -14,20 +14,11 @@ from datetime import datetime, timedelta
 
 from mailbot.context import Context
 from mailbot.reading.message import Message, ParseError, parse
-from mailbot.reading.spam import SpamContext, spam_reason
 from mailbot.store import blobs
 from mailbot.store import spam as sq
 from mailbot.tickets.outcome import OperatorError, Outcome
 
 log = logging.getLogger(__name__)
-
-
-def verdict(ctx: Context, msg: Message) -> str:
-    """Why the filter in front called ``msg`` spam, or ``""`` (also when holding is off)."""
-    if not ctx.config.spam.enabled:
-        return ""
-    return spam_reason(msg, SpamContext(scl_threshold=ctx.config.spam.scl_threshold,
-                                        authserv_id=ctx.config.trust.authserv_id))
 
 
 def hold(ctx: Context, sha256: str, msg: Message, source: str, reason: str) -> Outcome:
