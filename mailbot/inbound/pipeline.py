@@ -21,6 +21,7 @@ leaves for a ticket a power loss could still take back.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -89,12 +90,20 @@ class Reading:
 ReadStep = Callable[[Reading, Mail], Mail]
 
 
+def fingerprint(ctx: Context, mail: Mail) -> Mail:
+    """The raw bytes' hash, their name in the spool and in the ingest records."""
+    return replace(mail, sha=hashlib.sha256(mail.raw).hexdigest())
+
+
 def spool(ctx: Context, mail: Mail) -> Mail:
-    """The raw bytes on disk first, under their hash: from here on nothing can be lost."""
+    """The raw bytes on disk, under their hash, before they are read: from here on nothing
+    can be lost.  A mail filed before is not written again (its bytes may be gone on
+    purpose: retention, or a person's data erased)."""
     try:
-        return replace(mail, sha=blobs.put(ctx.spool_dir, mail.raw, sync=mail.durable))
+        blobs.put(ctx.spool_dir, mail.raw, mail.sha, sync=mail.durable)
     except OSError as exc:
         raise TemporaryFailure(f"cannot write the spool: {exc}") from exc
+    return mail
 
 
 def skip_same_bytes(ctx: Context, mail: Mail) -> Mail:
@@ -248,7 +257,7 @@ def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
 
 # The whole story of a mail, in order; READ runs in a reader process (step `read`).
 READ: tuple[ReadStep, ...] = (parse, classify, read_spam)
-PREPARE: tuple[Step, ...] = (spool, skip_same_bytes, read, save_attachments)
+PREPARE: tuple[Step, ...] = (fingerprint, skip_same_bytes, spool, read, save_attachments)
 COMMIT: tuple[Step, ...] = (skip_same_message, drop_loop, hold_spam, file_bounce, thread,
                             file_agent_mail, note_auto_reply, find_facts, identify,
                             file_customer_mail)
