@@ -14,8 +14,8 @@ import pytest
 
 from mailbot.context import Context, open_context
 from mailbot.outbound.compose import Outgoing
-from mailbot.outbound.outbox import backoff, enqueue
-from mailbot.outbound.sender import OWNER, Failure, Sender, deliver_due
+from mailbot.outbound.outbox import Failure, backoff, enqueue
+from mailbot.outbound.sender import OWNER, Sender, deliver_due
 from mailbot.outbound.transports import DeliveryError
 from mailbot.settings.config import Config, OutboxConfig, RelayConfig, ServiceConfig, SupportConfig
 from mailbot.store import outbox as oq

@@ -10,11 +10,33 @@ lifetime counted from when it was queued, or queued again by the operator.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailbot.outbound.compose import Outgoing
+from mailbot.outbound.wording import Reason
 from mailbot.store import Store
 from mailbot.store import outbox as oq
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the sender gave up on a mail: the error of its last attempt, as data.
+
+    ``reason`` is our words for the cause (a code the agents' mail words in its language;
+    None where the relay's answer says it all), ``answer`` the relay's or the system's own
+    words, ``expired`` whether temporary failures lasted the mail's whole lifetime
+    (``[outbox] lifetime_days``).  ``str()`` is the English line of the log, the outbox row
+    and the ticket's history.
+    """
+
+    answer: str
+    reason: Reason | None = None
+    expired: bool = False
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class RetryError(ValueError):

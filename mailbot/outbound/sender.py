@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from mailbot.outbound.outbox import backoff, give_up_at
+from mailbot.outbound.outbox import Failure, backoff, give_up_at
 from mailbot.outbound.transports import DeliveryError, send_deadline
-from mailbot.outbound.wording import Reason
 from mailbot.settings.config import Config
 from mailbot.status.health import REFUSED, Health
 from mailbot.status.metrics import Metrics
@@ -45,26 +44,6 @@ IDLE_POLL_SECONDS = 1.0
 RECORD_RETRY_SECONDS = (0.05, 5.0)
 # This process's name on the rows it claims: host, process id and a random part.
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why the sender gave up on a mail: the error of its last attempt, as data.
-
-    ``reason`` is our words for the cause (a code the agents' mail words in its language;
-    None where the relay's answer says it all), ``answer`` the relay's or the system's own
-    words, ``expired`` whether temporary failures lasted the mail's whole lifetime
-    (``[outbox] lifetime_days``).  ``str()`` is the English line of the log, the outbox row
-    and the ticket's history.
-    """
-
-    answer: str
-    reason: Reason | None = None
-    expired: bool = False
-    text: str = ""
-
-    def __str__(self) -> str:
-        return self.text
 
 
 # Told about each mail given up on: (row, failure, now), inside the marking transaction.

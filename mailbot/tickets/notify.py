@@ -16,7 +16,7 @@ from email.policy import default as default_policy
 
 from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
-from mailbot.outbound.sender import Failure
+from mailbot.outbound.outbox import Failure
 from mailbot.outbound.wording import decimal, moment, supported_language
 from mailbot.reading import quotes
 from mailbot.reading.message import Attachment, Message

@@ -15,7 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mailbot.context import Context
 from mailbot.status.health import report
-from mailbot.web.server import headers_middleware
+from mailbot.web.render import headers_middleware
 
 log = logging.getLogger(__name__)
 

@@ -102,3 +102,12 @@ class Pages:
     def error(self, status: int, kind: str, language: str | None = None) -> web.Response:
         """The error page: the same neutral text for every way a link can be wrong."""
         return self.render("error", language, {"kind": kind, "status": status}, status)
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Put the security headers on every response (a handler's own values win)."""
+    response = await handler(request)
+    for name, value in security_headers().items():
+        response.headers.setdefault(name, value)
+    return response

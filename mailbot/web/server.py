@@ -16,7 +16,7 @@ from aiohttp import web
 from mailbot.context import Context
 from mailbot.web import pages
 from mailbot.web.forms import Forms
-from mailbot.web.render import PageError, Pages, security_headers
+from mailbot.web.render import PageError, Pages, headers_middleware
 from mailbot.web.state import STATE, WebState
 from mailbot.web.throttle import WINDOW_SECONDS, Throttle
 
@@ -56,15 +56,6 @@ async def start_web(ctx: Context) -> web.AppRunner:
     log.info("web server on %s:%d, public URL %s", ctx.config.web.host, ctx.config.web.port,
              ctx.config.web.base_url)
     return runner
-
-
-@web.middleware
-async def headers_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Put the security headers on every response (a handler's own values win)."""
-    response = await handler(request)
-    for name, value in security_headers().items():
-        response.headers.setdefault(name, value)
-    return response
 
 
 @web.middleware
