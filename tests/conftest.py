@@ -63,7 +63,8 @@ def pg() -> Iterator[PgServer]:
     """One PostgreSQL server for the session (per xdist worker), in a temp dir of its own."""
     binaries = bindir()
     if binaries is None:
-        pytest.fail("PostgreSQL server not installed: apt-get install -y --no-install-recommends postgresql (tests/run.sh)")
+        pytest.fail("PostgreSQL server not installed: "
+                    "apt-get install -y --no-install-recommends postgresql (tests/run.sh)")
     server = PgServer(binaries)
     try:
         yield server.start()

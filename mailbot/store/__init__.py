@@ -239,13 +239,7 @@ class Store:
 
     def insert(self, table: str, record: dict[str, Any]) -> int:
         """Insert one row into a known table; dict/list values are stored as JSON."""
-        if table not in _INSERTS:
-            raise ValueError(f"unknown table {table}")
-        columns, sql = _INSERTS[table]
-        unknown = set(record) - set(columns)
-        if unknown:
-            raise ValueError(f"{table} has no columns {sorted(unknown)}")
-        values = {**columns, **{k: _encode(v) for k, v in record.items()}}
+        sql, values = insert_statement(table, record)
         with self._connection() as conn:
             return conn.execute(sql, values).lastrowid
 
@@ -288,6 +282,19 @@ def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
     return value
+
+
+def insert_statement(table: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The INSERT of one row into a known table, with every column's value (defaults for
+    the ones ``record`` leaves out; dict/list values as JSON); any other table or column is
+    a programming error."""
+    if table not in _INSERTS:
+        raise ValueError(f"unknown table {table}")
+    columns, sql = _INSERTS[table]
+    unknown = set(record) - set(columns)
+    if unknown:
+        raise ValueError(f"{table} has no columns {sorted(unknown)}")
+    return sql, {**columns, **{k: _encode(v) for k, v in record.items()}}
 
 
 def _is_temporary(exc: sqlite3.Error) -> bool:

@@ -79,7 +79,7 @@ def write(data_dir: Path, dest: Path, extras: tuple[str, ...] = (), made_by: str
         if dest.exists():
             dest.rmdir()
         partial.rename(dest)
-        _fsync(dest.parent)
+        blobs.fsync(dest.parent)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -154,7 +154,7 @@ def _present(folder: Path) -> set[str]:
     if not folder.is_dir():
         return set()
     return {path.name for path in folder.glob("??/*")
-            if _is_sha(path.name) and path.parent.name == path.name[:2] and path.is_file()}
+            if blobs.is_digest(path.name) and path.parent.name == path.name[:2] and path.is_file()}
 
 
 def _copy_blob(source: Path, target: Path, name: str, sha: str) -> dict:
@@ -195,19 +195,6 @@ def _write_private(path: Path, data: bytes) -> None:
     """A new 0600 file with ``data``."""
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
         out.write(data)
-
-
-def _fsync(folder: Path) -> None:
-    """Make the entries of a folder (a rename into it) durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _is_sha(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 # -- verifying ---------------------------------------------------------------------------------
@@ -265,7 +252,7 @@ def _good_entry(entry: object) -> bool:
     if len(parts) == 1:
         return parts[0] not in ("", ".", "..", MANIFEST) and not parts[0].startswith(".")
     return len(parts) == 3 and parts[0] in NEEDED and parts[2] == entry["sha256"] \
-        and _is_sha(parts[2]) and parts[1] == parts[2][:2]
+        and blobs.is_digest(parts[2]) and parts[1] == parts[2][:2]
 
 
 def _check_database(src: Path, manifest: dict) -> list[str]:
@@ -350,7 +337,7 @@ def restore(src: Path, data_dir: Path, manifest: dict, keep: frozenset[str],
         for name in sorted((p.name for p in staging.iterdir()), key=lambda n: n == DATABASE):
             _place(staging / name, data_dir / name)
         staging.rmdir()
-        _fsync(data_dir)
+        blobs.fsync(data_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -383,5 +370,5 @@ def _set_aside(data_dir: Path, names: list[str], stamp: str) -> Path:
     aside = Path(tempfile.mkdtemp(prefix=SET_ASIDE + stamp, dir=data_dir))
     for name in names:
         (data_dir / name).rename(aside / name)
-    _fsync(aside)
+    blobs.fsync(aside)
     return aside

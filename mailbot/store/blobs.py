@@ -34,7 +34,7 @@ def put(root: Path, payload: bytes | Iterable[bytes], sha256: str | None = None,
     target = path_for(root, digest)
     if target.exists():
         if sync:  # perhaps written by a batch that has not synced yet
-            _fsync(target)
+            fsync(target)
         return digest
     _make_dirs(root, target.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=target.parent)
@@ -51,7 +51,7 @@ def put(root: Path, payload: bytes | Iterable[bytes], sha256: str | None = None,
             os.unlink(tmp)
         raise
     if sync:
-        _fsync(target.parent)  # the rename itself
+        fsync(target.parent)  # the rename itself
     return digest
 
 
@@ -62,8 +62,8 @@ def _make_dirs(root: Path, folder: Path) -> None:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _fsync(path: Path) -> None:
-    """Flush one file or directory (its entries) to disk."""
+def fsync(path: Path) -> None:
+    """Flush one file or directory (its entries: a rename into it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -106,6 +106,11 @@ def get(root: Path, sha256: str) -> bytes:
 
 def path_for(root: Path, sha256: str) -> Path:
     """Where the file with this hash lives; the hash is checked, never taken from mail."""
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+    if not is_digest(sha256):
         raise ValueError("not a sha256 hex digest")
     return root / sha256[:2] / sha256
+
+
+def is_digest(name: str) -> bool:
+    """Whether ``name`` is a sha256 hex digest: the only names files have in these folders."""
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)

@@ -26,7 +26,7 @@ from psycopg import pq
 from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 
-from mailbot.store import _INSERTS, Store, TemporaryStoreError, _encode, dialect, schema
+from mailbot.store import Store, TemporaryStoreError, dialect, insert_statement, schema
 from mailbot.store.schema import SchemaVersion
 
 # The key of the write lock every transaction takes (stable across processes and nodes).
@@ -140,13 +140,7 @@ class PostgresStore(Store):
 
     def insert(self, table: str, record: dict[str, Any]) -> int:
         """Insert one row into a known table; its id (see Store)."""
-        if table not in _INSERTS:
-            raise ValueError(f"unknown table {table}")
-        columns, sql = _INSERTS[table]
-        unknown = set(record) - set(columns)
-        if unknown:
-            raise ValueError(f"{table} has no columns {sorted(unknown)}")
-        values = {**columns, **{k: _encode(v) for k, v in record.items()}}
+        sql, values = insert_statement(table, record)
         return self.row(sql + " RETURNING id", values)["id"]
 
     def _is_empty(self) -> bool:
