@@ -258,10 +258,23 @@ def _file_part(filename: str, content_type: str, payload: bytes) -> MIMEBase:
 
 
 def _declared_charset(content_type: str) -> str:
-    """The charset parameter of a content type ("" for none)."""
+    """The charset parameter of a content type, if it names a charset Python knows ("" for
+    none or any other: the type came by mail, and a forged parameter, e.g. one with a line
+    break, must not reach a header of ours; the bytes are then read for their charset)."""
     header = email.message.Message()
     header["Content-Type"] = content_type
-    return header.get_content_charset() or ""
+    declared = header.get_content_charset() or ""
+    if not _CHARSET_NAME.fullmatch(declared):
+        return ""
+    try:
+        codecs.lookup(declared)
+    except LookupError:
+        return ""
+    return declared
+
+
+# What a charset's name may look like (RFC 2978 mime-charset, as Python's codecs know them).
+_CHARSET_NAME = re.compile(r"[a-z0-9][a-z0-9._:+-]{0,39}")
 
 
 def _text_charset(payload: bytes) -> str:
