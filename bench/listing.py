@@ -2,10 +2,10 @@
 
     python bench/listing.py [--n 100000] [--pages 20]
 
-Writes N open tickets with contacts into a fresh SQLite store (in a temp dir, removed at the
-end), then times the first page of the work order (the query the command runs) over
-``--pages`` runs, and once the whole `mailbot tickets list` process.  Exit 1 if the query's
-median is over 0.2 s.
+Writes N open tickets into a fresh SQLite store (in a temp dir, removed at the end), then
+times the first page of the work order (the query the command runs) over ``--pages`` runs,
+and the whole `mailbot tickets list` process (start, config, store, query, table) over
+``--runs`` runs.  Exit 1 if the process's median is over 0.2 s, the goal of issue 15.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="mailbot-bench-listing-"))
@@ -54,20 +55,25 @@ def main(argv: list[str] | None = None) -> int:
         times = []
         for _ in range(args.pages):
             started = time.perf_counter()
-            page = tq.listing(store, ("new", "open", "waiting"), 50, 0)
+            page = tq.work_list(store, 50, 0)
             times.append(time.perf_counter() - started)
         store.close()
         (tmp / "mailbot.toml").write_text(f'[service]\ndata_dir = "{tmp / "data"}"\n')
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "mailbot", "--config", str(tmp / "mailbot.toml"),
-                        "tickets", "list"], cwd=REPO, check=True, capture_output=True)
-        process = time.perf_counter() - started
+        processes = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "mailbot", "--config",
+                            str(tmp / "mailbot.toml"), "tickets", "list"],
+                           cwd=REPO, check=True, capture_output=True)
+            processes.append(time.perf_counter() - started)
         median = statistics.median(times)
+        process = statistics.median(processes)
         print(table([("tickets", f"{args.n:,}"), ("rows on the page", len(page)),
                      ("query p50 / max", f"{median * 1000:.0f} / {max(times) * 1000:.0f} ms"),
-                     ("`mailbot tickets list` process", f"{process:.2f} s"),
+                     ("`mailbot tickets list` process p50 / max",
+                      f"{process:.2f} / {max(processes):.2f} s"),
                      ("load average", load_average())], ("measure", "value")))
-        return 0 if median <= 0.2 else 1
+        return 0 if process <= 0.2 else 1
     finally:
         clean_up([], None, None, tmp, args.keep)
 

@@ -668,7 +668,7 @@ def bench_growth(tmp: Path, mix: Mix, sizes: list[int], seed: int) -> Iterator[d
         page = []
         for _ in range(5):
             started = time.perf_counter()
-            tq.listing(store, ("new", "open", "waiting"), 50, 0)
+            tq.work_list(store, 50, 0)
             page.append(time.perf_counter() - started)
         store.close()
         shutil.rmtree(root, ignore_errors=True)

@@ -109,7 +109,7 @@ def ticket_count(ctx: Context) -> int:
 
 def detail(ctx: Context, number: str) -> dict:
     """The `tickets show --json` document of a ticket."""
-    data = reports.ticket_detail(ctx, number)
+    data = reports.ticket_detail(ctx.store, number)
     assert data is not None, f"no ticket {number}"
     return data
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import mailbox
+import subprocess
+import sys
 
 import pytest
 from daemon_util import REPO, Instance
@@ -214,6 +216,28 @@ def test_tickets_list_pages_and_search_finds_text(bot):
     assert len(bot.cli_json("tickets", "search", "100%")) == 5
     assert bot.cli_json("tickets", "search", "50%") == []
     assert "NUMBER" in bot.cli("tickets", "search", "Fall").stdout
+
+
+READING_COMMANDS = [("tickets", "list"), ("tickets", "search", "x"), ("tickets", "show", "1"),
+                    ("accounts", "list"), ("contacts", "list"), ("outbox", "list"),
+                    ("quarantine", "list")]
+# What filing, sending and the policy need, and the reading commands do not: loading it
+# made `tickets list` take 0.6 s (bench/listing.py measures the time).
+FILING_MODULES = ("mailbot.context", "mailbot.inbound.pipeline", "mailbot.outbound.compose",
+                  "mailbot.policy.rules", "jinja2", "holidays", "asyncio")
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
+def test_reading_commands_load_only_the_store(bot, command):
+    """The commands that only read open the config and the store, not the machinery that
+    files and sends (an operator's `tickets list` answers at once at 100k tickets)."""
+    probe = ("import sys\nfrom mailbot.app.cli import main\ntry:\n"
+             f"    main({['--config', str(bot.config_path), *command]!r})\n"
+             "except SystemExit:\n    pass\n"
+             f"print('LOADED', sorted(m for m in {FILING_MODULES!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=bot.root, check=False)
+    assert result.stdout.splitlines()[-1] == "LOADED []", result.stdout + result.stderr
 
 
 def test_accounts_and_contacts_are_listed(bot):

@@ -95,7 +95,8 @@ def test_attachments_are_stored_by_content_hash_under_the_data_directory(tmp_pat
     payload = b"root:x:0:0:root:/root:/bin/bash\n"
     raw = build_mail(attachments=(("../../etc/passwd", "text/plain", payload),))
     outcome = pipeline.ingest(ctx, raw, "test")
-    [attachment] = reports.ticket_detail(ctx, outcome.ticket_number)["messages"][0]["attachments"]
+    detail = reports.ticket_detail(ctx.store, outcome.ticket_number)
+    [attachment] = detail["messages"][0]["attachments"]
     digest = hashlib.sha256(payload).hexdigest()
     assert attachment == {"filename": "passwd", "content_type": "text/plain",
                           "size": len(payload), "sha256": digest}

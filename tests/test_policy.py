@@ -146,21 +146,25 @@ def test_work_order(tmp_path):
         ("contract high no deadline", True, "high", None),
         ("contract high", True, "high", at("2026-11-30 10:00")),
         ("stranger normal", False, "normal", at("2026-11-19 10:00")),
+        ("resolved urgent", True, "urgent", at("2026-11-19 10:00")),
     ]
     store = Store(tmp_path / "db.sqlite3")
     with store.transaction():
         for n, (subject, entitled, priority, due) in enumerate(tickets):
-            store.insert("tickets", {"number": str(n), "subject": subject, "status": "open",
+            status = "resolved" if subject.startswith("resolved") else \
+                ("new", "open", "waiting")[n % 3]
+            store.insert("tickets", {"number": str(n), "subject": subject, "status": status,
                                      "priority": priority, "entitled": int(entitled),
                                      "language": "de", "created_at": at("2026-11-19 09:00"),
                                      "updated_at": at("2026-11-19 09:00"),
                                      "first_response_due": due})
-    ordered = [t["subject"] for t in tq.listing(store, ("open",))]
+    ordered = [t["subject"] for t in tq.work_list(store)]
+    assert [t["subject"] for t in tq.listing(store, ("new", "open", "waiting"))] == ordered
     assert ordered == [
         "contract urgent sooner", "contract urgent later", "stranger urgent", "contract high",
         "contract high no deadline", "stranger normal", "contract low",
     ]  # fmt: skip
-    assert [t["subject"] for t in tq.listing(store, ("open",), limit=2, offset=2)] == \
+    assert [t["subject"] for t in tq.work_list(store, limit=2, offset=2)] == \
         ["stranger urgent", "contract high"]
     store.close()
 

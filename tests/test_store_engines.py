@@ -92,6 +92,20 @@ def test_search_and_listing_ignore_case_and_take_all_without_a_limit(store):
     assert len(tq.listing(store, ("new",), limit=2)) == 2
 
 
+def test_the_work_list_holds_the_open_tickets_in_work_order(store):
+    """The agents' work list (read through its own index on both engines) holds new, open
+    and waiting tickets, urgent and entitled first, and pages like the full listing."""
+    with store.transaction():
+        for n, (status, priority, entitled) in enumerate([
+                ("open", "low", 0), ("closed", "urgent", 1), ("waiting", "urgent", 0),
+                ("new", "urgent", 1), ("resolved", "high", 1), ("open", "normal", 1)]):
+            _ticket(store, f"w{n}")
+            tq.update(store, tq.by_number(store, f"w{n}")["id"], status=status,
+                      priority=priority, entitled=entitled)
+    assert [t["number"] for t in tq.work_list(store)] == ["w3", "w2", "w5", "w0"]
+    assert [t["number"] for t in tq.work_list(store, limit=2, offset=1)] == ["w2", "w5"]
+
+
 def test_a_mail_is_filed_through_the_cli_on_the_configured_store(tmp_path, store_url):
     """`mailbot ingest` files into the database of ``[store] url`` (the desk's tests cover
     the pipeline; this is the config path an operator writes)."""

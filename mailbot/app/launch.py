@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import sys
 
-from mailbot.app.signals import EarlyStop
-
 PRIVATE_UMASK = 0o077
 
 
@@ -21,6 +19,8 @@ def main() -> None:
     from this moment on."""
     os.umask(PRIVATE_UMASK)
     if _command(sys.argv[1:]) == "run":
+        from mailbot.app.signals import EarlyStop  # asyncio: only the daemon needs it
+
         EarlyStop.install()
     from mailbot.app.cli import main as command_line  # the heavy imports come after
 

@@ -5,28 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from mailbot.context import Context
 from mailbot.outbound.wording import moment
-from mailbot.reading.headers import normalise_address
 from mailbot.settings.config import Config, ImapConfig, RelayConfig
+from mailbot.store import Store
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.tickets import identify, lifecycle
 
-OPEN_STATUSES = ("new", "open", "waiting")
 ATTACHMENT_KEYS = ("filename", "content_type", "size", "sha256")
 CLAIM_KEYS = ("customer_number", "account", "line", "from", "confirmed", "created_at")
 
 
-def ticket_list(ctx: Context, show_all: bool, limit: int = -1, offset: int = 0) -> list[dict]:
+def ticket_list(store: Store, show_all: bool, limit: int = -1, offset: int = 0) -> list[dict]:
     """A page of the tickets as agents should work them, as plain dicts."""
-    statuses = lifecycle.STATUSES if show_all else OPEN_STATUSES
-    return _rows(tq.listing(ctx.store, statuses, limit, offset))
+    if show_all:
+        return _rows(tq.listing(store, lifecycle.STATUSES, limit, offset))
+    return _rows(tq.work_list(store, limit, offset))
 
 
-def ticket_search(ctx: Context, text: str, limit: int) -> list[dict]:
+def ticket_search(store: Store, text: str, limit: int) -> list[dict]:
     """Tickets whose subject or messages mention ``text``, newest first, as plain dicts."""
-    return _rows(tq.search(ctx.store, text, limit))
+    return _rows(tq.search(store, text, limit))
 
 
 def _rows(rows: list[dict]) -> list[dict]:
@@ -50,14 +49,15 @@ def ticket_list_text(rows: list[dict], zone: str) -> str:
     return "\n".join(lines)
 
 
-def ticket_detail(ctx: Context, number: str) -> dict | None:
-    """Everything about one ticket, as plain data (the `tickets show --json` document)."""
-    ticket = tq.by_number(ctx.store, number)
+def ticket_detail(store: Store, number: str, claims: str = "confirm") -> dict | None:
+    """Everything about one ticket, as plain data (the `tickets show --json` document);
+    ``claims`` is ``[directory] claims``: only "confirm" makes a claim confirmable."""
+    ticket = tq.by_number(store, number)
     if ticket is None:
         return None
-    contact = dq.contact_by_id(ctx.store, ticket["contact_id"])
-    account = dq.account_by_id(ctx.store, ticket["account_id"])
-    parent = tq.by_id(ctx.store, ticket["parent_id"]) if ticket["parent_id"] else None
+    contact = dq.contact_by_id(store, ticket["contact_id"])
+    account = dq.account_by_id(store, ticket["account_id"])
+    parent = tq.by_id(store, ticket["parent_id"]) if ticket["parent_id"] else None
     return {
         **{k: ticket[k] for k in ("number", "subject", "status", "priority", "owner",
                                   "created_at", "updated_at", "closed_at", "language",
@@ -72,11 +72,11 @@ def ticket_detail(ctx: Context, number: str) -> dict | None:
         "contract": ticket["contract"],
         "parent": parent["number"] if parent else None,
         "claims": [{**{k: c[k] for k in CLAIM_KEYS}, "confirmable": not c["confirmed"]
-                    and ctx.config.directory.claims == "confirm"}
-                   for c in identify.claims_of(ctx, ticket)],
-        "messages": [_message(m) for m in tq.messages(ctx.store, ticket["id"])],
+                    and claims == "confirm"}
+                   for c in identify.claims_of(store, ticket)],
+        "messages": [_message(m) for m in tq.messages(store, ticket["id"])],
         "events": [{k: e[k] for k in ("kind", "data", "actor", "created_at")}
-                   for e in tq.events(ctx.store, ticket["id"])],
+                   for e in tq.events(store, ticket["id"])],
     }
 
 
@@ -231,18 +231,20 @@ def contacts_text(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def contact_detail(ctx: Context, address: str) -> dict | None:
+def contact_detail(store: Store, address: str) -> dict | None:
     """One contact with its account and its tickets (the `contacts show --json` document)."""
-    contact = dq.contact_by_address(ctx.store, normalise_address(address))
+    from mailbot.reading.headers import normalise_address  # the mail reader: here only
+
+    contact = dq.contact_by_address(store, normalise_address(address))
     if contact is None:
         return None
-    account = dq.account_by_id(ctx.store, contact["account_id"])
+    account = dq.account_by_id(store, contact["account_id"])
     return {**{k: contact[k] for k in ("address", "name", "phone", "language", "bounced_at",
                                        "bounce_reason")},
             "account": account["name"] if account else None,
             "customer_number": account["customer_number"] if account else None,
             "contract": account["contract"] if account else None,
-            "tickets": dq.tickets_of_contact(ctx.store, contact["id"])}
+            "tickets": dq.tickets_of_contact(store, contact["id"])}
 
 
 def contact_detail_text(data: dict, zone: str) -> str:
@@ -259,15 +261,15 @@ def contact_detail_text(data: dict, zone: str) -> str:
     return "\n".join([*lines, "", _tickets_table(data["tickets"], zone)])
 
 
-def account_detail(ctx: Context, key: str) -> list[dict]:
+def account_detail(store: Store, key: str) -> list[dict]:
     """The account with customer number ``key``, else those named ``key``, each with its
     contract, contacts and open tickets (the `accounts show --json` document)."""
-    found = dq.account_by_customer_number(ctx.store, key)
-    accounts = [found] if found else dq.accounts_named(ctx.store, key)
+    found = dq.account_by_customer_number(store, key)
+    accounts = [found] if found else dq.accounts_named(store, key)
     return [{**{k: a[k] for k in ("name", "customer_number", "domains", "language")},
-             "contract": dq.contract(ctx.store, a["contract"]),
-             "contacts": dq.contacts_of_account(ctx.store, a["id"]),
-             "open_tickets": dq.tickets_of_account(ctx.store, a["id"], OPEN_STATUSES)}
+             "contract": dq.contract(store, a["contract"]),
+             "contacts": dq.contacts_of_account(store, a["id"]),
+             "open_tickets": dq.tickets_of_account(store, a["id"], tq.WORK_STATUSES)}
             for a in accounts]
 
 

@@ -17,11 +17,14 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sdnotify
 
-from mailbot.context import Context
 from mailbot.status.health import report
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
-
-import holidays
 
 _DAY_NAMES = {
     "mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6,
@@ -162,13 +160,19 @@ def _check_holidays(cfg: CalendarConfig, path: str) -> None:
     if not cfg.holidays_country:
         return
     try:
-        holidays.country_holidays(
-            cfg.holidays_country, subdiv=cfg.holidays_subdiv or None,
-            categories=cfg.holidays_categories, years=2000,
-        )  # fmt: skip
+        _country_holidays(cfg, 2000)
     except (NotImplementedError, ValueError, KeyError) as exc:
         keys = f"{path}.holidays_country/holidays_subdiv/holidays_categories"
         raise ValueError(f"{keys}: {exc}") from None
+
+
+def _country_holidays(cfg: CalendarConfig, year: int) -> Iterable[date]:
+    """The public holidays of cfg's country in one year.  The holidays package is imported
+    here, by calendars that name a country: it costs a CLI command a third of its start."""
+    import holidays
+
+    return holidays.country_holidays(cfg.holidays_country, subdiv=cfg.holidays_subdiv or None,
+                                     categories=cfg.holidays_categories, years=year)
 
 
 class BusinessCalendar:
@@ -192,10 +196,7 @@ class BusinessCalendar:
         """Public holiday dates of one year, computed once per year and cached."""
         if year not in self._holidays:
             cfg = self.config
-            found = holidays.country_holidays(
-                cfg.holidays_country, subdiv=cfg.holidays_subdiv or None,
-                categories=cfg.holidays_categories, years=year,
-            ) if cfg.holidays_country else {}  # fmt: skip
+            found = _country_holidays(cfg, year) if cfg.holidays_country else ()
             self._holidays[year] = frozenset(found)
         return self._holidays[year]
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import email.message
-import email.policy
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import email.message
+    import email.policy
 
 
 class ParseError(Exception):
@@ -70,6 +73,9 @@ def check_headers(part: email.message.Message, limits: Limits) -> None:
 def counting_parts(limits: Limits) -> email.policy.Policy:
     """The parser's policy (compat32) with a count of the parts it makes: it stops at the
     first part over ``max_parts``, before the parts cost time in the parser or after it."""
+    import email.message  # for the reader only: the settings import this module's Limits
+    import email.policy
+
     made = itertools.count(1)
 
     def part(policy: email.policy.Policy) -> email.message.Message:

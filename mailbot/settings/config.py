@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -20,8 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from mailbot.policy.config import PolicyConfig
-from mailbot.policy.rules import build_policy
-from mailbot.reading.facts import FactsConfig, compile_facts
+from mailbot.reading.facts import FactsConfig
 from mailbot.reading.limits import Limits
 from mailbot.settings.schema import ConfigError, Secret, build
 from mailbot.store import dialect
@@ -610,8 +608,13 @@ def example_config(data_dir: str, signing_secret: str) -> str:
     return text
 
 
-def load(path: Path, require_file: bool = False) -> Config:
-    """Load and validate a config file; raise :class:`ConfigError` naming file, key and reason."""
+def load(path: Path, require_file: bool = False, compile_policy: bool = True) -> Config:
+    """Load and validate a config file; raise :class:`ConfigError` naming file, key and reason.
+
+    ``compile_policy`` False leaves rules, calendars and fact patterns uncompiled, for the
+    commands that only read and never apply them (a calendar's public holidays cost a
+    command most of its start); everything else is checked all the same.
+    """
     data: dict = {}
     if path.exists():
         try:
@@ -623,7 +626,8 @@ def load(path: Path, require_file: bool = False) -> Config:
     try:
         config = build(Config, data)
         _check_ports(config)
-        _check_policy(config)
+        if compile_policy:
+            _check_policy(config)
         _check_logins(config)
         _check_store(config)
     except ConfigError as exc:
@@ -644,6 +648,9 @@ def _check_ports(config: Config) -> None:
 
 def _check_policy(config: Config) -> None:
     """Compile rules, calendars and fact patterns once, so a bad one stops the start."""
+    from mailbot.policy.rules import build_policy  # the compilers: where they are needed
+    from mailbot.reading.facts import compile_facts
+
     for section, check in (("policy", build_policy), ("facts", compile_facts)):
         try:
             check(getattr(config, section))
@@ -705,6 +712,8 @@ def signing_secret(config: Config) -> str:
         return config.support.signing_secret
     key_file = config.data_dir / "signing.key"
     if not key_file.exists():
+        import secrets  # once per data directory
+
         key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = key_file.with_name(f".signing.key.{os.getpid()}.{secrets.token_hex(8)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

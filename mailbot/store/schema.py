@@ -309,6 +309,20 @@ def m009_ticket_references(db: Database) -> None:
         """)
 
 
+@migrations()
+def m010_work_order(db: Database) -> None:
+    """The agents' work list in index order: the open tickets (only they are in the index)
+    by priority, entitlement, response deadline and age, so a page of it is read, not the
+    whole desk sorted (`mailbot tickets list`, the admin page)."""
+    _run(db, """
+        CREATE INDEX tickets_work_order ON tickets(
+            (CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2
+             ELSE 3 END),
+            entitled DESC, (first_response_due IS NULL), first_response_due, id)
+        WHERE status IN ('new', 'open', 'waiting')
+        """)
+
+
 # -- the same migrations on PostgreSQL -------------------------------------------------------
 
 # Where a PostgreSQL database records its applied migrations (SQLite's: _sqlite_migrations).

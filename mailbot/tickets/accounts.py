@@ -16,8 +16,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.policy.config import ContractPolicy, Targets
 from mailbot.policy.rules import Policy, validate_contract
 from mailbot.reading.headers import normalise_address, normalise_domain
@@ -26,6 +26,9 @@ from mailbot.store import Store
 from mailbot.store import directory as q
 from mailbot.store import tickets as tq
 from mailbot.tickets import assessment, guards, lifecycle
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 _SPLIT = re.compile(r"[\s,;]+")
 KINDS = ("contracts", "accounts", "contacts")
@@ -124,11 +127,11 @@ def link(ctx: Context, address: str, number: str, actor: str = "operator",
         account = q.account_by_customer_number(ctx.store, number.strip())
         if account is None:
             raise DirectoryImportError(f"no account has the customer number {number.strip()!r}")
-        q.upsert_contact(ctx.store, {"address": address, "name": "", "account_id": account["id"],
-                                     "phone": "", "language": ""})
+        contact_id = q.upsert_contact(ctx.store, {"address": address, "name": "",
+                                                  "account_id": account["id"],
+                                                  "phone": "", "language": ""})
         open_statuses = tuple(s for s in lifecycle.STATUSES if s != "closed")
-        tickets = [t for t in tq.listing(ctx.store, open_statuses)
-                   if t["contact"] == address and t["account_id"] is None]
+        tickets = tq.without_account(ctx.store, contact_id, open_statuses)
         for ticket in tickets:
             assessment.contract_treatment(ctx, ticket, account, f"{address} linked to customer "
                                           f"number {account['customer_number']} by {actor}",

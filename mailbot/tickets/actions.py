@@ -7,11 +7,15 @@ sender (or ``mailbot outbox flush``) delivers them.
 
 from __future__ import annotations
 
-from mailbot.context import Context
+from typing import TYPE_CHECKING
+
 from mailbot.settings.config import AgentConfig
 from mailbot.store import tickets as tq
 from mailbot.tickets import agents, commands, filing, lifecycle
 from mailbot.tickets.outcome import OperatorError
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 OPERATOR = "operator"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
 from mailbot.outbound.tokens import ReplyTag
 from mailbot.outbound.wording import Reason
@@ -34,6 +34,9 @@ from mailbot.tickets import (
     notify,
 )
 from mailbot.tickets.outcome import Outcome
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.outbound import wording
 from mailbot.policy import rules as policy_mod
 from mailbot.policy.bizhours import add_business_time
@@ -23,6 +23,9 @@ from mailbot.store import directory as dq
 from mailbot.store import iso
 from mailbot.store import tickets as tq
 from mailbot.tickets.identify import Identity
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 
 @dataclass(frozen=True)

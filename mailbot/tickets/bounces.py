@@ -12,8 +12,8 @@ Message-IDs, else listed in the quarantine with the reason.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.reading import classify, dsn
 from mailbot.reading.message import Message
 from mailbot.store import directory as dq
@@ -22,6 +22,9 @@ from mailbot.store import outbox as oq
 from mailbot.store import tickets as tq
 from mailbot.tickets.filing import store_message
 from mailbot.tickets.outcome import Outcome
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 log = logging.getLogger(__name__)
 

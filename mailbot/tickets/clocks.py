@@ -8,14 +8,17 @@ escalation sets a new, urgent deadline.  All in business time of the ticket's ca
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.policy import rules as policy_mod
 from mailbot.policy.bizhours import BusinessCalendar, add_business_time, business_time_between
 from mailbot.policy.config import contract_policy
 from mailbot.store import directory as dq
 from mailbot.store import iso
 from mailbot.store import tickets as tq
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 
 def calendar_of(ctx: Context, ticket: dict) -> BusinessCalendar:

@@ -12,14 +12,17 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
 from mailbot.outbound.wording import moment, supported_language
 from mailbot.store import directory as dq
 from mailbot.store import public as wq
 from mailbot.store import tickets as tq
 from mailbot.tickets import clocks, filing, lifecycle, mails
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 log = logging.getLogger(__name__)
 

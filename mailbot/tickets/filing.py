@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
 from mailbot.outbound.wording import NO_SUBJECT, supported_language
 from mailbot.reading.classify import Verdict
@@ -20,6 +20,9 @@ from mailbot.store import tickets as tq
 from mailbot.tickets import assessment, clocks, guards, lifecycle, mails, notify, threads
 from mailbot.tickets.identify import Identity, record_claim
 from mailbot.tickets.outcome import Outcome
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 log = logging.getLogger(__name__)
 

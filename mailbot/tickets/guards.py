@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailbot.context import Context
 from mailbot.outbound.wording import Reason
 from mailbot.reading.authentication import authentication
 from mailbot.reading.classify import CUSTOMER, Verdict
@@ -23,6 +23,9 @@ from mailbot.reading.message import Message
 from mailbot.store import outbox as oq
 from mailbot.store import tickets as tq
 from mailbot.tickets.identify import Identity
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.store import Store
 from mailbot.store import directory as q
 from mailbot.store import tickets as tq
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 CLAIM_EVENT = "customer_number_claim"
 # Characters of the line a claim came from that are kept for agents.
@@ -95,17 +98,17 @@ def record_claim(ctx: Context, ticket: dict, identity: Identity, sender: str,
         actor=sender)
 
 
-def claims_of(ctx: Context, ticket: dict) -> list[dict]:
+def claims_of(store: Store, ticket: dict) -> list[dict]:
     """The customer number claims on a ticket, each marked confirmed once the ticket
     belongs to the claimed account."""
     return [{**e["data"], "created_at": e["created_at"],
              "confirmed": e["data"]["account_id"] == ticket["account_id"]}
-            for e in tq.events(ctx.store, ticket["id"]) if e["kind"] == CLAIM_EVENT]
+            for e in tq.events(store, ticket["id"]) if e["kind"] == CLAIM_EVENT]
 
 
 def open_claim(ctx: Context, ticket: dict) -> dict | None:
     """The latest claim on a ticket that has no account yet, or None."""
     if ticket["account_id"] is not None:
         return None
-    found = claims_of(ctx, ticket)
+    found = claims_of(ctx.store, ticket)
     return found[-1] if found else None

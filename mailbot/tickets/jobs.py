@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
 from mailbot.store import tickets as tq
 from mailbot.tickets import clocks, filing, mails, notify, retention, spam
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,15 @@ ticket causes goes through :func:`queue`, in the transaction of the change.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.outbound.compose import Envelope, Outgoing
 from mailbot.outbound.outbox import enqueue
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 
 def queue(ctx: Context, ticket_id: int | None, outgoing: Outgoing, now: datetime) -> int:

@@ -13,8 +13,8 @@ from dataclasses import replace
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.outbound.compose import Envelope
 from mailbot.outbound.outbox import Failure
 from mailbot.outbound.wording import decimal, moment, supported_language
@@ -24,6 +24,9 @@ from mailbot.store import blobs
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.tickets import guards, identify, mails
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.reading.headers import normalise_address
 from mailbot.store import TemporaryStoreError, blobs, iso
 from mailbot.store import directory as dq
 from mailbot.store import privacy as pq
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 REDACTED = "[erased]"
 ERASED_ACTOR = "erased"

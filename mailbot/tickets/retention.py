@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.store import privacy as pq
 from mailbot.store import retention as rq
 from mailbot.store import tickets as tq
 from mailbot.tickets.privacy import commit_or_rehearse
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 BATCH = 500
 COUNTS = ("tickets_deleted", "tickets_raw_deleted", "quarantine", "spool_files",

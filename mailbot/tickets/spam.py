@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from mailbot.context import Context
 from mailbot.reading.message import Message, ParseError, parse
 from mailbot.store import blobs
 from mailbot.store import spam as sq
 from mailbot.tickets.outcome import OperatorError, Outcome
+
+if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
+    from mailbot.context import Context
 
 log = logging.getLogger(__name__)
 
