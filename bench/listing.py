@@ -5,12 +5,16 @@
 Writes N open tickets into a fresh SQLite store (in a temp dir, removed at the end), then
 times the first page of the work order (the query the command runs) over ``--pages`` runs,
 and the whole `mailbot tickets list` process (start, config, store, query, table) over
-``--runs`` runs.  Exit 1 if the process's median is over 0.2 s, the goal of issue 15.
+``--runs`` runs, as an installed mailbot starts: with Python's bytecode cache (pip writes
+it at install; from a checkout under PYTHONDONTWRITEBYTECODE=1 every module is compiled at
+every start, about 40 ms more).  Exit 1 if the process's median is over 0.2 s, the goal of
+issue 15.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -59,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - started)
         store.close()
         (tmp / "mailbot.toml").write_text(f'[service]\ndata_dir = "{tmp / "data"}"\n')
+        cached = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        command = [sys.executable, "-m", "mailbot", "--config", str(tmp / "mailbot.toml"),
+                   "tickets", "list"]
+        subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=cached)
         processes = []
         for _ in range(args.runs):
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "mailbot", "--config",
-                            str(tmp / "mailbot.toml"), "tickets", "list"],
-                           cwd=REPO, check=True, capture_output=True)
+            subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=cached)
             processes.append(time.perf_counter() - started)
         median = statistics.median(times)
         process = statistics.median(processes)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -159,20 +159,24 @@ def _check_holidays(cfg: CalendarConfig, path: str) -> None:
     """Fail with the key name when the holidays package rejects country, subdiv or categories."""
     if not cfg.holidays_country:
         return
-    try:
-        _country_holidays(cfg, 2000)
+    try:  # this year's: the calendar asks for the same year next (one computation, cached)
+        _country_holidays(cfg.holidays_country, cfg.holidays_subdiv,
+                          cfg.holidays_categories, date.today().year)
     except (NotImplementedError, ValueError, KeyError) as exc:
         keys = f"{path}.holidays_country/holidays_subdiv/holidays_categories"
         raise ValueError(f"{keys}: {exc}") from None
 
 
-def _country_holidays(cfg: CalendarConfig, year: int) -> Iterable[date]:
-    """The public holidays of cfg's country in one year.  The holidays package is imported
-    here, by calendars that name a country: it costs a CLI command a third of its start."""
+@functools.lru_cache(maxsize=64)
+def _country_holidays(country: str, subdiv: str, categories: tuple[str, ...],
+                      year: int) -> frozenset[date]:
+    """The public holidays of a country in one year, computed once per process (the config
+    check, the context and a reload each build the calendars: a year costs 10–60 ms).  The
+    holidays package is imported here, by calendars that name a country."""
     import holidays
 
-    return holidays.country_holidays(cfg.holidays_country, subdiv=cfg.holidays_subdiv or None,
-                                     categories=cfg.holidays_categories, years=year)
+    return frozenset(holidays.country_holidays(country, subdiv=subdiv or None,
+                                               categories=categories, years=year))
 
 
 class BusinessCalendar:
@@ -196,8 +200,9 @@ class BusinessCalendar:
         """Public holiday dates of one year, computed once per year and cached."""
         if year not in self._holidays:
             cfg = self.config
-            found = _country_holidays(cfg, year) if cfg.holidays_country else ()
-            self._holidays[year] = frozenset(found)
+            self._holidays[year] = _country_holidays(
+                cfg.holidays_country, cfg.holidays_subdiv, cfg.holidays_categories,
+                year) if cfg.holidays_country else frozenset()
         return self._holidays[year]
 
     def is_closed_day(self, day: date) -> bool:
