@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +44,7 @@ __all__ = [
     "SmtpSink",
     "TimedSink",
     "free_port",
+    "listening",
     "percentile",
     "table",
     "wait_until",
@@ -310,6 +312,15 @@ def imap_settings(dovecot: Dovecot, user: str, **overrides) -> dict:
                 "done_folder": "Processed", "idle": True, "batch_size": 100}
     settings.update(overrides)
     return settings
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def percentile(values: list[float], pct: float) -> float:

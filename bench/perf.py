@@ -38,7 +38,6 @@ import random
 import resource
 import shutil
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from _common import (
     clean_up,
     free_port,
     imap_settings,
+    listening,
     load_average,
     percentile,
     table,
@@ -417,15 +417,6 @@ def start_daemon(tmp: Path, name: str, protocol: str, dovecot: Dovecot | None) -
     if dovecot is not None:
         wait_inbox_empty(dovecot)
     return daemon
-
-
-def listening(port: int) -> bool:
-    """Whether something accepts connections on the port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def wait_inbox_empty(dovecot: Dovecot, timeout: float = 60.0) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from mailbot.outbound.compose import Composer, text_environment
 from mailbot.outbound.tokens import Signer
@@ -28,6 +27,7 @@ from mailbot.settings.team import Reloaded, Team, reloaded
 from mailbot.status.health import Health
 from mailbot.status.metrics import Metrics
 from mailbot.store import Store
+from mailbot.store.blobs import FILES, SPOOL, Blobs, open_kind
 
 
 def utc_now() -> datetime:
@@ -73,6 +73,8 @@ class Context:
 
     live: Live
     store: Store
+    spool: Blobs  # raw mails by content hash
+    files: Blobs  # attachments by content hash
     signer: Signer
     team: Team
     health: Health
@@ -109,16 +111,6 @@ class Context:
         self.live.settings = settings
         return found
 
-    @property
-    def spool_dir(self) -> Path:
-        """Raw mails by content hash."""
-        return self.config.data_dir / "spool"
-
-    @property
-    def files_dir(self) -> Path:
-        """Attachments by content hash."""
-        return self.config.data_dir / "files"
-
     def link(self, purpose: str, number: str) -> str:
         """A signed customer link for one ticket."""
         path = "escalate" if purpose == "escalate" else "t"
@@ -139,6 +131,8 @@ def open_context(config: Config, clock: Callable[[], datetime] = utc_now,
     signer = Signer(signing_secret(config), support.signing_secrets_old,
                     support.token_max_age_days * 86400)
     health = Health()
-    return Context(live=Live(build_settings(config, signer)), store=store, signer=signer,
+    return Context(live=Live(build_settings(config, signer)), store=store,
+                   spool=open_kind(SPOOL, store, config.data_dir),
+                   files=open_kind(FILES, store, config.data_dir), signer=signer,
                    team=Team(config), health=health, metrics=Metrics(store, health),
                    clock=clock, on_outbox=on_outbox)

@@ -159,6 +159,19 @@ def test_fetch_reads_each_mailbox_once_and_files_its_mail(tmp_path, imap_user, d
     assert dovecot.message_count(imap_user.username, "Processed") == 1
 
 
+def test_fetch_beside_a_running_daemon_leaves_the_mailbox_to_it(tmp_path, imap_user, dovecot):
+    """The daemon holds the mailbox's lease: `mailbot fetch` on the same database says so
+    and reads nothing (exit 0), and the mail is filed once, by the daemon."""
+    bot = Instance.for_servers(tmp_path, imap=imap_user)
+    dovecot.append(imap_user.username, "INBOX", build_mail(subject="Nur einmal"))
+    with bot.start():
+        bot.wait_tickets(1)  # the daemon works the mailbox: it holds the lease
+        result = bot.run("fetch")
+        assert result.returncode == EX_OK, result.stderr.decode()
+        assert "imap:support: worked by a running mailbot" in result.stdout.decode()
+        assert [t["subject"] for t in bot.tickets()] == ["Nur einmal"]
+
+
 def test_fetch_from_an_unreachable_mailbox_exits_75_and_says_why(tmp_path, imap_user):
     """A mailbox that cannot be reached is a temporary failure named with its reason."""
     bot = Instance.for_servers(tmp_path, imap=imap_user)

@@ -159,14 +159,15 @@ def test_spool_written_by_threads_at_once_is_one_intact_file(tmp_path):
     """Writers of the same bytes at the same moment (one process id) end with one file."""
     writers, rounds = 8, 5
     start = threading.Barrier(writers)
+    spool = blobs.FileBlobs(tmp_path / "spool")
 
     def write(payload: bytes) -> str:
         start.wait(10)
-        return blobs.put(tmp_path, payload, sync=False)
+        return spool.put(payload, sync=False)
 
     with ThreadPoolExecutor(writers) as pool:
         for _ in range(rounds):
             payload = os.urandom(1 << 20)
             [digest] = set(pool.map(write, [payload] * writers))
-            assert blobs.get(tmp_path, digest) == payload
+            assert spool.get(digest) == payload
     assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == rounds

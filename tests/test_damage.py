@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 import pytest
 from mails import build_mail
 
-from mailbot.store import blobs
-
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 PHOTO = b"\xff\xd8\xff\xe0 JFIF photo of the broken printer " * 40
 
@@ -59,10 +57,10 @@ def test_an_attachment_that_cannot_be_decoded_is_kept_raw_and_the_mail_filed(
     assert message["body"] == "Anbei die Fotos vom Drucker."
     good, bad = message["attachments"]
     assert (good["filename"], good["content_type"]) == ("ok.jpg", "image/jpeg")
-    assert blobs.get(desk.ctx.files_dir, good["sha256"]) == PHOTO
+    assert desk.ctx.files.get(good["sha256"]) == PHOTO
     assert (bad["filename"], bad["content_type"]) == ("bad.jpg.damaged",
                                                       "application/octet-stream")
-    assert blobs.get(desk.ctx.files_dir, bad["sha256"]) == body.encode()
+    assert desk.ctx.files.get(bad["sha256"]) == body.encode()
     [event] = desk.events(outcome.ticket_number, "attachment_damaged")
     assert event["data"]["filename"] == "bad.jpg.damaged"
     assert reason in event["data"]["reason"]

@@ -23,7 +23,6 @@ from mailbot.context import Context
 from mailbot.inbound import pipeline
 from mailbot.reading import classify
 from mailbot.reading.message import ParseError, parse
-from mailbot.store import blobs
 from mailbot.store import inbound as iq
 from mailbot.store import tickets as tq
 from mailbot.tickets import threads
@@ -182,7 +181,7 @@ def test_ingest_never_raises_and_never_loses_mail(fuzz_ctx: Context, raw: bytes)
     sha = hashlib.sha256(raw).hexdigest()
     record = iq.ingest_by_sha(ctx.store, sha)
     assert record is not None
-    assert blobs.get(ctx.spool_dir, sha) == raw
+    assert ctx.spool.get(sha) == raw
     if outcome.status == "quarantined":
         assert_quarantined(ctx, sha, raw)
     elif outcome.status in FILED:

@@ -25,7 +25,6 @@ from hygiene_kit import (
 from mails import as_bytes, build_mail
 
 from mailbot.context import Context
-from mailbot.store import blobs
 from mailbot.store import inbound as iq
 
 SMALL_LIMITS = """
@@ -88,7 +87,7 @@ def test_over_limit_is_quarantined_and_retried_after_raising(tmp_path: Path, lim
     assert ticket_count(ctx) == 0
     [entry] = iq.quarantined(ctx.store)
     assert limit in entry["error"]
-    assert blobs.get(ctx.spool_dir, entry["sha256"]) == raw
+    assert ctx.spool.get(entry["sha256"]) == raw
     listed = run_cli(ctx, "quarantine", "list", "--json")
     assert limit in json.loads(listed.output)[0]["error"]
     assert run_cli(ctx, "quarantine", "retry").exit_code == 65  # still over the limit
@@ -127,10 +126,11 @@ def assert_files_only_under_data_dir(ctx: Context, root: Path, hashes: set[str])
     for path in root.rglob("*"):
         if path.is_file():
             assert path == root / "mailbot.toml" or data in path.parents, path
-    stored = [p for p in ctx.files_dir.rglob("*") if p.is_file()]
+    files = data / "files"
+    stored = [p for p in files.rglob("*") if p.is_file()]
     assert {p.name for p in stored} == hashes
     for path in stored:
-        assert path.parent.parent == ctx.files_dir and path.parent.name == path.name[:2]
+        assert path.parent.parent == files and path.parent.name == path.name[:2]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
 
 

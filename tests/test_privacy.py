@@ -14,7 +14,6 @@ from pathlib import Path
 from daemon_util import REPO, Instance
 from mails import build_mail
 
-from mailbot.store import blobs
 from mailbot.tickets import actions, jobs, retention
 
 ACCOUNTS = REPO / "mailbot" / "examples" / "accounts.example.toml"
@@ -66,19 +65,24 @@ def counts_of(output: str) -> dict[str, int]:
             (line.rsplit(None, 1) for line in output.splitlines()[1:])}
 
 
-def traces(data_dir: Path, *words: str, vacuum: bool = False) -> list[str]:
-    """Where any of ``words`` (any case) is still written: the database file (every table,
-    free pages too; after a VACUUM if asked), its write-ahead log, the spool and the files."""
+def traces(desk, *words: str, vacuum: bool = False) -> list[str]:
+    """Where any of ``words`` (any case) is still written: the SQLite database file (every
+    table, free pages too; after a VACUUM if asked), its write-ahead log, the spool and the
+    files; with PostgreSQL, the chunks of raw mails and attachments in the database."""
+    data_dir = desk.ctx.config.data_dir
     database = data_dir / "mailbot.sqlite3"
-    if vacuum:
+    if vacuum and database.is_file():
         conn = sqlite3.connect(database)
         conn.execute("VACUUM")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
     paths = [database, Path(f"{database}-wal")]
     paths += [p for folder in ("spool", "files") for p in (data_dir / folder).rglob("*")]
-    return [f"{p.name}: {w}" for p in paths if p.is_file()
-            for w in words if w.lower().encode() in p.read_bytes().lower()]
+    kept = [(p.name, p.read_bytes()) for p in paths if p.is_file()]
+    kept += [(f"{r['kind']} {r['sha256']}", r["data"]) for r in desk.ctx.store.rows(
+        "SELECT kind, sha256, data FROM blob_chunks")]
+    return [f"{name}: {w}" for name, data in kept for w in words
+            if w.lower().encode() in data.lower()]
 
 
 def test_export_shows_everything_erase_removes_and_erase_leaves_no_trace(make_desk, tmp_path):
@@ -86,7 +90,7 @@ def test_export_shows_everything_erase_removes_and_erase_leaves_no_trace(make_de
     and the spool (grep finds neither address, name nor her word), keeps Eva's parts of the
     shared tickets and leaves Jürgen's ticket as it was; her old mail stays a duplicate."""
     desk, numbers = anna_and_her_colleague(make_desk)
-    bot, data_dir = desk.instance, desk.ctx.config.data_dir
+    bot = desk.instance
     jurgen_before = bot.ticket(numbers["other"])
 
     out, files = tmp_path / "anna.json", tmp_path / "anna-files"
@@ -121,8 +125,8 @@ def test_export_shows_everything_erase_removes_and_erase_leaves_no_trace(make_de
             counts["spool files"], counts["attachment files"]) == (1, 1, 2, 3, 2)  # not the logo
 
     # Not even in free pages or the log as erase left them (secure_delete, checkpoint):
-    assert traces(data_dir, ANNA[1], ANNA[0], SECRET_WORD) == []
-    assert traces(data_dir, ANNA[1], ANNA[0], SECRET_WORD, vacuum=True) == []
+    assert traces(desk, ANNA[1], ANNA[0], SECRET_WORD) == []
+    assert traces(desk, ANNA[1], ANNA[0], SECRET_WORD, vacuum=True) == []
     assert bot.cli("contacts", "show", ANNA[1]).exit_code == 1
     assert bot.cli("tickets", "show", numbers["own"]).exit_code == 1
     hers = bot.ticket(numbers["hers"])
@@ -133,7 +137,7 @@ def test_export_shows_everything_erase_removes_and_erase_leaves_no_trace(make_de
         (EVA[1], "Der Kran in Halle 3 ist defekt.")]
     assert evas["subject"] == "Kran defekt" and evas["contact"] == EVA[1]
     assert bot.ticket(numbers["other"]) == jurgen_before
-    assert blobs.path_for(desk.ctx.files_dir, sha(LOGO)).is_file()
+    assert desk.ctx.files.present({sha(LOGO)})
 
 
 def test_her_old_mail_delivered_again_after_erasure_is_a_duplicate(make_desk):
@@ -178,13 +182,13 @@ def closed_ticket(desk, subject: str, *attachments) -> tuple[str, bytes]:
 
 
 def spooled(desk, raw: bytes) -> bool:
-    """Whether the raw bytes of a mail are in the spool."""
-    return blobs.path_for(desk.ctx.spool_dir, hashlib.sha256(raw).hexdigest()).is_file()
+    """Whether the raw bytes of a mail are in the spool (files, or the PostgreSQL store)."""
+    return bool(desk.ctx.spool.present({hashlib.sha256(raw).hexdigest()}))
 
 
 def stored_file(desk, attachment) -> bool:
-    """Whether an attachment's file is in the files directory."""
-    return blobs.path_for(desk.ctx.files_dir, sha(attachment)).is_file()
+    """Whether an attachment's bytes are kept (files, or the PostgreSQL store)."""
+    return bool(desk.ctx.files.present({sha(attachment)}))
 
 
 def quarantined_mail(desk, subject: str) -> bytes:

@@ -25,7 +25,6 @@ from hygiene_kit import (
 from mails import CUSTOMER, build_mail
 
 from mailbot.context import Context
-from mailbot.store import blobs
 from mailbot.tickets import jobs
 
 OURS = "mx.example.com"
@@ -175,14 +174,14 @@ def test_held_spam_writes_no_attachment_files_until_released(ctx):
     raw = build_mail(headers=(("X-Spam-Flag", "YES"),),
                      attachments=(("rechnung.pdf", "application/pdf", payload),))
     ingest(ctx, raw)
-    stored = blobs.path_for(ctx.files_dir, hashlib.sha256(payload).hexdigest())
-    assert not stored.exists()
+    digest = hashlib.sha256(payload).hexdigest()
+    assert not ctx.files.present({digest})
     [entry] = held(ctx)
     assert run_cli(ctx, "spam", "release", str(entry["id"])).exit_code == 0
     [ticket] = run_json(ctx, "tickets", "list")
     [message] = detail(ctx, ticket["number"])["messages"]
     assert [a["filename"] for a in message["attachments"]] == ["rechnung.pdf"]
-    assert stored.read_bytes() == payload
+    assert ctx.files.get(digest) == payload
 
 
 def test_another_copy_of_held_spam_is_a_duplicate_too(ctx):
@@ -211,17 +210,16 @@ def test_delete_forgets_the_mail_and_its_raw_bytes(ctx):
     raw = mail(SPAM_VERDICTS["spamassassin-flag"])
     ingest(ctx, raw)
     [entry] = held(ctx)
-    spooled = blobs.path_for(ctx.spool_dir, entry["sha256"])
-    assert spooled.exists()
+    assert ctx.spool.present({entry["sha256"]})
 
     deleted = run_cli(ctx, "spam", "delete", str(entry["id"]))
     assert deleted.exit_code == 0, deleted.output
-    assert held(ctx) == [] and not spooled.exists()
+    assert held(ctx) == [] and not ctx.spool.present({entry["sha256"]})
     assert metric(ctx, "mailbot_spam_held") == 0
     assert run_cli(ctx, "spam", "delete", str(entry["id"])).exit_code == 65
     assert run_cli(ctx, "spam", "release", str(entry["id"])).exit_code == 65
 
-    assert ingest(ctx, raw).status == "spam" and spooled.exists()
+    assert ingest(ctx, raw).status == "spam" and ctx.spool.get(entry["sha256"]) == raw
     assert ticket_count(ctx) == 0 and outbox_rows(ctx) == []
 
 
@@ -236,7 +234,7 @@ def test_held_spam_expires_after_keep_days(ctx, clock):
     assert [e["subject"] for e in held(ctx)] == ["old", "newer"]
     assert jobs.run_all(ctx, clock.advance(hours=2))["expire_spam"] == 1
     assert [e["subject"] for e in held(ctx)] == ["newer"]
-    assert not blobs.path_for(ctx.spool_dir, first_sha).exists()
+    assert not ctx.spool.present({first_sha})
 
 
 def test_keep_days_is_configurable(tmp_path, clock):

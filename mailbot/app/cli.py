@@ -357,23 +357,37 @@ def _setup_ingest_logging(level: str, verbose: bool) -> None:
 def fetch(obj: dict) -> None:
     """Read every configured IMAP mailbox once, then exit (for a timer, or to try a config).
 
-    Exit 0 when every mailbox was read, 75 when one could not be (its mail stays there).
+    Exit 0 when every mailbox was read or is worked by a running node (which holds its
+    lease), 75 when one could not be read (its mail stays there).
     """
     from mailbot.inbound import pipeline
-    from mailbot.inbound.imap import CONNECTION_ERRORS, ImapSource, uidvalidity_keeper
+    from mailbot.inbound.imap import (
+        CONNECTION_ERRORS,
+        ImapSource,
+        LeaseLost,
+        mailbox_lease,
+        uidvalidity_keeper,
+    )
 
     ctx = _context(obj)
     keeper = uidvalidity_keeper(ctx.store)
     failed = False
     for cfg in ctx.config.imap:
-        source = ImapSource(cfg, keeper, ctx.health)
+        lease = mailbox_lease(ctx.store, cfg)
+        source = ImapSource(cfg, keeper, ctx.health, lease=lease)
+        if not lease.acquire():
+            click.echo(f"{source.name}: worked by a running mailbot (it holds the mailbox's "
+                       "lease): not read here")
+            continue
         try:
             filed = source.run_once(pipeline.feed(ctx))
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, LeaseLost) as exc:
             click.echo(f"{source.name}: cannot read the mailbox: {type(exc).__name__}: {exc}",
                        err=True)
             failed = True
             continue
+        finally:
+            lease.release()
         click.echo(f"{source.name}: filed {filed}")
     if not ctx.config.imap:
         click.echo("no [[imap]] mailbox is configured")

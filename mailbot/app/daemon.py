@@ -2,8 +2,12 @@
 
 The daemon builds the one Context of the process, lists its sources (:func:`sources`)
 and serves each of them, supervised (:mod:`mailbot.app.supervisor`), with the same feed
-into the pipeline; an IMAP mailbox reads in a thread of its own.  The watch
-(:mod:`mailbot.app.watchdog`) writes the status file and feeds systemd's watchdog.
+into the pipeline; an IMAP mailbox reads in a thread of its own.  Several daemons (nodes)
+may share one database: each mailbox is worked by the node holding its lease
+(:func:`~mailbot.inbound.imap.mailbox_lease`), each tick of a scheduled job runs on the
+node that claims it first (:meth:`Daemon._claim_tick`), and every node listens, serves the
+web and sends.  The watch (:mod:`mailbot.app.watchdog`) writes the status file and feeds
+systemd's watchdog.
 SIGTERM/SIGINT, at any moment, stop accepting new mail, let the mail in hand finish,
 and exit 0.  SIGHUP reads the config file again and puts in force what takes effect
 without a restart (:meth:`Daemon.reload`).
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from mailbot.app.upkeep import DataDirLock, InUse
 from mailbot.app.watchdog import Notifier, keep_watch, remove_status
 from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
-from mailbot.inbound.imap import ImapSource, uidvalidity_keeper
+from mailbot.inbound.imap import ImapSource, mailbox_lease, uidvalidity_keeper
 from mailbot.inbound.listener import Listener
 from mailbot.inbound.source import Feed, Source
 from mailbot.outbound.sender import Doorbell, Sender
@@ -36,14 +40,16 @@ from mailbot.outbound.transports import transport_for
 from mailbot.settings.config import Config, config_path, load
 from mailbot.settings.schema import ConfigError
 from mailbot.settings.team import Reloaded, load_agents
+from mailbot.store import jobs as jq
 from mailbot.tickets import jobs, notify
 
 log = logging.getLogger(__name__)
 
 # Seconds without progress after which a loop counts as stuck.
 OUTBOX_STUCK_SECONDS = 300.0
-# The once-a-day jobs (retention) first run this long after the start, then every 24 hours.
+# The once-a-day jobs (retention) first run this long after the start, then every day.
 DAILY_FIRST_RUN = timedelta(minutes=5)
+DAY = timedelta(hours=24)
 
 
 class StartupError(Exception):
@@ -59,7 +65,8 @@ def sources(ctx: Context) -> list[Source]:
         found.append(Listener(config.listener, config.limits.max_message_bytes, recipients,
                               ctx.health, config.limits.oversize))
     keeper = uidvalidity_keeper(ctx.store)
-    found += [ImapSource(cfg, keeper, ctx.health) for cfg in config.imap]
+    found += [ImapSource(cfg, keeper, ctx.health, lease=mailbox_lease(ctx.store, cfg))
+              for cfg in config.imap]
     return found
 
 
@@ -203,8 +210,8 @@ class Daemon:
         self.ctx.health.watch("jobs", 3 * interval + OUTBOX_STUCK_SECONDS, state="running")
         scheduler.add_job(self.ctx.team.reload_if_changed, "interval", seconds=5,
                           id="agents-reload")
-        scheduler.add_job(self._run_daily, "interval", hours=24, id="daily-jobs",
-                          next_run_time=self.ctx.clock() + DAILY_FIRST_RUN)
+        scheduler.add_job(self._run_daily, "interval", seconds=DAY.total_seconds(),
+                          id="daily-jobs", next_run_time=self.ctx.clock() + DAILY_FIRST_RUN)
         mailboxes = [s for s in self.sources if isinstance(s, ImapSource)]
         for number, source in enumerate(mailboxes):
             scheduler.add_job(source.poll, "interval", seconds=source.cfg.poll_seconds,
@@ -213,9 +220,12 @@ class Daemon:
         return scheduler
 
     async def _run_jobs(self) -> None:
-        """One round of the scheduler's ticket jobs; a failure is logged and on the board."""
+        """One round of the scheduler's ticket jobs, unless another node ran this tick; a
+        failure is logged and on the board."""
+        interval = self.config.notifications.interval_seconds
         try:
-            await asyncio.to_thread(jobs.run_all, self.ctx, self.ctx.clock())
+            if await asyncio.to_thread(self._claim_tick, "ticket-jobs", interval):
+                await asyncio.to_thread(jobs.run_all, self.ctx, self.ctx.clock())
         except Exception as exc:
             log.exception("ticket jobs failed; they run again next round")
             self.ctx.health.set("jobs", "failed", f"{type(exc).__name__}: {exc}")
@@ -223,11 +233,22 @@ class Daemon:
             self.ctx.health.set("jobs", "running")
 
     async def _run_daily(self) -> None:
-        """The once-a-day jobs (retention); a failure is logged, the next day tries again."""
+        """The once-a-day jobs (retention), unless another node ran them this day (UTC); a
+        failure is logged, the next day tries again."""
         try:
-            await asyncio.to_thread(jobs.run_daily, self.ctx, self.ctx.clock())
+            if await asyncio.to_thread(self._claim_tick, "daily-jobs", DAY.total_seconds()):
+                await asyncio.to_thread(jobs.run_daily, self.ctx, self.ctx.clock())
         except Exception:
             log.exception("daily jobs (retention) failed; they run again in 24 hours")
+
+    def _claim_tick(self, name: str, seconds: float) -> bool:
+        """Whether this node runs job ``name`` now: True for the first of all nodes on the
+        database to claim the current tick (the clock's period of ``seconds``)."""
+        tick = tick_of(self.ctx.clock(), seconds)
+        with self.ctx.store.transaction(durable=False):  # lost in a crash: runs once more
+            won = jq.claim_tick(self.ctx.store, name, tick)
+        log.debug("%s of tick %d %s", name, tick, "runs here" if won else "ran elsewhere")
+        return won
 
 
 def run(config: Config) -> None:
@@ -253,6 +274,14 @@ def started_with() -> Path:
     command = click.get_current_context(silent=True)
     given = (command.find_root().obj or {}).get("config_path") if command else None
     return config_path(given).resolve()
+
+
+def tick_of(now: datetime, seconds: float) -> int:
+    """The tick of a job run every ``seconds`` that ``now`` falls in, as the milliseconds
+    since the epoch at which it began: the same number on every node (clocks in step), and
+    comparable between nodes that run the job at different intervals."""
+    period = max(1, round(seconds * 1000))
+    return int(now.timestamp() * 1000) // period * period
 
 
 def _reload_summary(found: Reloaded) -> str:

@@ -8,6 +8,12 @@ with one flush, and only then moves it to the done folder (or flags it \\Seen);
 quarantined mails go to the quarantine folder.  Waits
 with IDLE when the server offers it, else polls.  A failure closes the connection,
 waits with exponential backoff and reconnects, without touching other sources.
+
+Of several nodes with the same mailbox, one works it: the daemon hands each source the
+mailbox's lease (:mod:`mailbot.store.leases`).  A source that does not get it is on
+standby (a state of health, not a failure) and tries again every ``lease_retry_seconds``;
+the holder checks its lease before each batch it files and before it moves mail, and one
+that finds it lost ends its session and goes back to waiting, never working on without it.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from mailbot.oauth.sasl import mechanism
 from mailbot.oauth.tokens import tokens_for
 from mailbot.settings.checks import network_cause
 from mailbot.settings.config import ImapConfig
-from mailbot.status.health import REFUSED, Health
-from mailbot.store import Store
+from mailbot.status.health import REFUSED, STANDBY, Health
+from mailbot.store import Store, TemporaryStoreError, leases
 from mailbot.store import inbound as iq
+from mailbot.store.leases import Lease
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,10 @@ NOT_CONNECTED = "User is authenticated but not connected"
 
 class Reconnect(Exception):
     """The server closed the session; connect again."""
+
+
+class LeaseLost(Exception):
+    """This node no longer holds the mailbox's lease: another may work it now."""
 
 
 # What a mailbox that cannot be read raises (TLS failures and timeouts are OSErrors; no
@@ -142,6 +153,14 @@ def probe(cfg: ImapConfig) -> str:
     return ""
 
 
+def mailbox_lease(store: Store, cfg: ImapConfig) -> Lease:
+    """The lease of an IMAP mailbox on the store: of several nodes (or daemons on one
+    SQLite file, or a `mailbot fetch` beside them) configured with the same mailbox, the
+    one holding it works it."""
+    return leases.lease_for(store, leases.mailbox_key(cfg.host, cfg.username, cfg.folder),
+                            f"imap:{cfg.label}")
+
+
 def uidvalidity_keeper(store: Store) -> Callable[[str, int], bool]:
     """Remembers each mailbox's UIDVALIDITY in the store; False when it changed."""
     def check(mailbox: str, value: int) -> bool:
@@ -158,12 +177,14 @@ class ImapSource:
 
     def __init__(self, cfg: ImapConfig, uidvalidity: Callable[[str, int], bool],
                  health: Health,
-                 factory: Callable[[ImapConfig], IMAPClient] = connect) -> None:
+                 factory: Callable[[ImapConfig], IMAPClient] = connect,
+                 lease: Lease | None = None) -> None:
         self.cfg = cfg
         self.name = f"imap:{cfg.label}"
         self.uidvalidity = uidvalidity
         self.health = health
         self.factory = factory
+        self.lease = lease  # None: this process alone reads the mailbox
         self.feed: Feed | None = None
         self.stop = threading.Event()
         self.poll_requested = threading.Event()
@@ -209,19 +230,62 @@ class ImapSource:
         self.poll_requested.set()
 
     def run(self, feed: Feed) -> None:
-        """Serve the mailbox until :attr:`stop` is set, reconnecting with backoff."""
+        """Serve the mailbox until :attr:`stop` is set, reconnecting with backoff.
+
+        With a lease, only while holding it: a failed session gives it back for the
+        backoff (another node may do better), a lost one ends the session at once.
+        """
         self.feed = feed
-        while not self.stop.is_set():
-            try:
-                self._session()
-            except (*CONNECTION_ERRORS, TemporaryFailure) as exc:  # the mail stays unmoved
-                self.failures += 1
-                state, cause, least = trouble(exc)
-                wait = max(least, min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1)))
-                self.health.set(self.name, state, cause)
-                log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, cause, wait)
-                self.stop.wait(wait)
+        try:
+            while not self.stop.is_set():
+                try:
+                    if self._take_lease():
+                        self._session()
+                except LeaseLost:  # the mail in hand stays unmoved
+                    log.warning("IMAP %s: the mailbox's lease is lost; stopped working it",
+                                self.cfg.label)
+                except (*CONNECTION_ERRORS, TemporaryFailure, TemporaryStoreError) as exc:
+                    self._give_lease_back()
+                    self._back_off(exc)
+        finally:
+            self._give_lease_back()
         self.health.set(self.name, "stopped")
+
+    def _back_off(self, exc: BaseException) -> None:
+        """Show a failed session on the board and wait before the next one, longer after
+        each failure in a row (the mail stays unmoved)."""
+        self.failures += 1
+        state, cause, least = trouble(exc)
+        wait = max(least, min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1)))
+        self.health.set(self.name, state, cause)
+        log.warning("IMAP %s: %s; reconnecting in %.0fs", self.cfg.label, cause, wait)
+        self.stop.wait(wait)
+
+    def _take_lease(self) -> bool:
+        """Wait until this node holds the mailbox's lease, on standby while another node
+        works the mailbox; False when stopped first.  True at once without a lease."""
+        waited = False
+        while self.lease is not None and not self.lease.acquire():
+            if not waited:
+                log.info("IMAP %s: another node works the mailbox; standing by, trying to "
+                         "take over every %gs", self.cfg.label, self.cfg.lease_retry_seconds)
+                waited = True
+            self.health.set(self.name, STANDBY, "another node works this mailbox")
+            if self.stop.wait(self.cfg.lease_retry_seconds):
+                return False
+        if waited:
+            log.info("IMAP %s: took over the mailbox (its lease was free)", self.cfg.label)
+        return not self.stop.is_set()
+
+    def _hold_lease(self) -> None:
+        """Raise :class:`LeaseLost` unless this node still holds the mailbox's lease."""
+        if self.lease is not None and not self.lease.held():
+            raise LeaseLost(self.lease.name)
+
+    def _give_lease_back(self) -> None:
+        """Free the mailbox's lease, if held, for another node to take."""
+        if self.lease is not None:
+            self.lease.release()
 
     def run_once(self, feed: Feed) -> int:
         """Connect, file everything waiting in the folder, disconnect; the number filed."""
@@ -291,6 +355,7 @@ class ImapSource:
     def _drain(self, client: IMAPClient) -> int:
         filed = 0
         while not self.stop.is_set() and not self._token_due():
+            self._hold_lease()
             criteria = ["NOT", "DELETED"] if self.cfg.done_folder else ["UNSEEN", "NOT", "DELETED"]
             uids = sorted(client.search(criteria))[: self.cfg.batch_size]
             if not uids:
@@ -359,6 +424,11 @@ class ImapSource:
         return False
 
     def _finish(self, client: IMAPClient, done: list[int], held: list[int]) -> None:
+        """Move the filed and the held mails out of the folder (or flag them \\Seen), while
+        this node still holds the lease; a lost one leaves them for the new holder, which
+        recognises them as filed already."""
+        if done or held:
+            self._hold_lease()
         if held:
             _move(client, held, self.cfg.quarantine_folder)
         if done and self.cfg.done_folder:

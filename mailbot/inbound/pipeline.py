@@ -37,7 +37,7 @@ from mailbot.reading.headers import sender_in_head
 from mailbot.reading.limits import Limits
 from mailbot.reading.message import Message
 from mailbot.reading.spam import SpamContext, spam_reason
-from mailbot.store import TemporaryStoreError, blobs
+from mailbot.store import TemporaryStoreError
 from mailbot.store import inbound as iq
 from mailbot.store import tickets as tq
 from mailbot.tickets import agents, bounces, filing, spam, threads
@@ -96,12 +96,12 @@ def fingerprint(ctx: Context, mail: Mail) -> Mail:
 
 
 def spool(ctx: Context, mail: Mail) -> Mail:
-    """The raw bytes on disk, under their hash, before they are read: from here on nothing
-    can be lost.  A mail filed before is not written again (its bytes may be gone on
-    purpose: retention, or a person's data erased)."""
+    """The raw bytes kept under their hash (on disk, or in a PostgreSQL store), before they
+    are read: from here on nothing can be lost.  A mail filed before is not written again
+    (its bytes may be gone on purpose: retention, or a person's data erased)."""
     try:
-        blobs.put(ctx.spool_dir, mail.raw, mail.sha, sync=mail.durable)
-    except OSError as exc:
+        ctx.spool.put(mail.raw, mail.sha, sync=mail.durable)
+    except (OSError, TemporaryStoreError) as exc:
         raise TemporaryFailure(f"cannot write the spool: {exc}") from exc
     return mail
 
@@ -151,8 +151,8 @@ def save_attachments(ctx: Context, mail: Mail) -> Mail:
         return mail
     try:
         for attachment in mail.msg.attachments:  # decoded as written: never whole in memory
-            blobs.put(ctx.files_dir, attachment.chunks(), attachment.sha256, sync=mail.durable)
-    except OSError as exc:
+            ctx.files.put(attachment.chunks(), attachment.sha256, sync=mail.durable)
+    except (OSError, TemporaryStoreError) as exc:
         raise TemporaryFailure(f"cannot write an attachment: {exc}") from exc
     return mail
 
@@ -338,13 +338,14 @@ def feed(ctx: Context) -> Feed:
 
 
 def flush(ctx: Context) -> None:
-    """Make everything filed so far durable (spool files and database) in one go.
+    """Make everything filed so far durable (raw mails, attachments, database) in one go.
 
     Only then is the outbox sender woken for the acknowledgements of the batch.  A sync
     that fails is a :class:`TemporaryFailure`: the batch must not be acknowledged.
     """
     try:
-        blobs.sync_filesystem(ctx.config.data_dir)
+        ctx.spool.sync()
+        ctx.files.sync()
         ctx.store.sync()
     except (OSError, TemporaryStoreError) as exc:
         raise TemporaryFailure(f"cannot make the mail durable: {exc}") from exc
@@ -396,7 +397,11 @@ def retry_quarantined(ctx: Context, ids: tuple[int, ...] = ()) -> list[tuple[int
     for entry in iq.quarantined(ctx.store):
         if (ids and entry["id"] not in ids) or not entry["sha256"]:
             continue
-        outcome = ingest(ctx, blobs.get(ctx.spool_dir, entry["sha256"]), entry["source"])
+        try:
+            raw = ctx.spool.get(entry["sha256"])
+        except TemporaryStoreError as exc:
+            raise TemporaryFailure(f"database unavailable: {exc}") from exc
+        outcome = ingest(ctx, raw, entry["source"])
         if outcome.status != "quarantined":
             with ctx.store.transaction():
                 iq.set_quarantine_status(ctx.store, entry["id"], "released", ctx.clock())

@@ -3,8 +3,10 @@
 A sender claims one row at a time before it sends it.  The claim names the sender (one
 name per process, :data:`OWNER`: host, process id, a random part) and lasts a lease of
 twice the longest a delivery may take, so the daemon and ``mailbot outbox flush`` beside
-it never send the same row.  The row of a sender that crashed is tried again once its
-lease ends, or at once when a sender on the same host sees that the process is gone.
+it never send the same row (nor the daemons of several nodes on one PostgreSQL database,
+which claim different rows at the same time: :func:`~mailbot.store.outbox.claiming`).
+The row of a sender that crashed is tried again once its lease ends, or at once when a
+sender on the same host sees that the process is gone.
 Only the sender named in a claim marks the row sent, retried or failed.  Once the relay took a
 mail, the sender records it as sent even if the database refuses for a while: it keeps
 the claim and retries, so the mail never becomes due again.
@@ -180,7 +182,7 @@ class _Round:
     def _claim_next(self) -> dict | None:
         now = self.ctx.clock()
         lease = timedelta(seconds=2 * send_deadline(self.ctx.config.relay))
-        with self.ctx.store.transaction(durable=False):
+        with oq.claiming(self.ctx.store):
             return oq.claim_next(self.ctx.store, self.owner, self.due_by, now, now + lease,
                                  self.durable_up_to)
 

@@ -278,6 +278,14 @@ class ImapConfig:
     fetch_budget_bytes: int = 8 * 1024 * 1024
     timeout_seconds: float = 30.0
     ca_file: str = ""
+    # Several nodes with this table: one works the mailbox, the others try to take over
+    # this often (seconds) and are on standby meanwhile.
+    lease_retry_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.lease_retry_seconds <= 0:
+            raise ValueError(f"lease_retry_seconds {self.lease_retry_seconds:g} must be more "
+                             "than 0")
 
     @property
     def label(self) -> str:

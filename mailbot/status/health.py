@@ -29,6 +29,9 @@ RECOVERING = ("connecting", "retrying", "failed")
 REFUSED = "refused"
 # States that count one more failure in a row.
 FAILING = ("retrying", "failed", REFUSED)
+# A source another node works (it holds the mailbox's lease): this one waits to take over,
+# which is as it should be, never a failure.
+STANDBY = "standby"
 # An absolute file path in an error text: a "/" that opens a word (so not the "/" of
 # "I/O", nor the "//" of a URL), up to a space, quote, bracket, comma, colon or semicolon.
 FILE_PATH = re.compile(r"(?<![^\s'\"(\[{<=,])/[^\s'\"()\[\]{}<>,:;]*")
@@ -76,7 +79,7 @@ class Health:
 
     def set(self, name: str, state: str, detail: str = "") -> None:
         """Record that ``name`` is now ``state`` (connected, running, retrying, failed,
-        refused, stopped).
+        refused, standby, stopped).
 
         ``retrying``, ``failed`` and ``refused`` count one more failure in a row, with
         ``detail`` as the error; ``connected`` and ``running`` are a success and reset the
@@ -144,7 +147,7 @@ def source_problem(state: SourceState, max_failures: int, now: float | None = No
     if state.stuck(now):
         return (f"source {state.name} stuck: no progress for "
                 f"{state.quiet_seconds(now):.0f} s")
-    if state.state in WORKING:
+    if state.state in (*WORKING, STANDBY):
         return ""
     if state.state in RECOVERING and state.failures < max_failures:
         return ""

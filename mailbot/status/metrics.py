@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from mailbot.status.health import WORKING, Health
+from mailbot.status.health import STANDBY, WORKING, Health
 from mailbot.store import Store
 from mailbot.store import inbound as iq
 from mailbot.store import outbox as oq
@@ -75,13 +75,17 @@ class ScrapeTimeCollector:
                                     labels=["source"])
         mails = CounterMetricFamily("mailbot_source_mails", "Mails the source handed over",
                                     labels=["source"])
+        standby = GaugeMetricFamily("mailbot_source_standby",
+                                    "1 when another node works the source (this one waits "
+                                    "to take over), else 0", labels=["source"])
         for state in self.health.states():
             working = state.state in WORKING and not state.stuck(now)
             up.add_metric([state.name], 1 if working else 0)
             failures.add_metric([state.name], state.failures)
             success.add_metric([state.name], state.last_success or 0)
             mails.add_metric([state.name], state.handled)
-        yield from (up, failures, success, mails)
+            standby.add_metric([state.name], 1 if state.state == STANDBY else 0)
+        yield from (up, failures, success, mails, standby)
 
 
 class Metrics:

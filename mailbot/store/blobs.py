@@ -1,4 +1,12 @@
-"""Content-addressed files on disk: raw mails and attachments, written before anything else.
+"""Raw mails and attachments, kept by their SHA-256: one :class:`Blobs` per kind, the
+spool (:data:`SPOOL`, raw mails) and the attachment files (:data:`FILES`).
+
+Where they are kept follows the store (:func:`open_kind`): beside an SQLite store, files
+under the data directory (:class:`FileBlobs`); with a PostgreSQL store, rows of that
+database (:class:`mailbot.store.pgblobs.PostgresBlobs`), so that no node of several keeps
+anything of its own and any node serves any ticket's files.  Either way they are written
+before anything refers to them, the same bytes always under the same name, and a big one
+is written and read back a piece at a time (:meth:`Blobs.chunks`), never whole in memory.
 
 A file is written to a temporary name of its own, fsynced and renamed, so a crash leaves
 either the whole file or none; the same bytes always land at the same path.  Several
@@ -17,42 +25,137 @@ import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from mailbot.store import Store
+
+SPOOL = "spool"  # raw mails, as they came
+FILES = "files"  # attachments, decoded
+# How much of a blob is read (and, in the database, stored) at a time.
+CHUNK_BYTES = 1 << 20
 
 
-def put(root: Path, payload: bytes | Iterable[bytes], sha256: str | None = None,
-        sync: bool = True) -> str:
-    """Store ``payload`` under its SHA-256 in ``root``; return the hash.
+class Blobs(Protocol):
+    """The bytes of one kind (:data:`SPOOL` or :data:`FILES`) by their SHA-256.
 
-    ``payload`` may be an iterable of chunks (a large attachment, decoded as it is written,
-    never whole in memory); then ``sha256`` must be given.
-    ``sync=False`` leaves the fsync to a later :func:`sync_filesystem` for a whole batch.
-    An OSError (a full disk, an unwritable directory) leaves no partial file behind.
+    A hash that is not a SHA-256 hex digest raises ValueError (they come from the
+    database, never from mail); bytes that are not kept raise FileNotFoundError.
     """
-    digest = sha256 or hashlib.sha256(payload).hexdigest()
-    target = path_for(root, digest)
-    if target.exists():
-        if sync:  # perhaps written by a batch that has not synced yet
-            fsync(target)
+
+    def put(self, payload: bytes | Iterable[bytes], sha256: str | None = None,
+            sync: bool = True) -> str:
+        """Keep ``payload`` under its SHA-256 (given, for chunks); return the hash.
+
+        Bytes kept already are not written again.  ``sync=False`` leaves making them
+        durable to a later :meth:`sync` for a whole batch.
+        """
+
+    def get(self, sha256: str) -> bytes:
+        """The bytes kept under a hash, whole (for a mail to read, a file to attach)."""
+
+    def chunks(self, sha256: str) -> Iterator[bytes]:
+        """The bytes kept under a hash, about :data:`CHUNK_BYTES` at a time (a download, an
+        export); bytes that are not kept raise at once, not when the first chunk is due."""
+
+    def size(self, sha256: str) -> int:
+        """How many bytes are kept under a hash."""
+
+    def present(self, hashes: Iterable[str]) -> set[str]:
+        """Those of ``hashes`` whose bytes are kept."""
+
+    def delete(self, hashes: Iterable[str]) -> int:
+        """Forget the bytes of these hashes (gone already: fine); how many went."""
+
+    def sync(self) -> None:
+        """Make every put with ``sync=False`` so far durable (a batch's group commit); a
+        failure raises (OSError, TemporaryStoreError): the batch must not be acknowledged."""
+
+
+def open_kind(kind: str, store: Store, data_dir: Path) -> Blobs:
+    """Where the bytes of ``kind`` are kept: in the database of a PostgreSQL store, else
+    in the folder ``kind`` of the data directory."""
+    if store.dialect.name == "postgresql":
+        from mailbot.store.pgblobs import PostgresBlobs  # psycopg only when needed
+        return PostgresBlobs(store, kind)
+    return FileBlobs(data_dir / kind)
+
+
+class FileBlobs:
+    """Blobs as files ``<root>/<first two hex digits>/<sha256>`` (see the module)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, payload: bytes | Iterable[bytes], sha256: str | None = None,
+            sync: bool = True) -> str:
+        """Write ``payload`` to its file (see :meth:`Blobs.put`); an OSError (a full disk,
+        an unwritable directory) leaves no partial file behind."""
+        digest = sha256 or hashlib.sha256(payload).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            if sync:  # perhaps written by a batch that has not synced yet
+                fsync(target)
+            return digest
+        _make_dirs(self.root, target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in (payload,) if isinstance(payload, bytes) else payload:
+                    handle.write(chunk)
+                if sync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if sync:
+            fsync(target.parent)  # the rename itself
         return digest
-    _make_dirs(root, target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in (payload,) if isinstance(payload, bytes) else payload:
-                handle.write(chunk)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if sync:
-        fsync(target.parent)  # the rename itself
-    return digest
+
+    def get(self, sha256: str) -> bytes:
+        """The file's bytes."""
+        return self.path(sha256).read_bytes()
+
+    def chunks(self, sha256: str) -> Iterator[bytes]:
+        """The file's bytes a chunk at a time (opened now: a missing file raises here)."""
+        return _read(self.path(sha256).open("rb"))
+
+    def size(self, sha256: str) -> int:
+        """The file's size."""
+        return self.path(sha256).stat().st_size
+
+    def present(self, hashes: Iterable[str]) -> set[str]:
+        """The hashes whose files exist."""
+        return {h for h in hashes if self.path(h).is_file()}
+
+    def delete(self, hashes: Iterable[str]) -> int:
+        """Remove the files of these hashes; how many were removed."""
+        removed = 0
+        for path in [self.path(h) for h in hashes]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
+
+    def sync(self) -> None:
+        """Flush the file system the files are on (nothing was written if the folder is
+        not there yet)."""
+        if self.root.is_dir():
+            sync_filesystem(self.root)
+
+    def path(self, sha256: str) -> Path:
+        """Where the file with this hash lives; the hash is checked, never taken from mail."""
+        return self.root / checked(sha256)[:2] / sha256
+
+
+def _read(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
 
 
 def _make_dirs(root: Path, folder: Path) -> None:
@@ -99,16 +202,11 @@ def _libc() -> ctypes.CDLL | None:
     return ctypes.CDLL(name, use_errno=True) if name else None
 
 
-def get(root: Path, sha256: str) -> bytes:
-    """The bytes stored under a hash."""
-    return path_for(root, sha256).read_bytes()
-
-
-def path_for(root: Path, sha256: str) -> Path:
-    """Where the file with this hash lives; the hash is checked, never taken from mail."""
+def checked(sha256: str) -> str:
+    """``sha256`` itself, or ValueError when it is not a SHA-256 hex digest."""
     if not is_digest(sha256):
         raise ValueError("not a sha256 hex digest")
-    return root / sha256[:2] / sha256
+    return sha256
 
 
 def is_digest(name: str) -> bool:

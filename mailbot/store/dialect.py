@@ -29,6 +29,9 @@ class Dialect:
     like: str  # case-insensitive LIKE (SQLite's LIKE is, for ASCII)
     greatest: str  # the larger of two values, as a scalar function
     no_limit: int | None  # a LIMIT that does not limit
+    # After a SELECT that picks a row to claim: lock it, passing over rows other
+    # transactions hold (PostgreSQL); SQLite's writers are one at a time and need none.
+    skip_locked: str = ""
 
     def each(self, param: str, cast: str = "bigint") -> str:
         """A SELECT of the items of a JSON array (a parameter or a column) as ``value``;
@@ -57,7 +60,8 @@ class Dialect:
 
 
 SQLITE = Dialect(name="sqlite", like="LIKE", greatest="MAX", no_limit=-1)
-POSTGRES = Dialect(name="postgresql", like="ILIKE", greatest="GREATEST", no_limit=None)
+POSTGRES = Dialect(name="postgresql", like="ILIKE", greatest="GREATEST", no_limit=None,
+                   skip_locked="FOR UPDATE SKIP LOCKED")
 
 
 class BadStoreURL(ValueError):

@@ -1,4 +1,5 @@
-"""Queries of the scheduler's jobs: pending events, deadlines, waiting and resolved tickets."""
+"""Queries of the scheduler's jobs: pending events, deadlines, waiting and resolved tickets,
+and which node runs a job's tick."""
 
 from __future__ import annotations
 
@@ -57,3 +58,13 @@ def tickets_in_status_since(store: Store, status: str) -> list[dict]:
         "SELECT t.*, (SELECT MAX(e.created_at) FROM events e WHERE e.ticket_id = t.id AND "  # noqa: S608
         f"e.kind = 'status' AND {to} = ?) AS since "
         "FROM tickets t WHERE t.status = ?", (status, status))
+
+
+def claim_tick(store: Store, name: str, tick: int) -> bool:
+    """Whether the caller runs job ``name`` for ``tick``: True for the one caller, of all
+    processes and nodes on this database, whose statement advances the job's tick.  One
+    statement decides, so of two at the same moment one waits for the other and passes."""
+    return store.row(
+        "INSERT INTO job_runs (name, tick) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+        "SET tick = excluded.tick WHERE job_runs.tick < excluded.tick RETURNING tick",
+        (name, tick)) is not None

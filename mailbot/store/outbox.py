@@ -9,6 +9,7 @@ the row); a finished row keeps ``claimed_by``, the sender that last had it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -59,20 +60,34 @@ def due(store: Store, now: datetime, limit: int) -> list[dict]:
     return rows
 
 
+def claiming(store: Store) -> contextlib.AbstractContextManager:
+    """The transaction a claim (:func:`claim_next`) runs in.
+
+    SQLite: under the write lock, like every write (without an fsync: a lost claim only
+    makes the row due again).  PostgreSQL: without the cluster-wide write lock, as the
+    claim locks its row and passes over rows others hold (FOR UPDATE SKIP LOCKED), so the
+    senders of several nodes claim different rows at the same time.
+    """
+    if store.dialect.skip_locked:
+        return store.row_locked()
+    return store.transaction(durable=False)
+
+
 def claim_next(store: Store, owner: str, due_by: datetime, now: datetime,
                until: datetime, up_to_id: int | None = None) -> dict | None:
-    """Claim the oldest pending row due by ``due_by`` that nobody holds; the row, or None.
+    """Claim the oldest pending row due by ``due_by`` that nobody holds; the row, or None
+    (inside :func:`claiming`).
 
     One statement looks the row up and claims it, so two senders (the daemon and
-    ``mailbot outbox flush``) never claim the same row.  With ``up_to_id`` only rows up to
-    it are taken: the ones the caller knows to be durable.
+    ``mailbot outbox flush``, or the daemons of two nodes) never claim the same row.  With
+    ``up_to_id`` only rows up to it are taken: the ones the caller knows to be durable.
     """
     row = store.row(
-        "UPDATE outbox SET claimed_by = :owner, claimed_until = :until WHERE id = ("
+        "UPDATE outbox SET claimed_by = :owner, claimed_until = :until WHERE id = ("  # noqa: S608
         "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= :due "
         "AND (CAST(:up_to AS BIGINT) IS NULL OR id <= :up_to) "
         "AND (claimed_until IS NULL OR claimed_until <= :now) "
-        "ORDER BY next_attempt_at, id LIMIT 1) RETURNING *",
+        f"ORDER BY next_attempt_at, id LIMIT 1 {store.dialect.skip_locked}) RETURNING *",
         {"owner": owner, "until": iso(until), "due": iso(due_by), "now": iso(now),
          "up_to": up_to_id})
     if row is not None:

@@ -9,6 +9,11 @@ busy timeout.  ``durable=False`` commits without waiting for the WAL flush
 synchronous commit.  A fault of the server or the network (psycopg's OperationalError:
 connection lost, lock or statement timeout, deadlock, disk full, shutdown) is a
 :class:`TemporaryStoreError`; a lost connection is opened again on next use.
+
+Beside the write lock: :meth:`PostgresStore.row_locked` is a transaction without it, for a
+statement whose row locks keep the nodes apart (the outbox claim, FOR UPDATE SKIP LOCKED),
+and :class:`AdvisoryLease` is a lease (:mod:`mailbot.store.leases`) on a connection of its
+own.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from psycopg import pq
 from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 
-from mailbot.store import Store, TemporaryStoreError, dialect, insert_statement, schema
+from mailbot.store import Store, TemporaryStoreError, dialect, insert_statement, leases, schema
 from mailbot.store.schema import SchemaVersion
 
 # The key of the write lock every transaction takes (stable across processes and nodes).
@@ -114,10 +119,26 @@ class PostgresStore(Store):
                 yield self
                 conn.execute("COMMIT")
             except BaseException:
-                if not conn.closed and not conn.broken \
-                        and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                    with contextlib.suppress(psycopg.Error):  # the first error is the news
-                        conn.execute("ROLLBACK")
+                _roll_back(conn)
+                raise
+
+    @contextlib.contextmanager
+    def row_locked(self) -> Iterator[Store]:
+        """A short transaction without the cluster-wide write lock, committed without waiting
+        for the WAL flush: for a statement whose row locks keep writers apart (a claim with
+        FOR UPDATE SKIP LOCKED), so that the nodes do not queue for it.  A row lock is waited
+        for at most the busy timeout; nested use is part of the transaction around it."""
+        with self._connection() as conn:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                yield self
+                return
+            try:  # one round trip; the value is an integer of ours
+                conn.execute(f"BEGIN; SET LOCAL lock_timeout = {int(self.busy_timeout * 1000)};"
+                             " SET LOCAL synchronous_commit = off")
+                yield self
+                conn.execute("COMMIT")
+            except BaseException:
+                _roll_back(conn)
                 raise
 
     def sync(self) -> None:
@@ -151,3 +172,84 @@ class PostgresStore(Store):
 
     def _apply_migrations(self) -> None:
         schema.postgres_apply(self._conn)
+
+
+def _roll_back(conn: psycopg.Connection) -> None:
+    """End a failed transaction, if the connection still has one (the first error is the
+    news: a failing rollback is not)."""
+    if not conn.closed and not conn.broken \
+            and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+
+
+class AdvisoryLease:
+    """A lease (:mod:`mailbot.store.leases`) as a session-level advisory lock, on a connection
+    of its own with TCP keepalives on both ends: the server frees the lock when the holder's
+    connection ends (at once for a process that died, within
+    :data:`~mailbot.store.leases.DEAD_PEER_SECONDS` for a host gone from the network), and
+    the holder finds it lost as soon as a round trip fails."""
+
+    def __init__(self, url: str, key: str, name: str, connect_seconds: float) -> None:
+        self.url = url
+        self.name = name
+        self.number = leases.lock_number(key)
+        self.connect_seconds = connect_seconds
+        self._conn: psycopg.Connection | None = None
+        self._held = False
+
+    def acquire(self) -> bool:
+        """Try the advisory lock once; whether it is held now.  A database that cannot be
+        reached is a :class:`TemporaryStoreError`."""
+        if self.held():
+            return True
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self._connect()
+            self._held = self._conn.execute("SELECT pg_try_advisory_lock(%s) AS got",
+                                            (self.number,)).fetchone()["got"]
+        except psycopg.Error as exc:
+            self.release()
+            raise TemporaryStoreError(f"lease {self.name}: {type(exc).__name__}: {exc}") \
+                from exc
+        return self._held
+
+    def held(self) -> bool:
+        """Whether the lock is still held: one round trip on its connection (the lock lives
+        as long as the session; a connection that fails has lost it)."""
+        if not self._held:
+            return False
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Close the lease's connection, which ends the session and frees the lock."""
+        conn, self._conn, self._held = self._conn, None, False
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def _connect(self) -> psycopg.Connection:
+        """The lease's connection: keepalives here (libpq) and on the server's end (its
+        settings for this session; ignored over a Unix socket), and unacknowledged data
+        gives up after as long."""
+        idle, interval, count = (leases.KEEPALIVE_IDLE, leases.KEEPALIVE_INTERVAL,
+                                 leases.KEEPALIVE_COUNT)
+        conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                               connect_timeout=max(1, round(self.connect_seconds)),
+                               application_name="mailbot lease", keepalives=1,
+                               keepalives_idle=idle, keepalives_interval=interval,
+                               keepalives_count=count,
+                               tcp_user_timeout=leases.DEAD_PEER_SECONDS * 1000)
+        try:
+            conn.execute(f"SET tcp_keepalives_idle = {idle}; "  # integers of ours
+                         f"SET tcp_keepalives_interval = {interval}; "
+                         f"SET tcp_keepalives_count = {count}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn

@@ -1,10 +1,10 @@
 """Queries that find and forget personal data: one person's rows (GDPR export and erasure),
-whole tickets and the raw bytes behind them (retention), and the spool files and
-attachment files nothing kept refers to any more.
+whole tickets and the raw bytes behind them (retention), and the raw mails and
+attachments nothing kept refers to any more (their bytes: :mod:`mailbot.store.blobs`).
 
 Lists of row ids and hashes travel as one JSON array (``store.dialect.each``), so a
-statement handles any number of them.  Raw bytes of a mail (``spool/``) are kept while a message,
-a quarantine entry or a held spam mail refers to them; an attachment file (``files/``)
+statement handles any number of them.  Raw bytes of a mail (the spool) are kept while a
+message, a quarantine entry or a held spam mail refers to them; an attachment's bytes
 while an attachment row does.  Ingest records never keep bytes: they only remember a
 mail's hash and Message-ID, so a re-delivery is still recognised once the bytes are gone.
 """
@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 
-from mailbot.store import Store, blobs
+from mailbot.store import Store
 
 # Tables whose rows are deleted by id here.
 _BY_ID = frozenset({"outbox", "quarantine", "spam_held", "messages", "events"})
@@ -188,7 +187,7 @@ def forget_message_ids(store: Store, address: str) -> int:
                          (address,))
 
 
-# -- raw bytes and files ---------------------------------------------------------------------
+# -- raw bytes and attachments ---------------------------------------------------------------
 
 def raw_of_tickets(store: Store, ticket_ids: Iterable[int]) -> tuple[set[str], set[str]]:
     """The spool hashes (of messages and ingest records) and attachment hashes of tickets."""
@@ -224,23 +223,6 @@ def unused_files(store: Store, hashes: Iterable[str]) -> set[str]:
         f"SELECT value FROM ({_each(store, 'text')}) AS j "  # noqa: S608
         "WHERE value NOT IN (SELECT sha256 FROM attachments)",
         {"ids": _ids(hashes)})}
-
-
-def present(root: Path, hashes: Iterable[str]) -> list[Path]:
-    """The files of these hashes that exist under ``root``."""
-    return [p for p in (blobs.path_for(root, h) for h in sorted(hashes)) if p.is_file()]
-
-
-def discard(paths: Iterable[Path]) -> int:
-    """Remove files (gone already: fine); how many were removed."""
-    removed = 0
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed += 1
-    return removed
 
 
 def secure_delete(store: Store, on: bool) -> None:

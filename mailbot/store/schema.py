@@ -323,6 +323,36 @@ def m010_work_order(db: Database) -> None:
         """)
 
 
+@migrations()
+def m011_blobs(db: Database) -> None:
+    """Raw mails and attachments in the database of a PostgreSQL store (kind "spool" or
+    "files"): chunks of about a megabyte, and a row per blob written after its last chunk,
+    its presence.  An SQLite store keeps them as files; its tables stay empty."""
+    _run(db, """
+        CREATE TABLE blob_chunks (
+            kind TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (kind, sha256, seq)
+        );
+        CREATE TABLE blobs (
+            kind TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (kind, sha256)
+        )
+        """)
+
+
+@migrations()
+def m012_job_runs(db: Database) -> None:
+    """The last tick each scheduled job ran for: of several nodes on one database, the one
+    that advances a job's tick runs it, the others pass (once per tick across the cluster)."""
+    db.execute("CREATE TABLE job_runs (name TEXT PRIMARY KEY, tick INTEGER NOT NULL)")
+
+
 # -- the same migrations on PostgreSQL -------------------------------------------------------
 
 # Where a PostgreSQL database records its applied migrations (SQLite's: _sqlite_migrations).

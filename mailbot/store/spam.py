@@ -7,9 +7,8 @@ ingest record with outcome ``spam``, so a re-delivery of it is a duplicate.
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
-from mailbot.store import Store, blobs, iso
+from mailbot.store import Store, iso
 
 # What a listing shows of each held mail.
 LISTED = "id, sha256, source, message_id, from_addr, subject, reason, created_at"
@@ -72,8 +71,3 @@ def forget(store: Store, entry: dict) -> bool:
         " + (SELECT COUNT(*) FROM ingest WHERE sha256 = :sha)"
         " + (SELECT COUNT(*) FROM spam_held WHERE sha256 = :sha) AS n", {"sha": sha})
     return users["n"] == 0
-
-
-def discard_spooled(spool_dir: Path, sha256: str) -> None:
-    """Remove the raw bytes of a forgotten mail from the spool (gone already: fine)."""
-    blobs.path_for(spool_dir, sha256).unlink(missing_ok=True)

@@ -20,7 +20,6 @@ from mailbot.outbound.outbox import Failure
 from mailbot.outbound.wording import decimal, moment, supported_language
 from mailbot.reading import quotes
 from mailbot.reading.message import Attachment, Message
-from mailbot.store import blobs
 from mailbot.store import directory as dq
 from mailbot.store import tickets as tq
 from mailbot.tickets import guards, identify, mails
@@ -92,7 +91,7 @@ def to_each_agent(ctx: Context, ticket: dict, kind: str, envelope: Envelope, val
 
 def mail_files(ctx: Context, number: str, files: tuple[Attachment, ...],
                language: str) -> tuple[tuple[str, str, bytes], ...]:
-    """The files a mail about ticket ``number`` carries, read from the files directory.
+    """The files a mail about ticket ``number`` carries, read from where they are kept.
 
     Once :data:`MAIL_FILES_BYTES` are attached, each further file is replaced by a short
     note (in ``language``) that names it and links the ticket, where it is kept: relays
@@ -103,7 +102,7 @@ def mail_files(ctx: Context, number: str, files: tuple[Attachment, ...],
         if file.size <= room:
             room -= file.size
             attached.append((file.filename, file.content_type,
-                             blobs.get(ctx.files_dir, file.sha256)))
+                             ctx.files.get(file.sha256)))
             continue
         megabytes = decimal(file.size / 1024 / 1024, language, places=1)
         note = LEFT_OUT[supported_language(language)].format(

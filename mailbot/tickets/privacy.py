@@ -33,14 +33,13 @@ import email.policy
 import json
 import os
 import re
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailbot.reading.headers import normalise_address
-from mailbot.store import TemporaryStoreError, blobs, iso
+from mailbot.store import TemporaryStoreError, iso
 from mailbot.store import directory as dq
 from mailbot.store import privacy as pq
 
@@ -52,6 +51,9 @@ ERASED_ACTOR = "erased"
 MESSAGE_KEYS = ("direction", "from_addr", "from_name", "to_addrs", "subject", "body",
                 "message_id", "created_at")
 ATTACHMENT_KEYS = ("filename", "content_type", "size", "sha256")
+# The raw mails and the attachments that nothing kept refers to any more, by hash: they go
+# once the transaction that let go of them is committed (see :func:`discard`).
+Unused = tuple[set[str], set[str]]
 
 
 @dataclass(frozen=True)
@@ -161,37 +163,47 @@ def mail_text(raw: bytes) -> str:
 
 def erase(ctx: Context, address: str, dry_run: bool = False) -> dict[str, int]:
     """Remove a person's data (see the module); what was removed (with ``dry_run``: what
-    would be, nothing changed).  Files go after the commit: a rollback keeps them."""
+    would be, nothing changed).  Raw mails and attachments go after the commit: a rollback
+    keeps them."""
     store = ctx.store
     pq.secure_delete(store, True)
     try:
-        counts, paths = commit_or_rehearse(ctx, dry_run, lambda: _erase(ctx, find(ctx, address)))
+        counts, unused = commit_or_rehearse(ctx, dry_run,
+                                            lambda: _erase(ctx, find(ctx, address)))
     finally:
         pq.secure_delete(store, False)
     if not dry_run:
-        pq.discard(paths)
+        discard(ctx, unused)
         with contextlib.suppress(TemporaryStoreError):  # busy: the next checkpoint does it
             pq.checkpoint(store)
     return counts
 
 
 def commit_or_rehearse(ctx: Context, dry_run: bool,
-                       work: Callable[[], tuple[dict[str, int], list[Path]]],
-                       ) -> tuple[dict[str, int], list[Path]]:
-    """Run ``work`` in one transaction; a dry run rolls it back.  Its counts and the files
-    that are unused once it is committed (to remove then)."""
+                       work: Callable[[], tuple[dict[str, int], Unused]],
+                       ) -> tuple[dict[str, int], Unused]:
+    """Run ``work`` in one transaction; a dry run rolls it back.  Its counts and the raw
+    mails and attachments that are unused once it is committed (to :func:`discard` then)."""
     try:
         with ctx.store.transaction():
-            counts, paths = work()
+            counts, unused = work()
             if dry_run:
-                raise Rehearsed(counts, paths)
+                raise Rehearsed(counts, unused)
     except Rehearsed as rehearsed:
-        counts, paths = rehearsed.args
-    return counts, paths
+        counts, unused = rehearsed.args
+    return counts, unused
 
 
-def _erase(ctx: Context, found: Footprint) -> tuple[dict[str, int], list[Path]]:
-    """Delete and redact what ``found`` lists; the counts and the files now unused."""
+def discard(ctx: Context, unused: Unused) -> None:
+    """Forget the bytes of raw mails and attachments nothing refers to any more (after the
+    commit that let go of them), wherever they are kept: files or the database."""
+    spool, files = unused
+    ctx.spool.delete(spool)
+    ctx.files.delete(files)
+
+
+def _erase(ctx: Context, found: Footprint) -> tuple[dict[str, int], Unused]:
+    """Delete and redact what ``found`` lists; the counts and the bytes now unused."""
     store = ctx.store
     spool, files = pq.raw_of_tickets(store, found.own_ids)
     spool |= found.spool
@@ -209,8 +221,8 @@ def _erase(ctx: Context, found: Footprint) -> tuple[dict[str, int], list[Path]]:
         pq.delete_rows(store, table, [r["id"] for r in rows])
     pq.forget_message_ids(store, found.address)
     contacts = pq.delete_contact(store, found.contact["id"]) if found.contact else 0
-    spool_files = pq.present(ctx.spool_dir, pq.unused_spool(store, spool))
-    attachment_files = pq.present(ctx.files_dir, pq.unused_files(store, files))
+    spool_files = ctx.spool.present(pq.unused_spool(store, spool))
+    attachment_files = ctx.files.present(pq.unused_files(store, files))
     counts = {"contacts": contacts, "tickets_deleted": len(found.own),
               "tickets_kept_without_them": len(found.shared),
               "messages": len(found.messages), "attachments": len(found.attachments),
@@ -218,7 +230,7 @@ def _erase(ctx: Context, found: Footprint) -> tuple[dict[str, int], list[Path]]:
               "outbox": len(found.outbox), "quarantine": len(found.quarantine),
               "spam": len(found.spam), "spool_files": len(spool_files),
               "attachment_files": len(attachment_files)}
-    return counts, spool_files + attachment_files
+    return counts, (spool_files, attachment_files)
 
 
 def _redactor(found: Footprint) -> Callable[[str], str]:
@@ -252,7 +264,7 @@ def _redact_others(ctx: Context, found: Footprint,
 def _raw_names(ctx: Context, sha: str, address: str) -> bool:
     """Whether the raw bytes of a mail contain ``address`` (in any case)."""
     try:
-        return address.encode("utf-8") in blobs.get(ctx.spool_dir, sha).lower()
+        return address.encode("utf-8") in ctx.spool.get(sha).lower()
     except FileNotFoundError:  # gone already
         return False
 
@@ -284,8 +296,8 @@ def _redact_tickets(ctx: Context, found: Footprint, redact: Callable[[str], str]
 
 def export(ctx: Context, address: str, files_dir: Path | None = None) -> dict:
     """Everything stored about ``address`` as one JSON document (what erase would remove, and
-    the account for context); with ``files_dir`` the raw mails and attachment files are
-    copied there (``mails/<sha256>.eml``, ``files/<sha256>``) and named in the document."""
+    the account for context); with ``files_dir`` the raw mails and attachments are
+    written there (``mails/<sha256>.eml``, ``files/<sha256>``) and named in the document."""
     with ctx.store.transaction():
         found = find(ctx, address)
     numbers = {t["id"]: t["number"] for t in found.own + found.shared}
@@ -302,9 +314,8 @@ def export(ctx: Context, address: str, files_dir: Path | None = None) -> dict:
                                     "created_at", "sha256")} for s in found.spam],
         "attachments": [{"ticket": numbers.get(m["ticket_id"]),
                          **{k: a[k] for k in ATTACHMENT_KEYS}} for a, m in found.attachments],
-        "raw_mails": [{"sha256": sha, "size": path.stat().st_size}
-                      for sha in sorted(found.spool)
-                      for path in pq.present(ctx.spool_dir, {sha})],
+        "raw_mails": [{"sha256": sha, "size": ctx.spool.size(sha)}
+                      for sha in sorted(ctx.spool.present(found.spool))],
     }
     if files_dir is not None:
         _copy_files(ctx, document, files_dir)
@@ -346,20 +357,22 @@ def _outgoing(row: dict, numbers: dict[int, str]) -> dict:
 
 
 def _copy_files(ctx: Context, document: dict, target: Path) -> None:
-    """Copy the raw mails and attachment files named in ``document`` below ``target``."""
-    for entries, source, folder, suffix in (
-            (document["raw_mails"], ctx.spool_dir, "mails", ".eml"),
-            (document["attachments"], ctx.files_dir, "files", "")):
+    """Write the raw mails and attachments named in ``document`` below ``target``."""
+    for entries, kept, folder, suffix in (
+            (document["raw_mails"], ctx.spool, "mails", ".eml"),
+            (document["attachments"], ctx.files, "files", "")):
         (target / folder).mkdir(mode=0o700, parents=True, exist_ok=True)
         for entry in entries:
-            found = pq.present(source, {entry["sha256"]})
+            found = kept.present({entry["sha256"]})
             entry["file"] = f"{folder}/{entry['sha256']}{suffix}" if found else None
             if found:
-                _copy_private(found[0], target / entry["file"])
+                _write_private(kept.chunks(entry["sha256"]), target / entry["file"])
 
 
-def _copy_private(source: Path, target: Path) -> None:
-    """Copy a file into a new one readable by its owner alone (it holds someone's mail)."""
+def _write_private(chunks: Iterable[bytes], target: Path) -> None:
+    """Write bytes a chunk at a time into a new file readable by its owner alone (it holds
+    someone's mail)."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with source.open("rb") as reading, os.fdopen(fd, "wb") as writing:
-        shutil.copyfileobj(reading, writing)
+    with os.fdopen(fd, "wb") as writing:
+        for chunk in chunks:
+            writing.write(chunk)

@@ -10,24 +10,24 @@ behind them, run once a day by the scheduler and by `mailbot retention run`.
 - ``quarantine_days``: quarantine entries last seen longer ago are deleted with their
   raw bytes, held ones too.
 
-0 keeps forever (the default).  A file goes only when nothing kept refers to it (the same
-attachment may belong to several mails).  Ingest records stay, so a re-delivered old mail
+0 keeps forever (the default).  Raw bytes go only when nothing kept refers to them (the
+same attachment may belong to several mails), wherever they are kept (files, or the
+database of a PostgreSQL store).  Ingest records stay, so a re-delivered old mail
 is still a duplicate; if its bytes came back to the spool with it, the next run removes
 them again.  Work is done in batches of :data:`BATCH` tickets, one transaction each, so
-the daemon's mail never waits long for the database; files go after each commit.
+the daemon's mail never waits long for the database; raw bytes go after each commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailbot.store import privacy as pq
 from mailbot.store import retention as rq
 from mailbot.store import tickets as tq
-from mailbot.tickets.privacy import commit_or_rehearse
+from mailbot.tickets.privacy import Unused, commit_or_rehearse, discard
 
 if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
     from mailbot.context import Context
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
 BATCH = 500
 COUNTS = ("tickets_deleted", "tickets_raw_deleted", "quarantine", "spool_files",
           "attachment_files")
-Work = Callable[[], tuple[dict[str, int], list[Path]]]
+Work = Callable[[], tuple[dict[str, int], Unused]]
 
 
 def run(ctx: Context, now: datetime, dry_run: bool = False) -> dict[str, int]:
@@ -43,20 +43,21 @@ def run(ctx: Context, now: datetime, dry_run: bool = False) -> dict[str, int]:
     (with ``dry_run``: would go, in one transaction rolled back at the end)."""
     sweep = _Sweep(ctx, dry_run)
     if dry_run:
-        commit_or_rehearse(ctx, True, lambda: (sweep.all(now), []))
+        commit_or_rehearse(ctx, True, lambda: (sweep.all(now), (set(), set())))
     else:
         sweep.all(now)
     return sweep.counts
 
 
 class _Sweep:
-    """One retention run: its counts, and the files already counted (each file once)."""
+    """One retention run: its counts, and the raw mails and attachments already counted
+    (each once)."""
 
     def __init__(self, ctx: Context, dry_run: bool) -> None:
         self.ctx = ctx
         self.dry_run = dry_run
         self.counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
-        self.seen: set[Path] = set()
+        self.seen: Unused = (set(), set())
 
     def all(self, now: datetime) -> dict[str, int]:
         """Every kind of retention that is configured, in order; the counts."""
@@ -85,38 +86,36 @@ class _Sweep:
 
     def _step(self, work: Work, write: bool = True) -> None:
         """One transaction of work (``write`` False: work that only reads, without the write
-        lock); its files are removed once it is committed."""
+        lock); the raw bytes it let go of are forgotten once it is committed."""
         if write:
             with self.ctx.store.transaction():
-                counts, paths = work()
+                counts, unused = work()
         else:
-            counts, paths = work()
+            counts, unused = work()
         for key, n in counts.items():
             self.counts[key] += n
         if not self.dry_run:
-            pq.discard(paths)
+            discard(self.ctx, unused)
 
-    def _unused(self, spool: set[str], files: set[str]) -> list[Path]:
-        """The spool and attachment files of these hashes nothing refers to any more."""
+    def _unused(self, spool: set[str], files: set[str]) -> Unused:
+        """The raw mails and attachments of these hashes that are kept and that nothing
+        refers to any more (counted here, each once)."""
         store = self.ctx.store
-        found = {"spool_files": pq.present(self.ctx.spool_dir, pq.unused_spool(store, spool)),
-                 "attachment_files": pq.present(self.ctx.files_dir,
-                                                 pq.unused_files(store, files))}
-        paths = []
-        for key, found_paths in found.items():
-            fresh = [p for p in found_paths if p not in self.seen]
-            self.seen.update(fresh)
+        found = (self.ctx.spool.present(pq.unused_spool(store, spool)) - self.seen[0],
+                 self.ctx.files.present(pq.unused_files(store, files)) - self.seen[1])
+        for key, fresh, seen in zip(("spool_files", "attachment_files"), found, self.seen,
+                                    strict=True):
+            seen.update(fresh)
             self.counts[key] += len(fresh)
-            paths += fresh
-        return paths
+        return found
 
-    def _delete_tickets(self, ticket_ids: list[int]) -> tuple[dict[str, int], list[Path]]:
+    def _delete_tickets(self, ticket_ids: list[int]) -> tuple[dict[str, int], Unused]:
         spool, files = pq.raw_of_tickets(self.ctx.store, ticket_ids)
         pq.delete_tickets(self.ctx.store, ticket_ids)
         return {"tickets_deleted": len(ticket_ids)}, self._unused(spool, files)
 
     def _drop_raw(self, ticket_ids: list[int], now: datetime,
-                  ) -> tuple[dict[str, int], list[Path]]:
+                  ) -> tuple[dict[str, int], Unused]:
         store = self.ctx.store
         spool, files = pq.raw_of_tickets(store, ticket_ids)
         holding = rq.raw_counts(store, ticket_ids)
@@ -126,7 +125,7 @@ class _Sweep:
                          {"raw_mails": mails, "attachments": attachments}, now)
         return {"tickets_raw_deleted": len(holding)}, self._unused(spool, files)
 
-    def _delete_quarantine(self, before: datetime) -> tuple[dict[str, int], list[Path]]:
+    def _delete_quarantine(self, before: datetime) -> tuple[dict[str, int], Unused]:
         entries = rq.quarantine_before(self.ctx.store, before)
         pq.delete_rows(self.ctx.store, "quarantine", [e["id"] for e in entries])
         return {"quarantine": len(entries)}, self._unused({e["sha256"] for e in entries}, set())

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailbot.reading.message import Message, ParseError, parse
-from mailbot.store import blobs
 from mailbot.store import spam as sq
 from mailbot.tickets.outcome import OperatorError, Outcome
 
@@ -48,7 +47,7 @@ def entry(ctx: Context, entry_id: int) -> dict:
 def raw_of(ctx: Context, held: dict) -> bytes:
     """The spooled bytes of a held mail; an :class:`OperatorError` when they are gone."""
     try:
-        return blobs.get(ctx.spool_dir, held["sha256"])
+        return ctx.spool.get(held["sha256"])
     except FileNotFoundError as exc:
         raise OperatorError(f"the raw bytes of held mail {held['id']} are missing from the "
                             f"spool ({exc.filename})") from exc
@@ -87,7 +86,7 @@ def _forget(ctx: Context, entry_id: int) -> dict | None:
             return None
         unused = sq.forget(ctx.store, held)
     if unused:  # after the commit: a rollback must not leave an entry without its bytes
-        sq.discard_spooled(ctx.spool_dir, held["sha256"])
+        ctx.spool.delete({held["sha256"]})
     log.info("deleted held spam #%s from %s: %s", held["id"], held["from_addr"],
              held["reason"])
     return held

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Iterator
 from urllib.parse import quote
 
 from aiohttp import web
@@ -20,7 +21,6 @@ from multidict import MultiDictProxy
 
 from mailbot.outbound.wording import moment
 from mailbot.reading import quotes
-from mailbot.store import blobs
 from mailbot.store import directory as dq
 from mailbot.store import public as wq
 from mailbot.store import tickets as tq
@@ -62,11 +62,19 @@ async def ticket_submit(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    """GET /t/<token>/a/<id>: one attachment of the ticket's public thread, as a download."""
+    """GET /t/<token>/a/<id>: one attachment of the ticket's public thread, as a download,
+    sent a chunk at a time from wherever it is kept (a file, or a PostgreSQL store)."""
     state = request.app[STATE]
-    path, row = await asyncio.to_thread(find_attachment, state, request.match_info["token"],
-                                        int(request.match_info["attachment"]))
-    return web.FileResponse(path, headers=download_headers(row))
+    row, size, chunks = await asyncio.to_thread(
+        find_attachment, state, request.match_info["token"], int(request.match_info["attachment"]))
+    response = web.StreamResponse(headers=download_headers(row))
+    response.content_length = size
+    await response.prepare(request)
+    if request.method != "HEAD":
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def admit_post(state: WebState, request: web.Request, purpose: str) -> None:
@@ -151,19 +159,19 @@ def submit_reply(state: WebState, token: str, form: MultiDictProxy) -> web.Respo
     return web.Response(status=303, headers={"Location": quote(token, safe="")})
 
 
-def find_attachment(state: WebState, token: str, attachment_id: int) -> tuple:
-    """The file and row of an attachment of this ticket's public thread; 404 otherwise."""
+def find_attachment(state: WebState, token: str,
+                    attachment_id: int) -> tuple[dict, int, Iterator[bytes]]:
+    """The row of an attachment of this ticket's public thread, the size of its file and
+    its chunks (read one by one as they are sent: a big file is never whole in memory);
+    404 otherwise."""
     ticket = open_ticket(state.ctx, "ticket", token)
     row = wq.public_attachment(state.ctx.store, ticket["id"], attachment_id)
     if row is None:
         raise PageError(404, "missing", ticket["language"])
     try:
-        path = blobs.path_for(state.ctx.files_dir, row["sha256"])
-    except ValueError as exc:
+        return row, state.ctx.files.size(row["sha256"]), state.ctx.files.chunks(row["sha256"])
+    except (ValueError, FileNotFoundError) as exc:
         raise PageError(404, "missing", ticket["language"]) from exc
-    if not path.is_file():
-        raise PageError(404, "missing", ticket["language"])
-    return path, row
 
 
 def download_headers(row: dict) -> dict[str, str]:
