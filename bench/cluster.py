@@ -95,7 +95,7 @@ def deliver(ports: list[int], raws: list[bytes], clients: int) -> None:
 
 def run(name: str, nodes: int, url: str, args, dovecot: Dovecot, root: Path) -> tuple:
     """One setup from start to the last acknowledgement; its row of the table."""
-    mails = generate(args.mails, seed=7, tag=name.replace(" ", ""))
+    mails = generate(args.mails, seed=7, tag=root.name)  # the tag goes into addresses
     ids = [message_id(m) for m in mails]
     sink = TimedSink(keep_messages=False)
     sink.start()
@@ -118,7 +118,7 @@ def run(name: str, nodes: int, url: str, args, dovecot: Dovecot, root: Path) -> 
         return (name, f"{args.mails / filed:.0f} mails/s", f"{filed:.1f} s",
                 f"{args.mails / acked:.0f} mails/s", twice)
     finally:
-        clean_up(setup.daemons, sink, None, root, keep=True)
+        clean_up(setup.daemons, sink, None, root, keep=False)
 
 
 def main(argv: list[str] | None = None) -> int:

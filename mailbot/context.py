@@ -27,7 +27,7 @@ from mailbot.settings.team import Reloaded, Team, reloaded
 from mailbot.status.health import Health
 from mailbot.status.metrics import Metrics
 from mailbot.store import Store
-from mailbot.store.blobs import FILES, SPOOL, Blobs, open_kind
+from mailbot.store.blobs import FILES, SPOOL, Blobs
 
 
 def utc_now() -> datetime:
@@ -132,7 +132,7 @@ def open_context(config: Config, clock: Callable[[], datetime] = utc_now,
                     support.token_max_age_days * 86400)
     health = Health()
     return Context(live=Live(build_settings(config, signer)), store=store,
-                   spool=open_kind(SPOOL, store, config.data_dir),
-                   files=open_kind(FILES, store, config.data_dir), signer=signer,
+                   spool=store.blobs(SPOOL, config.data_dir),
+                   files=store.blobs(FILES, config.data_dir), signer=signer,
                    team=Team(config), health=health, metrics=Metrics(store, health),
                    clock=clock, on_outbox=on_outbox)

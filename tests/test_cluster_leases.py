@@ -40,7 +40,7 @@ from mailbot.store import Store
 from mailbot.store import jobs as jq
 from mailbot.store import outbox as oq
 from mailbot.store.dialect import sqlite_path
-from mailbot.store.leases import lease_for, mailbox_key
+from mailbot.store.leases import mailbox_key
 from mailbot.store.postgres import WRITE_LOCK
 from mailbot.tickets.outcome import Outcome
 
@@ -187,13 +187,13 @@ def test_a_mailbox_lease_has_one_holder_until_it_is_given_back(shared_store):
     first gives it back; another mailbox (folder) has a lease of its own."""
     stores = [Store(shared_store) for _ in range(2)]
     key = mailbox_key("IMAP.example.com", "support", "INBOX")
-    mine, theirs = (lease_for(s, key, "imap:support") for s in stores)
-    other = lease_for(stores[1], mailbox_key("imap.example.com", "support", "Other"), "other")
+    mine, theirs = (s.lease(key, "imap:support") for s in stores)
+    other = stores[1].lease(mailbox_key("imap.example.com", "support", "Other"), "other")
     try:
         assert mine.acquire() and mine.held()
         assert not theirs.acquire() and not theirs.held()
         assert other.acquire()
-        same_host = lease_for(stores[1], mailbox_key("imap.example.com", "support", "INBOX"),
+        same_host = stores[1].lease(mailbox_key("imap.example.com", "support", "INBOX"),
                               "imap:support")
         assert not same_host.acquire()  # the host's case does not make another mailbox
         mine.release()
@@ -217,7 +217,7 @@ def test_a_worker_that_loses_its_lease_stops_and_stands_by(pg, dovecot, imap_use
                      password=imap_user.password, security="plain", done_folder="Processed",
                      poll_seconds=1, timeout_seconds=5, lease_retry_seconds=0.1)
     key = mailbox_key(cfg.host, cfg.username, cfg.folder)
-    lease, rival = lease_for(store, key, "worker"), lease_for(store, key, "rival")
+    lease, rival = store.lease(key, "worker"), store.lease(key, "rival")
     health, filed = Health(), []
 
     def file(raw: bytes, origin: str, envelope=None) -> Outcome:

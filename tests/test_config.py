@@ -165,3 +165,15 @@ def test_unusable_ticket_number_format_is_refused(tmp_path: Path, number_format:
     with pytest.raises(ConfigError, match=reason) as error:
         config.load(path)
     assert error.value.path == "tickets"
+
+
+def test_a_postgresql_store_needs_one_signing_secret_for_every_node(tmp_path, monkeypatch):
+    """With a shared database each node would otherwise sign with a key of its own data
+    directory, and a link one node sent would not open on another: refused at load."""
+    monkeypatch.delenv("MAILBOT_SECRET", raising=False)
+    path = write(tmp_path, '[store]\nurl = "postgresql://mailbot@db.example/mailbot"\n')
+    with pytest.raises(ConfigError) as refused:
+        config.load(path)
+    assert "support.signing_secret: required with a PostgreSQL store" in str(refused.value)
+    monkeypatch.setenv("MAILBOT_SECRET", "one-secret-for-all-nodes-of-this-cluster")
+    assert config.load(path).support.signing_secret == "one-secret-for-all-nodes-of-this-cluster"

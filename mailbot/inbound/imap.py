@@ -157,8 +157,8 @@ def mailbox_lease(store: Store, cfg: ImapConfig) -> Lease:
     """The lease of an IMAP mailbox on the store: of several nodes (or daemons on one
     SQLite file, or a `mailbot fetch` beside them) configured with the same mailbox, the
     one holding it works it."""
-    return leases.lease_for(store, leases.mailbox_key(cfg.host, cfg.username, cfg.folder),
-                            f"imap:{cfg.label}")
+    return store.lease(leases.mailbox_key(cfg.host, cfg.username, cfg.folder),
+                       f"imap:{cfg.label}")
 
 
 def uidvalidity_keeper(store: Store) -> Callable[[str, int], bool]:

@@ -640,7 +640,12 @@ def load(path: Path, require_file: bool = False, compile_policy: bool = True) ->
         _check_store(config)
     except ConfigError as exc:
         raise ConfigError(exc.path, exc.reason, str(path)) from exc
-    return _anchor(config, path.resolve().parent)
+    anchored = _anchor(config, path.resolve().parent)
+    if dialect.is_postgres(anchored.store.url) and not anchored.support.signing_secret:
+        raise ConfigError("support.signing_secret", "required with a PostgreSQL store: every "
+                          "node must sign links and reply addresses with the same secret "
+                          f"(set it, or {SECRET_ENV}, alike on every node)", str(path))
+    return anchored
 
 
 def _check_ports(config: Config) -> None:

@@ -27,12 +27,16 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
 from mailbot.store import dialect, schema
 from mailbot.store.schema import SchemaMismatch, SchemaVersion, migrations
+
+if TYPE_CHECKING:
+    from mailbot.store.blobs import Blobs
+    from mailbot.store.leases import Lease
 
 
 class TemporaryStoreError(Exception):
@@ -149,6 +153,20 @@ class Store:
         """Close the connection (pending transactions are rolled back)."""
         with self._lock:
             self.db.conn.close()
+
+    def blobs(self, kind: str, data_dir: Path) -> Blobs:
+        """Where the bytes of ``kind`` (raw mails, attachments) are kept beside this store:
+        files in the folder ``kind`` of the data directory."""
+        from mailbot.store.blobs import FileBlobs
+
+        return FileBlobs(data_dir / kind)
+
+    def lease(self, key: str, name: str) -> Lease:
+        """The lease ``key`` (not taken yet): an flock on a file beside the database, for
+        daemons of one host that share it."""
+        from mailbot.store.leases import FileLease, lease_file
+
+        return FileLease(lease_file(self.path, key), name)
 
     @contextlib.contextmanager
     def _connection(self, deadline: float | None = None) -> Iterator[sqlite3.Connection]:

@@ -1,9 +1,9 @@
 """Raw mails and attachments, kept by their SHA-256: one :class:`Blobs` per kind, the
 spool (:data:`SPOOL`, raw mails) and the attachment files (:data:`FILES`).
 
-Where they are kept follows the store (:func:`open_kind`): beside an SQLite store, files
-under the data directory (:class:`FileBlobs`); with a PostgreSQL store, rows of that
-database (:class:`mailbot.store.pgblobs.PostgresBlobs`), so that no node of several keeps
+Where they are kept follows the store (:meth:`mailbot.store.Store.blobs`): beside an
+SQLite store, files under the data directory (:class:`FileBlobs`); with a PostgreSQL store,
+rows of that database (:class:`mailbot.store.pgblobs.PostgresBlobs`), so that no node keeps
 anything of its own and any node serves any ticket's files.  Either way they are written
 before anything refers to them, the same bytes always under the same name, and a big one
 is written and read back a piece at a time (:meth:`Blobs.chunks`), never whole in memory.
@@ -28,8 +28,6 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
-
-from mailbot.store import Store
 
 SPOOL = "spool"  # raw mails, as they came
 FILES = "files"  # attachments, decoded
@@ -71,15 +69,6 @@ class Blobs(Protocol):
     def sync(self) -> None:
         """Make every put with ``sync=False`` so far durable (a batch's group commit); a
         failure raises (OSError, TemporaryStoreError): the batch must not be acknowledged."""
-
-
-def open_kind(kind: str, store: Store, data_dir: Path) -> Blobs:
-    """Where the bytes of ``kind`` are kept: in the database of a PostgreSQL store, else
-    in the folder ``kind`` of the data directory."""
-    if store.dialect.name == "postgresql":
-        from mailbot.store.pgblobs import PostgresBlobs  # psycopg only when needed
-        return PostgresBlobs(store, kind)
-    return FileBlobs(data_dir / kind)
 
 
 class FileBlobs:

@@ -23,8 +23,6 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from mailbot.store import Store, dialect
-
 # TCP keepalives of a lease's connection: the first probe after this many idle seconds,
 # then one every interval, and the peer counts as dead after ``count`` unanswered ones.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 2, 3
@@ -56,14 +54,6 @@ def lock_number(key: str) -> int:
     """The 64-bit signed number of a lease key (PostgreSQL's advisory locks are numbered)."""
     digest = hashlib.sha256(f"mailbot:lease:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def lease_for(store: Store, key: str, name: str) -> Lease:
-    """The lease ``key`` on the engine of ``store`` (not taken yet)."""
-    if store.dialect is dialect.POSTGRES:
-        from mailbot.store.postgres import AdvisoryLease  # psycopg only when needed
-        return AdvisoryLease(store.url, key, name, store.busy_timeout)
-    return FileLease(lease_file(store.path, key), name)
 
 
 def lease_file(database: Path, key: str) -> Path:

@@ -21,15 +21,14 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-from mailbot.store import iso
+from mailbot.store import Store, iso
 from mailbot.store.blobs import CHUNK_BYTES, checked
-from mailbot.store.postgres import PostgresStore
 
 
 class PostgresBlobs:
     """The blobs of one kind in a PostgreSQL store (see the module)."""
 
-    def __init__(self, store: PostgresStore, kind: str) -> None:
+    def __init__(self, store: Store, kind: str) -> None:  # a PostgresStore
         self.store = store
         self.kind = kind
         self._unsynced = False  # a put with sync=False committed since the last sync

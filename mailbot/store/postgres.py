@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq
@@ -33,6 +33,9 @@ from psycopg.rows import dict_row
 
 from mailbot.store import Store, TemporaryStoreError, dialect, insert_statement, leases, schema
 from mailbot.store.schema import SchemaVersion
+
+if TYPE_CHECKING:
+    from mailbot.store.blobs import Blobs
 
 # The key of the write lock every transaction takes (stable across processes and nodes).
 WRITE_LOCK = int.from_bytes(hashlib.sha256(b"mailbot:write").digest()[:8], "big", signed=True)
@@ -83,6 +86,17 @@ class PostgresStore(Store):
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+    def blobs(self, kind: str, data_dir: Path) -> Blobs:
+        """Where the bytes of ``kind`` are kept: in this database, so that every node
+        reads what any node wrote (``data_dir`` holds none of them)."""
+        from mailbot.store.pgblobs import PostgresBlobs
+
+        return PostgresBlobs(self, kind)
+
+    def lease(self, key: str, name: str) -> leases.Lease:
+        """The lease ``key`` (not taken yet): an advisory lock on a connection of its own."""
+        return AdvisoryLease(self.url, key, name, self.busy_timeout)
 
     @contextlib.contextmanager
     def _connection(self, deadline: float | None = None) -> Iterator[psycopg.Connection]:
