@@ -239,13 +239,26 @@ def _upkeep(action) -> None:
 @main.command()
 @click.option("--check", is_flag=True, help="Only say whether migrations are pending "
               "(exit 0 current, 1 pending); safe beside a running daemon.")
+@click.option("--to", "target", metavar="URL", default=None,
+              help="Move this SQLite installation (database, raw mails, attachments) into "
+              "the new or empty PostgreSQL database at URL (postgresql://user@host:5432/db), "
+              "verified; nothing here is changed.")
+@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --to: the database password, when the URL carries none (else "
+              "libpq's PGPASSWORD or ~/.pgpass).")
 @click.pass_obj
-def migrate(obj: dict, check: bool) -> None:
-    """Bring the database to this mailbot's schema (refused while the daemon runs)."""
+def migrate(obj: dict, check: bool, target: str | None, password_file: Path | None) -> None:
+    """Bring the database to this mailbot's schema, or move it into PostgreSQL with --to
+    (refused while the daemon runs)."""
     from mailbot.app import upkeep
 
+    if (password_file is not None and target is None) or (check and target is not None):
+        raise click.UsageError("--password-file goes with --to, and --check without it")
     config = _load(obj)
-    _upkeep(lambda: upkeep.migrate(config, check))
+    if target is not None:
+        _upkeep(lambda: upkeep.migrate_to(config, target, password_file))
+    else:
+        _upkeep(lambda: upkeep.migrate(config, check))
 
 
 @main.command()

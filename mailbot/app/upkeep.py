@@ -1,10 +1,11 @@
-"""Keeping a data directory: `mailbot migrate`, `backup` and `restore`, and the daemon's lock.
+"""Keeping a data directory: `mailbot migrate` (and `migrate --to`, the move into
+PostgreSQL), `backup` and `restore`, and the daemon's lock.
 
 `mailbot run` holds an flock on ``<data_dir>/mailbot.lock`` for as long as it lives; the
 kernel drops it when the process ends, however it ends (a PID file could outlive its
-process and lie).  `migrate` and `restore` take the same lock: neither runs under a daemon,
-and no daemon starts in the middle of them.  The file's text names its holder, for the
-message only.  Each command returns what to print and its exit status, or raises
+process and lie).  `migrate` (with ``--to`` too) and `restore` take the same lock: neither
+runs under a daemon, and no daemon starts in the middle of them.  The file's text names its
+holder, for the message only.  Each command returns what to print and its exit status, or raises
 :class:`UpkeepError` with both.
 """
 
@@ -17,19 +18,28 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from mailbot.settings.config import Config
 from mailbot.store import SchemaMismatch, Store, TemporaryStoreError, backup, schema
 
+if TYPE_CHECKING:
+    from mailbot.store.transfer import Moved
+
 LOCK_FILE = "mailbot.lock"
 KEY_FILE = "signing.key"  # where settings.config.signing_secret keeps a generated key
-EX_PENDING = 1  # `migrate --check`: migrations are pending; `backup`: written, files missing
-EX_DATAERR = 65  # the backup to restore is damaged
-EX_CANTCREAT = 73  # the backup's or restore's destination is not empty
+EX_PENDING = 1  # `migrate --check`: migrations are pending; `backup`, `migrate --to`: written,
+#                files missing
+EX_USAGE = 64  # `migrate --to`: not a PostgreSQL URL, or the password given twice
+EX_DATAERR = 65  # the backup to restore is damaged; a blob to move is damaged, or the move
+#                  did not verify
+EX_NOINPUT = 66  # `migrate --to`: there is no SQLite database to move
+EX_UNAVAILABLE = 69  # `migrate --to`: the target database cannot be connected to
+EX_CANTCREAT = 73  # the backup's, restore's or move's destination is not empty
 EX_IOERR = 74  # writing the backup or the restore failed; the database is unreadable
 EX_TEMPFAIL = 75  # a daemon (or another migrate/restore) holds the data directory
-EX_CONFIG = 78  # the database or backup is of a newer mailbot
+EX_CONFIG = 78  # the database or backup is of a newer mailbot; the move's source or target
+#                 is at another schema; the store is PostgreSQL already
 
 T = TypeVar("T")
 
@@ -110,6 +120,133 @@ def migrate(config: Config, check: bool) -> tuple[str, int]:
         return f"the database is at schema {after.found} already: nothing to migrate", 0
     return (f"migrated the database from schema {before.found} to {after.found} "
             f"({', '.join(before.pending)})", 0)
+
+
+def migrate_to(config: Config, url: str, password_file: Path | None = None) -> tuple[str, int]:
+    """Move this SQLite installation (database, raw mails, attachments) into the PostgreSQL
+    database at ``url``, verified (:mod:`mailbot.store.transfer`); what it moved and what
+    the operator does next.  The password is in ``url``, in ``password_file`` or where
+    libpq looks (PGPASSWORD, ~/.pgpass); it is never printed.
+
+    Exit 0 when moved; 1 when moved but rows refer to raw mails or attachments that were not
+    in the data directory (listed).  Refused while a daemon runs (75), for a database at an
+    older schema (78: `mailbot migrate` first), a target that holds rows (73) or is at
+    another schema (78), a target that cannot be reached (69); a blob whose bytes do not
+    match its name or a copy that does not verify is 65.  Whenever it fails the target is
+    left as it was; the SQLite installation is never changed.
+    """
+    from mailbot.store import transfer  # psycopg only for this command
+
+    target = _target_url(url, password_file)
+    database = config.database
+    if not isinstance(database, Path):
+        raise UpkeepError("this instance keeps its database in PostgreSQL already "
+                          "([store] url): there is no SQLite installation to move", EX_CONFIG)
+    if not database.is_file():
+        raise UpkeepError(f"no database at {database}: nothing to move", EX_NOINPUT)
+    with DataDirLock(config.data_dir).held("mailbot migrate --to"):
+        moved = _moved(lambda: transfer.move(database, config.data_dir, target,
+                                             config.service.busy_timeout_seconds))
+    text = _move_report(config, moved, transfer.shown(target), _password_line(url, password_file))
+    return text, EX_PENDING if moved.missing else 0
+
+
+def _password_line(url: str, password_file: Path | None) -> str:
+    """What to write for ``[store] password``: the file it came from, a hint where the URL
+    carried it, nothing where libpq found it by itself."""
+    from mailbot.store import dialect
+
+    if password_file is not None:
+        return f'{{ file = "{password_file}" }}'
+    if dialect.has_password(url):
+        return '{ file = "/path" }  # or { env = "NAME" }: the password in the URL'
+    return ""
+
+
+def _target_url(url: str, password_file: Path | None) -> str:
+    """The target's URL with the password of ``password_file`` written in; a URL that is not
+    PostgreSQL's, or a password given twice, is refused (64)."""
+    from mailbot.settings.schema import ConfigError, resolve_secret
+    from mailbot.store import dialect
+
+    if not dialect.is_postgres(url):
+        raise UpkeepError("--to takes a PostgreSQL URL: postgresql://user@host:5432/db", EX_USAGE)
+    try:
+        dialect.check_postgres(url)
+    except dialect.BadStoreURL as exc:
+        raise UpkeepError(f"--to: {exc}", EX_USAGE) from exc
+    if password_file is None:
+        return url
+    if dialect.has_password(url):
+        raise UpkeepError("the URL carries a password and --password-file gives one: keep one "
+                          "of them", EX_USAGE)
+    try:
+        password = resolve_secret({"file": str(password_file)}, "--password-file")
+    except ConfigError as exc:
+        raise UpkeepError(str(exc), EX_NOINPUT) from exc
+    return dialect.with_password(url, password)
+
+
+def _moved(move: Callable[[], T]) -> T:
+    """Run the move; its refusals and failures as :class:`UpkeepError` with their status."""
+    from mailbot.store import transfer
+
+    unchanged = "nothing was written to the target, the SQLite installation is unchanged"
+    try:
+        return move()
+    except SchemaMismatch as exc:  # the SQLite database's
+        then = " first, then move it" if exc.version.pending else ""
+        raise UpkeepError(f"move refused: {exc}{then}", EX_CONFIG) from exc
+    except transfer.TargetNotEmpty as exc:
+        raise UpkeepError(f"move refused: {exc}", EX_CANTCREAT) from exc
+    except transfer.TargetSchema as exc:
+        raise UpkeepError(f"move refused: {exc}", EX_CONFIG) from exc
+    except transfer.Unreachable as exc:
+        raise UpkeepError(f"move refused: {exc}", EX_UNAVAILABLE) from exc
+    except transfer.TransferError as exc:
+        raise UpkeepError(f"move failed, {unchanged}: {exc}", EX_DATAERR) from exc
+    except TemporaryStoreError as exc:
+        raise UpkeepError(f"temporary failure, {unchanged}; run it again later: {exc}",
+                          EX_TEMPFAIL) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise UpkeepError(f"move failed, {unchanged}: {exc}", EX_IOERR) from exc
+
+
+def _move_report(config: Config, moved: Moved, url: str, password: str) -> str:
+    """What was moved and verified, and the operator's next steps (no password in them:
+    ``password`` is the line for it, or "" when libpq found it elsewhere)."""
+    rows = ", ".join(f"{table} {n}" for table, n in moved.rows.items() if n)
+    kinds = {"spool": "raw mails", "files": "attachment files"}
+    held = ", ".join(f"{moved.blobs.get(kind, 0)} {name} ({_amount(moved.size.get(kind, 0))})"
+                     for kind, name in kinds.items())
+    lines = [f"moved {config.database} and the raw mails and attachments of {config.data_dir} "
+             f"into {url} in {moved.seconds:.1f} s, verified:",
+             f"  {len(moved.rows)} tables, {sum(moved.rows.values())} rows ({rows or 'none'})",
+             f"  {held}, each read back from the target and checked against its SHA-256"]
+    if moved.missing:
+        lines += [f"warning: {len(moved.missing)} file(s) the database refers to were not in "
+                  "the data directory, so they are not in the target either:",
+                  *(f"  {line}" for line in moved.missing)]
+    lines += ["next steps:", "  1. set in mailbot.toml (of each node):", "       [store]",
+              f'       url = "{url}"', *([f"       password = {password}"] if password else []),
+              "  2. start mailbot. Mail filed into the SQLite installation from now on is not "
+              "in PostgreSQL: switch before deliveries resume.",
+              f"  3. the SQLite database and the folders spool/ and files/ of {config.data_dir} "
+              "are left as they were: delete them once you have checked the tickets."]
+    key = config.data_dir / KEY_FILE
+    if not config.support.signing_secret and key.is_file():
+        lines.append(f"  Links and reply addresses are signed with the key in {key}: every "
+                     f'node needs it, e.g. [support] signing_secret = {{ file = "{key}" }} '
+                     "with a copy of that file.")
+    return "\n".join(lines)
+
+
+def _amount(size: int) -> str:
+    """A number of bytes as people read it (kB, MB, GB: powers of 1000)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 def _opened(config: Config, use: Callable[[Store], T]) -> T:
