@@ -126,7 +126,8 @@ def open_context(config: Config, clock: Callable[[], datetime] = utc_now,
     refused (:class:`~mailbot.store.schema.SchemaMismatch`) and never migrated here, as a
     daemon may be running on it: only `mailbot migrate` brings it up.
     """
-    store = Store(config.database, config.service.busy_timeout_seconds)
+    store = Store(config.database, config.service.busy_timeout_seconds,
+                  pool_size=config.store.pool_size)
     support = config.support
     signer = Signer(signing_secret(config), support.signing_secrets_old,
                     support.token_max_age_days * 86400)

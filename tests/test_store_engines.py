@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from daemon_util import Instance
 from mails import build_mail
-from servers import free_port
+from servers import free_port, wait_until
 
 from mailbot.store import Store, TemporaryStoreError
 from mailbot.store import tickets as tq
@@ -170,16 +170,25 @@ def test_a_database_that_is_down_is_a_temporary_failure(tmp_path):
     assert result.exit_code == 75
 
 
-def test_a_lost_connection_fails_one_call_and_is_opened_again(pg):
-    """The server ends the store's session (restart, failover, idle timeout): the call
-    that meets it is a temporary failure, the next one reconnects and works."""
+def _end_session(pg, pid: int) -> None:
+    """The server ends session ``pid`` (as a restart or an idle timeout would), and it is gone."""
+    with pg.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_until(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                             (pid,)).fetchall(), message="the session ended")
+
+
+def test_a_session_the_server_ends_fails_its_transaction_and_the_next_call_works(pg):
+    """The server ends the store's session (restart, failover, idle timeout): a transaction
+    that meets it is a temporary failure (its mail is retried); an idle connection it
+    ended is replaced before a statement meets it, so the next calls work."""
     store = Store(pg.new_database())
     try:
-        pid = store.row("SELECT pg_backend_pid() AS pid")["pid"]
-        with pg.admin() as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(TemporaryStoreError):
+        with pytest.raises(TemporaryStoreError), store.transaction():
+            _end_session(pg, store.row("SELECT pg_backend_pid() AS pid")["pid"])
             store.row("SELECT 1 AS x")
+        assert store.row("SELECT 1 AS x") == {"x": 1}
+        _end_session(pg, store.row("SELECT pg_backend_pid() AS pid")["pid"])
         assert store.row("SELECT 1 AS x") == {"x": 1}
     finally:
         store.close()

@@ -88,7 +88,8 @@ def _desk(obj: dict) -> tuple[config_mod.Config, Store]:
     policy: its calendars are not compiled)."""
     config = _load(obj, compile_policy=False)
     _setup_logging(config.service.log_level, config.service.log_format)
-    return config, _opened(lambda: Store(config.database, config.service.busy_timeout_seconds))
+    return config, _opened(lambda: Store(config.database, config.service.busy_timeout_seconds,
+                                         pool_size=config.store.pool_size))
 
 
 def _opened(open_store):
@@ -309,16 +310,17 @@ def ingest(obj: dict, files: tuple[Path, ...], sender: str | None,
     from mailbot.context import open_context
     from mailbot.inbound import pipeline
     from mailbot.inbound.files import FileSource, MailRefused
-    from mailbot.inbound.source import Envelope
+    from mailbot.inbound.source import Envelope, TemporaryFailure
 
     try:
         config = _load(obj)
     except SystemExit:  # a broken config is ours to fix: the MTA keeps the mail meanwhile
         sys.exit(EX_TEMPFAIL)
     _setup_ingest_logging(config.service.log_level, verbose)
-    try:
+    try:  # the reader forked before a store's pool starts threads (then a fork server)
+        pipeline.READERS.warm(1, config.limits.max_seconds_per_mail)
         ctx = open_context(config)
-    except (sqlite3.Error, OSError, TemporaryStoreError):  # e.g. a full disk at start
+    except (sqlite3.Error, OSError, TemporaryStoreError, TemporaryFailure):  # a full disk
         logging.getLogger(__name__).warning("ingest: cannot open the store", exc_info=True)
         click.echo(TEMPFAIL_SENTENCE, err=True)
         sys.exit(EX_TEMPFAIL)

@@ -139,6 +139,21 @@ class Readers:
         raise ParseError(f"the process reading this mail ended twice while reading it "
                          f"({ends[-1]}): the mail may be built to crash mail readers")
 
+    def warm(self, count: int, budget: float) -> None:
+        """Start readers until ``count`` wait or work (none for a budget of 0: mails are
+        then read in this process).  A command calls it before it opens anything that
+        starts threads (a PostgreSQL store's pool), so that its readers are forked from a
+        process with one thread, the cheapest start, instead of asking a fork server."""
+        if not budget:
+            return
+        with self._lock:
+            missing = count - len(self._idle) - len(self._busy)
+        for _ in range(missing):
+            reader = self._started()
+            with self._lock:
+                self._busy.discard(reader)
+                self._idle.append(reader)
+
     def close(self) -> None:
         """End every reader now (one still reading too: its caller gets a TemporaryFailure).
         New readers start when the next mail comes."""
@@ -159,6 +174,10 @@ class Readers:
                     self._busy.add(reader)
                     return reader
                 reader.kill()  # ended while idle (killed from outside): a new one replaces it
+        return self._started()
+
+    def _started(self) -> _Reader:
+        """A new reader, counted busy."""
         reader = _Reader.start(self.preload)
         with self._lock:
             self._busy.add(reader)

@@ -513,9 +513,13 @@ class StoreConfig:
     url: str = ""
     # The PostgreSQL password when the URL carries none (inline, { env } or { file }).
     password: Secret = ""
+    # PostgreSQL: connections a process opens at most (as its threads need them).
+    pool_size: int = 4
 
     def problem(self) -> tuple[str, str] | None:
         """The key of [store] that cannot work and why; None when it can."""
+        if self.pool_size < 1:
+            return "pool_size", f"{self.pool_size} connections cannot work: use 1 or more"
         try:
             if dialect.is_postgres(self.url):
                 dialect.check_postgres(self.url)

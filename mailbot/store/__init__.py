@@ -70,12 +70,13 @@ class Store:
         return super().__new__(cls)
 
     def __init__(self, where: Path | str, busy_timeout: float = 5.0, *,
-                 any_schema: bool = False) -> None:
+                 any_schema: bool = False, pool_size: int = 1) -> None:
         """Open (or create) the SQLite database at ``where`` (a path or ``sqlite:///path``).
 
         A new, empty database is given the current schema; any other must be at it already,
         else :class:`SchemaMismatch`.  ``any_schema`` opens it as it is, for
-        `mailbot migrate`, which brings it to the current schema.
+        `mailbot migrate`, which brings it to the current schema.  ``pool_size`` is
+        PostgreSQL's (``[store] pool_size``): SQLite has one writer, and one connection.
         """
         path = dialect.sqlite_path(where) if isinstance(where, str) else where
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

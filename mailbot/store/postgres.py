@@ -1,14 +1,25 @@
 """The PostgreSQL engine of the store: the same interface and semantics as the SQLite one.
 
-One connection (psycopg 3, autocommit outside transactions), guarded by the store's lock
-like SQLite's.  :meth:`PostgresStore.transaction` stands for SQLite's ``BEGIN IMMEDIATE``:
-it takes one cluster-wide write lock (a transaction-level advisory lock), so writers of
-every process and every node queue as they do on one SQLite file, each for at most the
-busy timeout.  ``durable=False`` commits without waiting for the WAL flush
-(``synchronous_commit = off``); :meth:`PostgresStore.sync` makes them durable with one
-synchronous commit.  A fault of the server or the network (psycopg's OperationalError:
-connection lost, lock or statement timeout, deadlock, disk full, shutdown) is a
-:class:`TemporaryStoreError`; a lost connection is opened again on next use.
+A pool of connections (psycopg 3 and psycopg_pool; autocommit outside transactions; at
+most ``[store] pool_size``, opened as they are needed), so that the threads of a daemon
+(sources, listener, sender, web pages, jobs) do not wait for each other: a transaction
+holds one connection for its whole duration, for its thread alone (nested use in that
+thread joins it), and a statement outside a transaction borrows one for that statement.
+Waiting for a free connection longer than the busy timeout is a
+:class:`TemporaryStoreError`.  A connection is checked when it is taken from the pool: one
+the server ended (restart, failover, idle timeout) is replaced, and the others waiting in
+the pool are checked at once, before a statement meets them.
+
+:meth:`PostgresStore.transaction` stands for SQLite's ``BEGIN IMMEDIATE``: it takes one
+cluster-wide write lock (a transaction-level advisory lock), so writers of every thread,
+process and node queue as they do on one SQLite file, each for at most the busy timeout
+(a process's writers on a lock of its own first, holding no connection meanwhile);
+readers do not wait for them and see what was committed.  ``durable=False`` commits
+without waiting for the WAL flush (``synchronous_commit = off``); :meth:`PostgresStore.sync`
+makes them durable with one synchronous commit, on whichever connection: the server has
+one WAL, flushed in order, so flushing one commit record flushes every earlier one.  A
+fault of the server or the network (psycopg's OperationalError: connection lost, lock or
+statement timeout, deadlock, disk full, shutdown) is a :class:`TemporaryStoreError`.
 
 Beside the write lock: :meth:`PostgresStore.row_locked` is a transaction without it, for a
 statement whose row locks keep the nodes apart (the outbox claim, FOR UPDATE SKIP LOCKED),
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +42,7 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mailbot.store import Store, TemporaryStoreError, dialect, insert_statement, leases, schema
 from mailbot.store.schema import SchemaVersion
@@ -57,35 +70,56 @@ class PostgresStore(Store):
     dialect = dialect.POSTGRES
 
     def __init__(self, where: Path | str, busy_timeout: float = 5.0, *,
-                 any_schema: bool = False) -> None:
-        """Connect to the database at URL ``where``; schema as for SQLite (see Store)."""
+                 any_schema: bool = False, pool_size: int = 4) -> None:
+        """Connect to the database at URL ``where`` with a pool of at most ``pool_size``
+        connections; schema as for SQLite (see Store)."""
         self.url = str(where)
         self.path = None
         self.busy_timeout = busy_timeout
-        self._lock = threading.RLock()
-        self._conn: psycopg.Connection | None = None
+        self._held = threading.local()  # .conn: the connection this thread's block holds
+        self._writer = threading.Lock()  # this process's turn to write (see _write_turn)
+        settings = {"autocommit": True, "row_factory": dict_row,
+                    "connect_timeout": max(1, round(busy_timeout)),
+                    "application_name": "mailbot"}
+        with _temporary():  # connect now: a wrong URL or password shows at start, and why
+            psycopg.connect(self.url, **settings).close()
+        self._pool = ConnectionPool(self.url, kwargs=settings, min_size=1,
+                                    max_size=max(1, pool_size), timeout=busy_timeout,
+                                    configure=self._configure, check=self._check,
+                                    name="mailbot", open=True)
         try:
-            with self._connection():
-                pass  # connect now: a wrong URL or password shows at start
             if not any_schema:
                 self._prepare_schema()
         except BaseException:
             self.close()
             raise
 
-    def _connect(self) -> psycopg.Connection:
-        """A new connection in autocommit mode, rows as dicts, flags as integers."""
-        conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                               connect_timeout=max(1, round(self.busy_timeout)),
-                               application_name="mailbot")
+    def _configure(self, conn: psycopg.Connection) -> None:
+        """A new connection of the pool: flags as integers, and a row lock waited for at
+        most the busy timeout outside transactions too (they set their own)."""
         conn.adapters.register_dumper(bool, _BoolAsInteger)
-        return conn
+        conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")  # ours, an int
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        """Whether a connection taken from the pool works.  A session the server ended
+        (restart, failover, idle timeout) left its last words or the end of the stream on
+        the socket, so a socket with nothing to read passes without a round trip (one per
+        statement cost a tenth of the mails per second); one with something is asked with a
+        round trip.  A connection that fails it means the server likely ended the others
+        too: they are checked, and replaced, at once."""
+        waiting = select.poll()
+        waiting.register(conn.fileno(), select.POLLIN)
+        if not waiting.poll(0):
+            return
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            self._pool.check()
+            raise
 
     def close(self) -> None:
-        """Close the connection (a pending transaction is rolled back)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
+        """Close the pool (a connection still in use is closed when its block ends)."""
+        self._pool.close()
 
     def blobs(self, kind: str, data_dir: Path) -> Blobs:
         """Where the bytes of ``kind`` are kept: in this database, so that every node
@@ -100,29 +134,38 @@ class PostgresStore(Store):
 
     @contextlib.contextmanager
     def _connection(self, deadline: float | None = None) -> Iterator[psycopg.Connection]:
-        """The connection, for this thread alone until the block ends (see Store)."""
+        """A connection for this thread alone until the block ends: the one a block around
+        it holds in this thread, else one from the pool, waited for until ``deadline``
+        (default: the busy timeout from now)."""
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            with _temporary():
+                yield held
+            return
         deadline = time.monotonic() + self.busy_timeout if deadline is None else deadline
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise TemporaryStoreError(f"database busy: no connection within "
-                                      f"{self.busy_timeout:g} s")
-        try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = self._connect()
-            yield self._conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            self._lock.release()
+        with _temporary():
+            try:
+                conn = self._pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
+            except PoolTimeout as exc:
+                raise TemporaryStoreError(f"database busy: no connection within "
+                                          f"{self.busy_timeout:g} s (all in use, or the "
+                                          "server cannot be reached)") from exc
+            self._held.conn = conn
+            try:
+                yield conn
+            finally:
+                self._held.conn = None
+                self._pool.putconn(conn)
 
     @contextlib.contextmanager
     def transaction(self, durable: bool = True) -> Iterator[Store]:
         """One atomic write under the cluster-wide write lock (see the module); nested use is
         part of the transaction around it."""
+        if self._in_transaction():
+            yield self
+            return
         deadline = time.monotonic() + self.busy_timeout
-        with self._connection(deadline) as conn:
-            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                yield self
-                return
+        with self._write_turn(deadline), self._connection(deadline) as conn:
             wait_ms = max(1, int((deadline - time.monotonic()) * 1000))
             try:  # one round trip; every value is an integer of ours
                 conn.execute(
@@ -135,6 +178,25 @@ class PostgresStore(Store):
             except BaseException:
                 _roll_back(conn)
                 raise
+
+    def _in_transaction(self) -> bool:
+        """Whether this thread is inside a transaction of this store."""
+        held = getattr(self._held, "conn", None)
+        return held is not None and held.info.transaction_status != pq.TransactionStatus.IDLE
+
+    @contextlib.contextmanager
+    def _write_turn(self, deadline: float) -> Iterator[None]:
+        """This process's turn to write: its writers queue here, until ``deadline``, before
+        the cluster-wide write lock, so that a waiting writer holds no connection (readers
+        find them free) and one at most waits at the server (a queue there hands the lock
+        to a process that may not run yet: fewer mails per second on a busy host)."""
+        if not self._writer.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TemporaryStoreError(f"database busy: no write lock within "
+                                      f"{self.busy_timeout:g} s")
+        try:
+            yield
+        finally:
+            self._writer.release()
 
     @contextlib.contextmanager
     def row_locked(self) -> Iterator[Store]:
@@ -156,8 +218,9 @@ class PostgresStore(Store):
                 raise
 
     def sync(self) -> None:
-        """Make every commit so far durable: one commit that waits for the WAL flush (a
-        transaction id makes it write a commit record behind all earlier ones)."""
+        """Make every commit so far durable, whichever connection made it: one commit that
+        waits for the WAL flush (a transaction id makes it write a commit record behind all
+        earlier ones; the server's one WAL is flushed in order)."""
         with self._connection() as conn:
             conn.execute("BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); "
                          "COMMIT")
@@ -179,13 +242,25 @@ class PostgresStore(Store):
         return self.row(sql + " RETURNING id", values)["id"]
 
     def _is_empty(self) -> bool:
-        return schema.postgres_is_empty(self._conn)
+        with self._connection() as conn:
+            return schema.postgres_is_empty(conn)
 
     def _version(self) -> SchemaVersion:
-        return schema.compare(schema.postgres_applied(self._conn))
+        with self._connection() as conn:
+            return schema.compare(schema.postgres_applied(conn))
 
     def _apply_migrations(self) -> None:
-        schema.postgres_apply(self._conn)
+        with self._connection() as conn:
+            schema.postgres_apply(conn)
+
+
+@contextlib.contextmanager
+def _temporary() -> Iterator[None]:
+    """A fault of the server or the network in the block as a :class:`TemporaryStoreError`."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _roll_back(conn: psycopg.Connection) -> None:
