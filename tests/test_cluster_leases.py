@@ -156,13 +156,13 @@ def test_two_nodes_one_mailbox_one_works_it_the_other_takes_over_after_sigkill(
             killed = time.monotonic()
             worker.kill()
             standby.wait_log(TAKEOVER_LINE, timeout=20)
-            took_over = time.monotonic() - killed
+            print(f"\ntakeover after SIGKILL of the worker: {time.monotonic() - killed:.2f} s "
+                  f"(lease_retry_seconds {imap['lease_retry_seconds']:g}; kill to the new "
+                  "worker's log line)")
             dovecot.append_many(imap_user.username, "INBOX", customer_mails("after", 5))
             wait_until(lambda: settled(second, dovecot, imap_user, 10), 20, 0.05, "10 filed")
             assert second.count("tickets") == 10
             assert mailbox_state(second)["handled"] == 5
-            print(f"\ntakeover after SIGKILL of the worker: {took_over:.2f} s (lease_retry_"
-                  f"seconds {imap['lease_retry_seconds']:g}; kill to the new worker's log line)")
 
             wait_until(lambda: TICK_LINE.search(standby.log()), 10, 0.1, "a tick ran on b")
             runs = [set(TICK_LINE.findall(log)) for log in (worker.log(), standby.log())]
