@@ -85,7 +85,7 @@ def store_engine() -> str:
 # keep the suite within its time budget.
 BOTH_STORES = frozenset({
     "test_agent_auth", "test_check_config", "test_claims", "test_commands", "test_damage",
-    "test_directory_cli", "test_followup_facts", "test_jobs", "test_lifecycle",
+    "test_directory_cli", "test_followup_facts", "test_groups", "test_jobs", "test_lifecycle",
     "test_observability", "test_policy_e2e", "test_privacy",
     "test_reading", "test_wording", "test_wording_mails",
 })

@@ -318,7 +318,8 @@ def ingest(obj: dict, files: tuple[Path, ...], sender: str | None,
         sys.exit(EX_TEMPFAIL)
     _setup_ingest_logging(config.service.log_level, verbose)
     try:  # the reader forked before a store's pool starts threads (then a fork server)
-        pipeline.READERS.warm(1, config.limits.max_seconds_per_mail)
+        pipeline.READERS.warm(max(1, min(len(files), config.service.reading_processes)),
+                              config.limits.max_seconds_per_mail)
         ctx = open_context(config)
     except (sqlite3.Error, OSError, TemporaryStoreError, TemporaryFailure):  # a full disk
         logging.getLogger(__name__).warning("ingest: cannot open the store", exc_info=True)

@@ -57,7 +57,12 @@ def counted(feed: Feed, health: Health, name: str) -> Feed:
         health.handled(name)
         return outcome
 
-    return replace(feed, file=file)
+    def file_all(arrivals, origin: str, stop=lambda: False):
+        for outcome in feed.file_all(arrivals, origin, stop):
+            health.handled(name)
+            yield outcome
+
+    return replace(feed, file=file, file_all=file_all)
 
 
 def _failures(health: Health, name: str) -> int:

@@ -14,7 +14,7 @@ import asyncio
 import email.policy
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from mailbot.inbound.source import Envelope, Feed
 from mailbot.tickets.outcome import Outcome
@@ -31,7 +31,8 @@ class MailRefused(Exception):
 
 
 class FileSource:
-    """Files each input in order and reports each outcome; stops at the first failure.
+    """Files the inputs in order, as one batch, and reports each outcome; stops at the
+    first failure (the outcomes before it are reported and kept).
 
     ``name`` is the path the mail came by: "pipe" for an MTA's pipe (standard input),
     "cli" for files an operator names.  ``max_bytes`` (if given) refuses bigger inputs
@@ -46,22 +47,33 @@ class FileSource:
         self.name = name
         self.envelope = envelope
         self.max_bytes = max_bytes
-        self.current = ""  # the input being filed (names a failure)
+        self._taken: list[str] = []  # the inputs read so far, in order
+        self._reported = 0
+
+    @property
+    def current(self) -> str:
+        """The input a failure is about: the first one read but not reported."""
+        if self._reported < len(self._taken):
+            return self._taken[self._reported]
+        return self._taken[-1] if self._taken else ""
 
     async def serve(self, feed: Feed, stop: asyncio.Event) -> None:
         """File every input (until ``stop``), then make them durable; errors propagate."""
         try:
-            for name, read in self.inputs:
-                if stop.is_set():
-                    break
-                self.current = name
-                raw = read()
-                if self.max_bytes is not None and len(raw) > self.max_bytes:
-                    raise MailRefused(f"{len(raw)} bytes, over the limit of {self.max_bytes}")
-                envelope = self.envelope or envelope_in_headers(raw)
-                self.report(name, feed.file(raw, self.name, envelope))
+            for outcome in feed.file_all(self._arrivals(), self.name, stop.is_set):
+                self.report(self._taken[self._reported], outcome)
+                self._reported += 1
         finally:
             feed.flush()
+
+    def _arrivals(self) -> Iterator[tuple[bytes, Envelope]]:
+        """Each input's bytes and envelope, read when the feed takes it."""
+        for name, read in self.inputs:
+            self._taken.append(name)
+            raw = read()
+            if self.max_bytes is not None and len(raw) > self.max_bytes:
+                raise MailRefused(f"{len(raw)} bytes, over the limit of {self.max_bytes}")
+            yield raw, self.envelope or envelope_in_headers(raw)
 
 
 def envelope_in_headers(raw: bytes) -> Envelope:

@@ -409,19 +409,24 @@ class ImapSource:
                     held: list[int]) -> bool:
         """Fetch and file the mails of one group; True when the batch must stop here."""
         fetched = client.fetch(group, ["BODY.PEEK[]"])
-        for uid in group:
-            if self.stop.is_set():
-                return True
-            raw = fetched.pop(uid, {}).get(b"BODY[]")  # let go of each mail once filed
-            if raw is None:
-                continue
-            try:
-                outcome = self.feed.file(bytes(raw), self.name)
-            except TemporaryFailure as exc:
-                log.warning("IMAP %s: uid %d deferred: %s", self.cfg.label, uid, exc)
-                return True
-            (held if outcome.status == "quarantined" else done).append(uid)
-        return False
+        taken: list[int] = []  # the UIDs handed to the feed, in order
+
+        def arrivals() -> Iterator[tuple[bytes, None]]:
+            for uid in group:
+                raw = fetched.pop(uid, {}).get(b"BODY[]")  # let go of each mail once taken
+                if raw is not None:
+                    taken.append(uid)
+                    yield bytes(raw), None
+
+        filed = 0
+        try:
+            for outcome in self.feed.file_all(arrivals(), self.name, self.stop.is_set):
+                (held if outcome.status == "quarantined" else done).append(taken[filed])
+                filed += 1
+        except TemporaryFailure as exc:
+            log.warning("IMAP %s: uid %d deferred: %s", self.cfg.label, taken[filed], exc)
+            return True
+        return self.stop.is_set()
 
     def _finish(self, client: IMAPClient, done: list[int], held: list[int]) -> None:
         """Move the filed and the held mails out of the folder (or flag them \\Seen), while

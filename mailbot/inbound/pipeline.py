@@ -24,12 +24,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from mailbot.context import Context
 from mailbot.inbound import readers
-from mailbot.inbound.source import Envelope, Feed, TemporaryFailure
+from mailbot.inbound.source import Envelope, Feed, TemporaryFailure, taken
 from mailbot.reading import classify as classify_mod
 from mailbot.reading import message
 from mailbot.reading.facts import extract_facts
@@ -255,12 +256,19 @@ def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
         (mail.identity, mail.facts)))
 
 
-# The whole story of a mail, in order; READ runs in a reader process (step `read`).
+# The whole story of a mail, in order; READ runs in a reader process (step `read`).  The
+# same bytes are looked for twice: before the spool (a mail filed before is not written
+# again), and in the transaction, which alone knows of a copy filed beside it meanwhile
+# (read at the same time in a batch, or by another process).
 READ: tuple[ReadStep, ...] = (parse, classify, read_spam)
 PREPARE: tuple[Step, ...] = (fingerprint, skip_same_bytes, spool, read, save_attachments)
-COMMIT: tuple[Step, ...] = (skip_same_message, drop_loop, hold_spam, file_bounce, thread,
-                            file_agent_mail, note_auto_reply, find_facts, identify,
-                            file_customer_mail)
+COMMIT: tuple[Step, ...] = (skip_same_bytes, skip_same_message, drop_loop, hold_spam,
+                            file_bounce, thread, file_agent_mail, note_auto_reply, find_facts,
+                            identify, file_customer_mail)
+# A batch is filed in groups, one transaction each: at most this many mails, and this many
+# bytes of raw mail (a bigger mail is a group of its own).
+GROUP_MAILS = 32
+GROUP_BYTES = 8 << 20
 
 
 def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
@@ -276,28 +284,163 @@ def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
     mail = Mail(raw=raw, source=source, durable=durable, release=release,
                 envelope=envelope or Envelope())
     try:
+        mail, error = _prepared(ctx, mail)
+        if error is None and mail.outcome is not None:
+            return mail.outcome
         try:
-            for step in PREPARE:  # `mail` keeps the last record: on an error, its spool hash
-                mail = step(ctx, mail)
-                if mail.outcome is not None:
-                    return mail.outcome
+            if error is not None:
+                raise error
             with ctx.store.transaction(durable=durable):
-                for step in COMMIT:
-                    mail = step(ctx, mail)
-                    if mail.outcome is not None:
-                        break
-                _record(ctx, mail)
+                mail = _committed(ctx, mail)
         except (TemporaryFailure, TemporaryStoreError):
             raise
         except Exception as exc:
-            log.debug("mail %s from %s cannot be filed", mail.sha[:12], source, exc_info=True)
-            sender = mail.msg.from_addr if mail.msg is not None else sender_in_head(raw)
-            return quarantine(ctx, mail.sha, source, refusal(exc), durable,
-                              (len(raw), sender))
+            return quarantine(ctx, mail.sha, source, _refused(mail, exc), durable,
+                              _about(mail))
     except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
         raise TemporaryFailure(f"database unavailable: {exc}") from exc
     _announce(ctx, mail)
     return mail.outcome
+
+
+def ingest_all(ctx: Context, arrivals: Iterable[tuple[bytes, Envelope | None]], source: str,
+               stop: Callable[[], bool] = lambda: False) -> Iterator[Outcome]:
+    """File the mails of one batch in order; each outcome is final once yielded.
+
+    The mails of a group are read at once, each in a reader process of its own, while the
+    group before them is filed: in one transaction, each mail in a savepoint of its own
+    (a mail that fails alone is quarantined, the others stay filed).  Nothing is fsynced:
+    the caller must call :func:`flush` before it acknowledges the mails to their source.
+    A TemporaryFailure is raised after the outcomes of the mails before the one that met
+    it, and so is an error of ``arrivals`` (a file that cannot be read, refused).  Nothing
+    more is taken from ``arrivals`` once ``stop()`` is true; what was taken is filed.
+    """
+    readers = ThreadPoolExecutor(max(1, ctx.config.service.reading_processes),
+                                 thread_name_prefix="mailbot-prepare")
+    try:
+        ahead = None  # the group being read while the one before it is filed
+        for group in _groups(arrivals, source, stop):
+            staged = [(mail, readers.submit(_prepared, ctx, mail)) for mail in group.mails]
+            if ahead is not None:
+                yield from _file_group(ctx, *ahead)
+            ahead = (staged, group.error)
+        if ahead is not None:
+            yield from _file_group(ctx, *ahead)
+    finally:  # a mail being read is read to its end (within its budget), the others dropped
+        readers.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Mails of a batch filed in one transaction; ``error`` ended the batch after them."""
+
+    mails: list[Mail]
+    error: BaseException | None = None
+
+
+def _groups(arrivals: Iterable[tuple[bytes, Envelope | None]], source: str,
+            stop: Callable[[], bool]) -> Iterator[_Group]:
+    """The batch in groups of :data:`GROUP_MAILS` and :data:`GROUP_BYTES` at most."""
+    mails: list[Mail] = []
+    size = 0
+    arriving = taken(arrivals, stop)
+    while True:
+        try:
+            raw, envelope = next(arriving)
+        except StopIteration:
+            break
+        except Exception as exc:  # the source's to raise once the mails before it are filed
+            yield _Group(mails, exc)
+            return
+        if mails and (len(mails) == GROUP_MAILS or size + len(raw) > GROUP_BYTES):
+            yield _Group(mails)
+            mails, size = [], 0
+        mails.append(Mail(raw=raw, source=source, durable=False,
+                          envelope=envelope or Envelope()))
+        size += len(raw)
+    if mails:
+        yield _Group(mails)
+
+
+def _file_group(ctx: Context, staged: list[tuple[Mail, Future]],
+                error: BaseException | None) -> Iterator[Outcome]:
+    """Wait for a group's mails to be read, file them in one transaction, then yield their
+    outcomes (and raise ``error``, or the TemporaryFailure that cut the group short)."""
+    ready, failure = [], error
+    for _, reading in staged:
+        try:
+            ready.append(reading.result())
+        except (TemporaryFailure, TemporaryStoreError) as exc:
+            failure = exc if isinstance(exc, TemporaryFailure) else \
+                TemporaryFailure(f"database unavailable: {exc}")
+            break
+    try:
+        with ctx.store.transaction(durable=False):
+            filed = [_filed_in_group(ctx, mail, read_error) for mail, read_error in ready]
+    except TemporaryStoreError as exc:
+        raise TemporaryFailure(f"database unavailable: {exc}") from exc
+    for mail, outcome in filed:
+        if outcome is None:
+            _announce(ctx, mail)
+        elif outcome.status == "quarantined":
+            _counted_quarantine(ctx, mail.sha, mail.source, outcome.detail)
+        yield outcome or mail.outcome
+    if failure is not None:
+        raise failure
+
+
+def _filed_in_group(ctx: Context, mail: Mail, error: Exception | None
+                    ) -> tuple[Mail, Outcome | None]:
+    """One mail of a group, inside the group's transaction: the record filed (outcome None:
+    announce it), or the outcome it had before (same bytes) or of its quarantine."""
+    if error is None and mail.outcome is not None:
+        return mail, mail.outcome
+    if error is None:
+        try:
+            with ctx.store.savepoint():
+                return _committed(ctx, mail), None
+        except (TemporaryFailure, TemporaryStoreError):
+            raise
+        except Exception as exc:
+            error = exc
+    return mail, _held(ctx, mail.sha, mail.source, _refused(mail, error), _about(mail))
+
+
+def _prepared(ctx: Context, mail: Mail) -> tuple[Mail, Exception | None]:
+    """The mail after the PREPARE steps (up to an outcome), and the error that stopped them
+    with the record as it was then (its spool hash), or None.  Faults of ours raise."""
+    try:
+        for step in PREPARE:
+            mail = step(ctx, mail)
+            if mail.outcome is not None:
+                break
+    except (TemporaryFailure, TemporaryStoreError):
+        raise
+    except Exception as exc:
+        return mail, exc
+    return mail, None
+
+
+def _committed(ctx: Context, mail: Mail) -> Mail:
+    """The COMMIT steps and the ingest record, inside the caller's transaction."""
+    for step in COMMIT:
+        mail = step(ctx, mail)
+        if mail.outcome is not None:
+            break
+    _record(ctx, mail)
+    return mail
+
+
+def _refused(mail: Mail, exc: Exception) -> str:
+    """Why the mail is quarantined (the traceback goes to the debug log)."""
+    log.debug("mail %s from %s cannot be filed", mail.sha[:12], mail.source,
+              exc_info=(type(exc), exc, exc.__traceback__))
+    return refusal(exc)
+
+
+def _about(mail: Mail) -> tuple[int, str]:
+    """A quarantined mail's size and sender, as far as it was read."""
+    return len(mail.raw), mail.msg.from_addr if mail.msg is not None else sender_in_head(mail.raw)
 
 
 def refusal(exc: Exception) -> str:
@@ -333,6 +476,8 @@ def feed(ctx: Context) -> Feed:
     """The pipeline as the daemon's sources see it: batched, made durable by ``flush``."""
     return Feed(file=lambda raw, source, envelope=None: ingest(ctx, raw, source, durable=False,
                                                                envelope=envelope),
+                file_all=lambda arrivals, source, stop=lambda: False: ingest_all(
+                    ctx, arrivals, source, stop),
                 flush=lambda: flush(ctx),
                 screen=lambda size, source, where: screen(ctx, size, source, where))
 
@@ -358,13 +503,24 @@ def quarantine(ctx: Context, sha: str, source: str, error: str,
 
     ``about`` is the mail's size and sender (when it could be read), for the operator.
     """
-    now = ctx.clock()
-    log.warning("quarantined mail %s from %s: %s", sha[:12], source, error)
     with ctx.store.transaction(durable=durable):
-        iq.add_quarantine(ctx.store, sha, source, error[:2000], now, *about)
-        iq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
-    ctx.metrics.ingested(Outcome("quarantined"), source)
+        outcome = _held(ctx, sha, source, error, about)
+    _counted_quarantine(ctx, sha, source, error)
+    return outcome
+
+
+def _held(ctx: Context, sha: str, source: str, error: str, about: tuple[int, str]) -> Outcome:
+    """A quarantine's rows, inside the caller's transaction."""
+    now = ctx.clock()
+    iq.add_quarantine(ctx.store, sha, source, error[:2000], now, *about)
+    iq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
     return Outcome("quarantined", "", error)
+
+
+def _counted_quarantine(ctx: Context, sha: str, source: str, error: str) -> None:
+    """A quarantine, once committed: logged and counted."""
+    log.warning("quarantined mail %s from %s: %s", sha[:12], source, error)
+    ctx.metrics.ingested(Outcome("quarantined"), source)
 
 
 def screen(ctx: Context, size: int, source: str, where: str) -> Outcome | None:

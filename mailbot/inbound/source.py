@@ -11,7 +11,7 @@ and try again later; every other outcome is final.  A new source is one class wi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,10 +49,41 @@ class Feed:
     file: Callable[..., Outcome]
     # Make everything filed so far durable, once for a whole batch.
     flush: Callable[[], None]
+    # File a batch: an iterable of (raw bytes, Envelope or None), the source's name, and a
+    # callable that says when to take no more; yields each mail's outcome in order, and
+    # raises TemporaryFailure (or the iterable's own error) after the mails before it.
+    # None: one mail at a time through ``file``.
+    file_all: Callable[..., Iterator[Outcome]] | None = None
     # A mail's size before it is read (bytes, the source's name, where the mail stays):
     # None to read it, or the outcome of refusing it unread (recorded in the quarantine
     # list; the source leaves the mail in its quarantine).  Raises TemporaryFailure.
     screen: Callable[[int, str, str], Outcome | None] = lambda size, source, where: None
+
+    def __post_init__(self) -> None:
+        if self.file_all is None:
+            object.__setattr__(self, "file_all", one_at_a_time(self.file))
+
+
+def one_at_a_time(file: Callable[..., Outcome]) -> Callable[..., Iterator[Outcome]]:
+    """A batch filed through ``file``, one mail after the other (see :attr:`Feed.file_all`)."""
+    def file_all(arrivals: Iterable[tuple[bytes, Envelope | None]], source: str,
+                 stop: Callable[[], bool] = lambda: False) -> Iterator[Outcome]:
+        for raw, envelope in taken(arrivals, stop):
+            yield file(raw, source) if envelope is None else file(raw, source, envelope)
+
+    return file_all
+
+
+def taken(arrivals: Iterable[tuple[bytes, Envelope | None]], stop: Callable[[], bool]
+          ) -> Iterator[tuple[bytes, Envelope | None]]:
+    """The arrivals of a batch as they are taken from their source, none once ``stop()``
+    is true (what was taken before is filed)."""
+    arriving = iter(arrivals)
+    while not stop():
+        try:
+            yield next(arriving)
+        except StopIteration:
+            return
 
 
 class Source(Protocol):

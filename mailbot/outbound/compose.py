@@ -223,8 +223,28 @@ def _body(body: str, attachments: tuple[tuple[str, str, bytes], ...]) -> bytes:
     stdlib's MIME classes would write, without building and flattening a tree)."""
     if attachments:
         return _body_part(body, attachments).as_bytes(policy=_CRLF)
-    encoded = quoprimime.body_encode(body.encode("utf-8").decode("latin-1")) if body else ""
+    encoded = _quoted_printable(body.encode("utf-8").decode("latin-1")) if body else ""
     return _TEXT_HEAD + encoded.replace("\n", "\r\n").encode("ascii")
+
+
+def _quoted_printable(text: str) -> str:
+    """``quoprimime.body_encode(text)``, line by line: it quotes each character on its own
+    and wraps each line on its own (only CR, LF and CRLF end a line once the rest is
+    quoted), so the lines a template always writes are quoted once, not for every mail."""
+    lines = _LINE_END.split(text)
+    if text[-1] not in "\r\n":
+        return "\n".join(map(_quoted_line, lines))
+    lines.pop()  # the empty text after the last line end
+    return "\n".join(map(_quoted_line, lines)) + "\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted_line(line: str) -> str:
+    """One line (no line end in it) as quoted-printable, soft line breaks included."""
+    return quoprimime.body_encode(line)
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 # What MIMEText writes above a UTF-8 quoted-printable text.

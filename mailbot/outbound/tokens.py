@@ -12,6 +12,7 @@ the configured format makes (upper-case letters, dots, slashes) comes back exact
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -19,7 +20,7 @@ import secrets as random_source
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 LINK_PURPOSES = ("escalate", "ticket")
 # Characters a number code keeps as they are; "_" marks an upper-case letter, "=" a byte.
@@ -85,6 +86,25 @@ def number_of_code(code: str) -> str | None:
         return None
 
 
+def _known(purpose: str) -> str:
+    """``purpose`` if links are made for it; ValueError otherwise."""
+    if purpose not in LINK_PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose}")
+    return purpose
+
+
+@functools.lru_cache(maxsize=256)
+def _link_payload(ticket_number: str) -> bytes:
+    """The payload of a link token for one ticket as ``URLSafeTimedSerializer`` writes it
+    (compact JSON, compressed when that is shorter, base64), for any purpose and secret:
+    a compression attempt costs more than the signature."""
+    return _PAYLOAD_WRITER.dump_payload({"t": ticket_number})
+
+
+# Writes link payloads only: the payload depends on no secret, nothing is signed with it.
+_PAYLOAD_WRITER = URLSafeTimedSerializer(b"payloads are not signed")
+
+
 def epoch_day(moment: datetime) -> int:
     """The UTC date of ``moment`` as days since 1970-01-01 (short, and counts on)."""
     return (moment.astimezone(UTC).date() - date(1970, 1, 1)).days
@@ -99,8 +119,13 @@ class Signer:
     max_age_seconds: int = 90 * 86400
 
     def link_token(self, purpose: str, ticket_number: str) -> str:
-        """A URL-safe token that grants ``purpose`` on one ticket."""
-        return self._serializer(purpose).dumps({"t": ticket_number})
+        """A URL-safe token that grants ``purpose`` on one ticket.
+
+        What ``URLSafeTimedSerializer.dumps`` writes, from its parts: the payload (the same
+        for every purpose, made once for a ticket's links) signed by the purpose's signer.
+        """
+        signer = self._link_signers[_known(purpose)]
+        return signer.sign(_link_payload(ticket_number)).decode()
 
     def read_link_token(self, purpose: str, token: str) -> str:
         """The ticket number a link token grants ``purpose`` on; raise TokenError otherwise."""
@@ -177,10 +202,21 @@ class Signer:
         return f"mb.{mark}." if self._verify("bounce", mark, mac, 16) else None
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
-        if purpose not in LINK_PURPOSES:
-            raise ValueError(f"unknown token purpose {purpose}")
+        return self._link_serializers[_known(purpose)]
+
+    @functools.cached_property
+    def _link_serializers(self) -> dict[str, URLSafeTimedSerializer]:
+        """The serializer of each link purpose, built once per signer (its secrets never
+        change: a new secret is a new Signer)."""
         keys = [*self.old_secrets, self.secret]
-        return URLSafeTimedSerializer(keys, salt=f"mailbot-{purpose}")
+        return {purpose: URLSafeTimedSerializer(keys, salt=f"mailbot-{purpose}")
+                for purpose in LINK_PURPOSES}
+
+    @functools.cached_property
+    def _link_signers(self) -> dict[str, TimestampSigner]:
+        """The signer each link serializer signs with (itsdangerous builds one per token)."""
+        return {purpose: serializer.make_signer()
+                for purpose, serializer in self._link_serializers.items()}
 
     def _mac(self, purpose: str, text: str, length: int, key: str | None = None) -> str:
         digest = hmac.new((key or self.secret).encode(), f"{purpose}:{text}".encode(),

@@ -8,6 +8,7 @@ reason in its own language (the ``sentence`` filter), so no English reaches a Ge
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,21 +189,30 @@ def moment(when: datetime | str | None, timezone: str, language: str) -> str:
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     local = when.astimezone(ZoneInfo(timezone))
-    day = WEEKDAYS[supported_language(language)][local.weekday()]
-    if supported_language(language) == "de":
-        return f"{day}, {local:%d.%m.%Y}, {local:%H:%M} Uhr"
+    lang = supported_language(language)
+    day = WEEKDAYS[lang][local.weekday()]
+    clock = f"{local.hour:02d}:{local.minute:02d}"  # numbers, not strftime: twice as fast
+    if lang == "de":
+        return f"{day}, {local.day:02d}.{local.month:02d}.{local.year}, {clock} Uhr"
     return f"{day}, {local.day} {ENGLISH_MONTHS[local.month - 1]} {local.year}, " \
-        f"{local:%H:%M} ({local.tzname()})"
+        f"{clock} ({local.tzname()})"
 
 
 def hours(calendar: CalendarConfig, language: str) -> str:
     """Opening hours as a sentence fragment: "Mo-Fr 09:00-16:00 Uhr, außer an Feiertagen"."""
-    names = SHORT_DAYS[supported_language(language)]
-    spans = "; ".join(_DAY_TOKEN.sub(lambda m: names[m.group(1).lower()], h).replace("-", "–")
-                      for h in calendar.hours)
-    if supported_language(language) == "de":
-        return f"{spans} Uhr, außer an Feiertagen"
-    return f"{spans} ({calendar.timezone}), except public holidays"
+    return _hours(tuple(calendar.hours), calendar.timezone, supported_language(language))
+
+
+@functools.lru_cache(maxsize=64)
+def _hours(spans: tuple[str, ...], timezone: str, language: str) -> str:
+    """The words of :func:`hours`, made once per calendar and language (every
+    acknowledgement names them)."""
+    names = SHORT_DAYS[language]
+    text = "; ".join(_DAY_TOKEN.sub(lambda m: names[m.group(1).lower()], h).replace("-", "–")
+                     for h in spans)
+    if language == "de":
+        return f"{text} Uhr, außer an Feiertagen"
+    return f"{text} ({timezone}), except public holidays"
 
 
 def missing(keys: tuple[str, ...] | list[str], language: str) -> list[str]:

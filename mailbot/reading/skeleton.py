@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -49,9 +51,13 @@ def _lf(data: bytes) -> bytes:
 
 # -- the skeleton: the MIME structure without the bulk -----------------------------------------
 
-# A maximal run of lines that carry no MIME structure: none is blank, none begins with
-# "--" (a boundary).  Possessive, because a backtracking repeat keeps state for every line.
-_RUN_RE = re.compile(rb"(?<![^\r\n])(?:(?:[^\r\n-]|-(?!-))[^\r\n]*+(?:\r\n|\r|\n|\Z))++")
+# Lines that carry MIME structure (blank, or beginning with "--": a boundary), as many as
+# follow each other, found by the line end before the first: a line feed (LF and CRLF mails)
+# or a lone carriage return.  Searched for by that one character, which the regex engine
+# finds fast; the runs of other lines between them are the bulk of a mail.
+_STRUCTURE_LINES = rb"(?:--[^\r\n]*+(?:\r\n|\r|\n|\Z)|\r\n|\r|\n)*+"
+_STRUCTURE_AFTER_LF_RE = re.compile(rb"\n(?=--|[\r\n])" + _STRUCTURE_LINES)
+_STRUCTURE_AFTER_CR_RE = re.compile(rb"\r(?=--|\r)" + _STRUCTURE_LINES)
 # Header lines as the stdlib's feedparser knows them (its headerRE), one or more.
 _HEADER_RUN_RE = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*+:|[\t ])[^\r\n]*+"
                             rb"(?:\r\n|\r|\n|\Z))++")
@@ -91,48 +97,42 @@ class Skeleton:
 
     @classmethod
     def of(cls, raw: bytes) -> Skeleton:
-        """The skeleton of ``raw``, with a marker that occurs nowhere in it.
+        """The skeleton of ``raw``, with a marker that occurs nowhere else in what the parser
+        reads (bytes that are left out may hold anything).
 
         Raises ParseError when ``raw`` has no header block at the top: it is no mail.
         """
-        token = secrets.token_hex(8)
-        while token.encode() in raw:
-            token = secrets.token_hex(8)
         head, kept = _head(raw)
-        out, spans = [head], []
-        for run in _RUN_RE.finditer(raw, kept):
-            if run.end() - run.start() < ELIDE_BYTES:
-                continue
-            found = _HEADER_RUN_RE.match(raw, run.start(), run.end())
-            start, end = found.end() if found else run.start(), run.end()
-            if end - start < ELIDE_BYTES:
-                continue
-            eol = _line_end_length(raw, start, end)
-            out += [raw[kept:start], f"Z{token}Z{len(spans)}Z".encode() + raw[end - eol:end]]
-            spans.append((start, end, eol))
-            kept = end
-        out.append(raw[kept:])
-        return cls(b"".join(out), token, tuple(spans), memoryview(raw))
-
-    @cached_property
-    def _marker(self) -> re.Pattern[str]:
-        return re.compile(rf"Z{self.token}Z(\d+)Z")
+        spans = tuple(_elided(raw, kept))
+        while True:
+            token = secrets.token_hex(8)
+            out, kept_from = [head], kept
+            for number, (start, end, eol) in enumerate(spans):
+                out += [raw[kept_from:start], f"Z{token}Z{number}Z".encode() + raw[end - eol:end]]
+                kept_from = end
+            out.append(raw[kept_from:])
+            text = b"".join(out)
+            if text.count(token.encode()) == len(spans):  # a hex token never spans a "Z"
+                return cls(text, token, spans, memoryview(raw))
 
     def pieces(self, payload: str) -> tuple[Piece, ...]:
         """The raw bytes of a part's payload (as the parser gave it), markers put back."""
         out: list[Piece] = []
         pos = 0
-        for found in self._marker.finditer(payload):
-            if found.start() > pos:
-                out.append(payload[pos:found.start()].encode("ascii", "surrogateescape"))
-            start, end, eol = self.spans[int(found.group(1))]
-            pos = found.end()
+        opening = f"Z{self.token}Z"  # occurs nowhere else in the skeleton: every one is a marker
+        while (start := payload.find(opening, pos)) >= 0:
+            digits = start + len(opening)
+            close = payload.index("Z", digits)
+            if start > pos:
+                out.append(payload[pos:start].encode("ascii", "surrogateescape"))
+            begin, end, eol = self.spans[int(payload[digits:close])]
+            pos = close + 1
             ending = bytes(self.raw[end - eol:end]).decode("ascii")
             if eol and payload.startswith(ending, pos):
                 pos += eol
             else:  # the parser gave the last line end to the boundary after it
                 end -= eol
-            out.append(self.raw[start:end])
+            out.append(self.raw[begin:end])
         if pos < len(payload):
             out.append(payload[pos:].encode("ascii", "surrogateescape"))
         return tuple(out)
@@ -146,6 +146,42 @@ class Skeleton:
     def restore(self, payload: str) -> str:
         """A part's payload as the stdlib parser would have given it for the whole mail."""
         return b"".join(self.pieces(payload)).decode("ascii", "surrogateescape")
+
+
+def _elided(raw: bytes, pos: int) -> Iterator[tuple[int, int, int]]:
+    """The runs of body lines from ``pos`` on that a marker stands for: start, end, and the
+    length of the last line end (see :class:`Skeleton`).  Header lines at the start of a
+    run stay (after a boundary they are a part's headers)."""
+    for start, end in _runs(raw, pos):
+        if end - start < ELIDE_BYTES:
+            continue
+        found = _HEADER_RUN_RE.match(raw, start, end)
+        start = found.end() if found else start
+        if end - start >= ELIDE_BYTES:
+            yield start, end, _line_end_length(raw, start, end)
+
+
+def _runs(raw: bytes, pos: int) -> Iterator[tuple[int, int]]:
+    """Where the maximal runs of lines without MIME structure are (start, end), from ``pos``
+    (a line start after the first) on: the stretches between the blocks of structure lines.
+
+    A line start follows a line feed or a lone carriage return, so the blocks are found by
+    two searches, each one pass over the mail; a block found by both (mixed line ends) ends
+    where the other ends, at the first line that is no structure.
+    """
+    blocks = _STRUCTURE_AFTER_LF_RE.finditer(raw, pos - 1)
+    if b"\r" in raw and _STRUCTURE_AFTER_CR_RE.search(raw, pos - 1):  # rare: lone CRs
+        blocks = heapq.merge(blocks, _STRUCTURE_AFTER_CR_RE.finditer(raw, pos - 1),
+                             key=re.Match.start)
+    for block in blocks:
+        first = block.start() + 1
+        if first < pos:  # inside the block before
+            continue
+        if first > pos:
+            yield pos, first
+        pos = block.end()
+    if pos < len(raw):
+        yield pos, len(raw)
 
 
 def _head(raw: bytes) -> tuple[bytes, int]:

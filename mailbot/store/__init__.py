@@ -1,8 +1,11 @@
 """The SQLite store: the only package that speaks SQL.
 
-One connection, guarded by a lock, shared by the sources' threads and the event
-loop.  Writes happen inside :meth:`Store.transaction` (``BEGIN IMMEDIATE``), so one
-mail is one transaction and a second process (the CLI) waits instead of failing.
+One connection for writing, guarded by a lock, shared by the sources' threads and the
+event loop.  Writes happen inside :meth:`Store.transaction` (``BEGIN IMMEDIATE``), so one
+mail is one transaction and a second process (the CLI) waits instead of failing.  A read
+outside a transaction takes a connection of its own from a few kept for reading, so it
+never waits for another thread's transaction (the write-ahead log lets it read the last
+commit meanwhile).
 Waiting is bounded by the busy timeout, for the lock of this process as for another
 process's write lock; a fault of the database or of the disk under it (busy, locked,
 full, I/O error, cannot open) is a :class:`TemporaryStoreError`, never a broken mail.
@@ -93,6 +96,9 @@ class Store:
         self.busy_timeout = busy_timeout
         self.db = Database(conn)
         self._lock = threading.RLock()
+        self._local = threading.local()  # .writing: this thread is inside a transaction
+        self._spare: list[sqlite3.Connection] = []  # reading connections not in use
+        self._spare_lock = threading.Lock()
         if not any_schema:
             try:
                 self._prepare_schema()
@@ -151,9 +157,13 @@ class Store:
         return before, after
 
     def close(self) -> None:
-        """Close the connection (pending transactions are rolled back)."""
+        """Close the connections (pending transactions are rolled back)."""
         with self._lock:
             self.db.conn.close()
+        with self._spare_lock:
+            spare, self._spare = self._spare, []
+        for conn in spare:
+            conn.close()
 
     def blobs(self, kind: str, data_dir: Path) -> Blobs:
         """Where the bytes of ``kind`` (raw mails, attachments) are kept beside this store:
@@ -209,6 +219,7 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 _begin_immediate(conn, deadline - time.monotonic(), self.busy_timeout)
+                self._local.writing = True
                 yield self
                 conn.execute("COMMIT")
             except BaseException:
@@ -217,8 +228,30 @@ class Store:
                         conn.execute("ROLLBACK")
                 raise
             finally:
+                self._local.writing = False
                 if not durable:
                     conn.execute("PRAGMA synchronous=FULL")
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[Store]:
+        """A part of the transaction around it that can fail on its own: an exception in
+        the block undoes what the block wrote (and propagates); the rest of the transaction
+        stays.  One mail of a group filed in one transaction is one savepoint."""
+        if not self._in_transaction():
+            raise RuntimeError("a savepoint belongs inside a transaction")
+        self.execute("SAVEPOINT part")
+        try:
+            yield self
+        except BaseException:
+            with contextlib.suppress(TemporaryStoreError, sqlite3.Error):  # the first error
+                self.execute("ROLLBACK TO SAVEPOINT part")                  # is the news
+                self.execute("RELEASE SAVEPOINT part")
+            raise
+        self.execute("RELEASE SAVEPOINT part")
+
+    def _in_transaction(self) -> bool:
+        """Whether this thread is inside a transaction of this store."""
+        return getattr(self._local, "writing", False)
 
     def sync(self) -> None:
         """Make every commit so far durable (fsync the write-ahead log).
@@ -240,9 +273,44 @@ class Store:
                 os.close(fd)
 
     def rows(self, sql: str, params: tuple | dict = ()) -> list[dict]:
-        """Rows of a query as plain dicts."""
-        with self._connection() as conn:
+        """Rows of a query as plain dicts (of a SELECT, read beside any transaction of
+        another thread; of any other statement, such as INSERT ... RETURNING, in turn)."""
+        with self._reading(sql.lstrip()[:6].upper() == "SELECT") as conn:
             return [dict(r) for r in conn.execute(sql, params).fetchall()]
+
+    @contextlib.contextmanager
+    def _reading(self, select: bool) -> Iterator[sqlite3.Connection]:
+        """A connection for one statement: for a SELECT outside a transaction a reading
+        connection of its own for the block, so that it does not wait for another
+        thread's transaction; else the writing one (a transaction's sees what it wrote)."""
+        if self._in_transaction() or not select:
+            with self._connection() as conn:
+                yield conn
+            return
+        with self._spare_lock:
+            conn = self._spare.pop() if self._spare else None
+        try:
+            if conn is None:
+                conn = self._reader()
+            yield conn
+        except sqlite3.Error as exc:
+            if not _is_temporary(exc):
+                raise
+            raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if conn is not None:
+                with self._spare_lock:
+                    self._spare.append(conn)
+
+    def _reader(self) -> sqlite3.Connection:
+        """A new connection that only reads."""
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True,
+                               timeout=self.busy_timeout, check_same_thread=False,
+                               isolation_level=None)  # never creates a file that went
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA foreign_keys=ON")  # as the writing one says, when asked
+        return conn
 
     def row(self, sql: str, params: tuple | dict = ()) -> dict | None:
         """The first row of a query, or None."""
@@ -323,7 +391,11 @@ def _is_temporary(exc: sqlite3.Error) -> bool:
 
 
 def _begin_immediate(conn: sqlite3.Connection, seconds: float, busy_timeout: float) -> None:
-    """Take the write lock, waiting for another process at most ``seconds``."""
+    """Take the write lock, waiting for another process at most ``seconds`` (the busy
+    timeout is set for it only when the wait for this process's lock took a part of it)."""
+    if busy_timeout - seconds < 0.01:
+        conn.execute("BEGIN IMMEDIATE")
+        return
     conn.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
     try:
         conn.execute("BEGIN IMMEDIATE")

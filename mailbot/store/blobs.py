@@ -24,7 +24,7 @@ import errno
 import functools
 import hashlib
 import os
-import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -76,19 +76,29 @@ class FileBlobs:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._folders: set[str] = set()  # made (or found) already: no stat for each put
 
     def put(self, payload: bytes | Iterable[bytes], sha256: str | None = None,
             sync: bool = True) -> str:
         """Write ``payload`` to its file (see :meth:`Blobs.put`); an OSError (a full disk,
         an unwritable directory) leaves no partial file behind."""
         digest = sha256 or hashlib.sha256(payload).hexdigest()
-        target = self.path(digest)
-        if target.exists():
+        folder = os.path.join(self.root, checked(digest)[:2])
+        target = os.path.join(folder, digest)
+        if os.path.exists(target):
             if sync:  # perhaps written by a batch that has not synced yet
                 fsync(target)
             return digest
-        _make_dirs(self.root, target.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=target.parent)
+        if folder not in self._folders:
+            _make_dirs(self.root, Path(folder))
+            self._folders.add(folder)
+        # A name of this thread's own: writers of the same bytes never share a file.
+        tmp = os.path.join(folder, f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = _created(tmp)
+        except FileNotFoundError:  # the folder went since (a restore): made again
+            _make_dirs(self.root, Path(folder))
+            fd = _created(tmp)
         try:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in (payload,) if isinstance(payload, bytes) else payload:
@@ -102,7 +112,7 @@ class FileBlobs:
                 os.unlink(tmp)
             raise
         if sync:
-            fsync(target.parent)  # the rename itself
+            fsync(folder)  # the rename itself
         return digest
 
     def get(self, sha256: str) -> bytes:
@@ -147,6 +157,11 @@ def _read(handle: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
+def _created(path: str) -> int:
+    """A new (or emptied) file 0600, open for writing."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
 def _make_dirs(root: Path, folder: Path) -> None:
     """``root`` and ``folder`` below it, each created 0700 where missing."""
     for path in (root, folder):
@@ -154,7 +169,7 @@ def _make_dirs(root: Path, folder: Path) -> None:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def fsync(path: Path) -> None:
+def fsync(path: Path | str) -> None:
     """Flush one file or directory (its entries: a rename into it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:

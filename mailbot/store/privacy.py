@@ -236,4 +236,4 @@ def checkpoint(store: Store) -> None:
     """Copy the write-ahead log into the database file and empty it (best effort: readers of
     another process may keep older pages in it until their next checkpoint)."""
     if store.dialect.name == "sqlite":  # PostgreSQL's WAL is the server's to recycle
-        store.row("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the writing connection's

@@ -9,6 +9,7 @@ older versions wrote.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,11 +74,14 @@ def unacknowledged(verdict: Verdict) -> Hold:
     return Hold(Reason(code), verdict.reason)
 
 
+@functools.lru_cache(maxsize=4096)
 def undeliverable(address: str) -> str:
     """Why no mail can go to ``address``, judged by its form alone (no DNS), or ``""``.
 
     Control characters, no domain, broken quoting or no address at all would make the
     relay or the mail library refuse the mail; an internationalised address is fine.
+    The answer depends on the text alone, so it is kept for the addresses seen last (a
+    customer who writes again is not checked again: the check costs more than filing).
     """
     try:
         validate_email(address, check_deliverability=False, allow_quoted_local=True)
