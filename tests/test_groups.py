@@ -81,7 +81,8 @@ def test_a_mail_that_fails_is_quarantined_alone_and_leaves_nothing(make_desk, mo
 
 def test_a_fault_of_ours_stops_the_batch_after_the_mails_before_it(make_desk, monkeypatch):
     monkeypatch.setattr(pipeline, "GROUP_MAILS", 2)
-    desk = make_desk(NOW)
+    # Read in this process, so that the broken disk below is the readers' too.
+    desk = make_desk(NOW, limits={"max_seconds_per_mail": 0})
     batch = [_mail(f"Frage {n}", f"kunde{n}@kunde.example") for n in range(5)]
     broken = pipeline.hashlib.sha256(batch[3]).hexdigest()
     real_put = desk.ctx.spool.put

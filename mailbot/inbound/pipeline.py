@@ -5,10 +5,13 @@ record through the steps below, in the order of the two tuples; each step is a f
 ``(ctx, mail) -> mail`` that returns the record with what it found.  The step that
 decides what becomes of the mail sets ``outcome``, and the steps after it are skipped.
 
-PREPARE runs before the database transaction: the raw bytes go to disk first, then the
-mail is read and classified (pure: :data:`READ`, in a reader process that is ended when it
-takes longer than ``[limits] max_seconds_per_mail``, see :mod:`mailbot.inbound.readers`)
-and its attachments are written.  COMMIT runs in one
+PREPARE runs before the database transaction: the mail is read and classified (pure:
+:data:`READ`, in a reader process that is ended when it takes longer than ``[limits]
+max_seconds_per_mail``, see :mod:`mailbot.inbound.readers`), and its raw bytes and
+attachments are written.  Where they are files on this host, the reader writes them as it
+reads (the raw bytes before it parses: a mail that ends its reader is kept), on the other
+core; otherwise, and when the reader could not, this process does.  A mail is never
+quarantined or filed before its raw bytes are kept.  COMMIT runs in one
 transaction that also writes the ingest record, so a crash leaves everything a mail
 caused (ticket, messages, events, outbox rows) or nothing, and a re-delivery is a no-op.
 
@@ -41,6 +44,7 @@ from mailbot.reading.spam import SpamContext, spam_reason
 from mailbot.store import TemporaryStoreError
 from mailbot.store import inbound as iq
 from mailbot.store import tickets as tq
+from mailbot.store.blobs import Blobs, FileBlobs
 from mailbot.tickets import agents, bounces, filing, spam, threads
 from mailbot.tickets import identify as identify_mod
 from mailbot.tickets.identify import Identity
@@ -62,7 +66,9 @@ class Mail:
     durable: bool = True
     # An operator releases it from the spam hold: filed although its bytes were seen.
     release: bool = False
-    sha: str = ""  # spool
+    sha: str = ""  # fingerprint
+    spooled: bool = False  # keep_raw, spool: its raw bytes are kept
+    kept: bool = False  # keep_attachments, save_attachments: its attachments are kept
     msg: Message | None = None  # parse
     verdict: classify_mod.Verdict | None = None  # classify
     spam: str = ""  # read_spam: why the filter in front called it spam
@@ -86,6 +92,10 @@ class Reading:
     classify: classify_mod.ClassifyContext
     # How the spam filter's verdict headers are read; None: spam is not held.
     spam: SpamContext | None = None
+    # Where the reader keeps the raw mail and the attachments itself (files on this host);
+    # None: they are rows of the store, which this process writes.
+    spool: Blobs | None = None
+    files: Blobs | None = None
 
 
 ReadStep = Callable[[Reading, Mail], Mail]
@@ -97,14 +107,16 @@ def fingerprint(ctx: Context, mail: Mail) -> Mail:
 
 
 def spool(ctx: Context, mail: Mail) -> Mail:
-    """The raw bytes kept under their hash (on disk, or in a PostgreSQL store), before they
-    are read: from here on nothing can be lost.  A mail filed before is not written again
-    (its bytes may be gone on purpose: retention, or a person's data erased)."""
+    """The raw bytes kept under their hash (on disk, or in a PostgreSQL store), unless the
+    reader kept them: from here on nothing can be lost.  A mail filed before is not written
+    again (its bytes may be gone on purpose: retention, or a person's data erased)."""
+    if mail.spooled:
+        return mail
     try:
         ctx.spool.put(mail.raw, mail.sha, sync=mail.durable)
     except (OSError, TemporaryStoreError) as exc:
         raise TemporaryFailure(f"cannot write the spool: {exc}") from exc
-    return mail
+    return replace(mail, spooled=True)
 
 
 def skip_same_bytes(ctx: Context, mail: Mail) -> Mail:
@@ -121,6 +133,18 @@ def read(ctx: Context, mail: Mail) -> Mail:
     ``[limits] max_seconds_per_mail`` is ended, and the mail quarantined with that reason."""
     return READERS.run(READ, reading_context(ctx), mail, ctx.config.limits.max_seconds_per_mail,
                        ctx.config.service.reading_processes)
+
+
+def keep_raw(reading: Reading, mail: Mail) -> Mail:
+    """The raw bytes kept by the reader, before it parses them (files on this host only).
+    A file that cannot be written is left to :func:`spool`, whose error is ours."""
+    if reading.spool is None:
+        return mail
+    try:
+        reading.spool.put(mail.raw, mail.sha, sync=mail.durable)
+    except OSError:
+        return mail
+    return replace(mail, spooled=True)
 
 
 def parse(reading: Reading, mail: Mail) -> Mail:
@@ -142,20 +166,37 @@ def read_spam(reading: Reading, mail: Mail) -> Mail:
     return replace(mail, spam=spam_reason(mail.msg, reading.spam))
 
 
+def keep_attachments(reading: Reading, mail: Mail) -> Mail:
+    """The attachments kept by the reader, which decoded them to hash them (files on this
+    host only); a file that cannot be written is left to :func:`save_attachments`."""
+    if reading.files is None or mail.spam:
+        return mail
+    try:
+        _put_attachments(reading.files, mail)
+    except OSError:
+        return mail
+    return replace(mail, kept=True)
+
+
 def save_attachments(ctx: Context, mail: Mail) -> Mail:
-    """Attachment payloads on disk by content hash, before the transaction refers to them.
+    """Attachment payloads by content hash, before the transaction refers to them, unless
+    the reader kept them.
 
     A file that cannot be written (full disk, unwritable directory) is our fault, not the
     mail's: the mail waits at its source.  Spam keeps only its raw bytes until released.
     """
-    if mail.spam:
+    if mail.spam or mail.kept:
         return mail
     try:
-        for attachment in mail.msg.attachments:  # decoded as written: never whole in memory
-            ctx.files.put(attachment.chunks(), attachment.sha256, sync=mail.durable)
+        _put_attachments(ctx.files, mail)
     except (OSError, TemporaryStoreError) as exc:
         raise TemporaryFailure(f"cannot write an attachment: {exc}") from exc
-    return mail
+    return replace(mail, kept=True)
+
+
+def _put_attachments(files: Blobs, mail: Mail) -> None:
+    for attachment in mail.msg.attachments:  # decoded as written: never whole in memory
+        files.put(attachment.chunks(), attachment.sha256, sync=mail.durable)
 
 
 def skip_same_message(ctx: Context, mail: Mail) -> Mail:
@@ -257,11 +298,11 @@ def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
 
 
 # The whole story of a mail, in order; READ runs in a reader process (step `read`).  The
-# same bytes are looked for twice: before the spool (a mail filed before is not written
-# again), and in the transaction, which alone knows of a copy filed beside it meanwhile
-# (read at the same time in a batch, or by another process).
-READ: tuple[ReadStep, ...] = (parse, classify, read_spam)
-PREPARE: tuple[Step, ...] = (fingerprint, skip_same_bytes, spool, read, save_attachments)
+# same bytes are looked for twice: before they are read and kept (a mail filed before is
+# not written again), and in the transaction, which alone knows of a copy filed beside it
+# meanwhile (read at the same time in a batch, or by another process).
+READ: tuple[ReadStep, ...] = (keep_raw, parse, classify, read_spam, keep_attachments)
+PREPARE: tuple[Step, ...] = (fingerprint, skip_same_bytes, read, spool, save_attachments)
 COMMIT: tuple[Step, ...] = (skip_same_bytes, skip_same_message, drop_loop, hold_spam,
                             file_bounce, thread, file_agent_mail, note_auto_reply, find_facts,
                             identify, file_customer_mail)
@@ -408,7 +449,8 @@ def _filed_in_group(ctx: Context, mail: Mail, error: Exception | None
 
 def _prepared(ctx: Context, mail: Mail) -> tuple[Mail, Exception | None]:
     """The mail after the PREPARE steps (up to an outcome), and the error that stopped them
-    with the record as it was then (its spool hash), or None.  Faults of ours raise."""
+    with the record as it was then (its hash), its raw bytes kept for the quarantine, or
+    None.  Faults of ours raise."""
     try:
         for step in PREPARE:
             mail = step(ctx, mail)
@@ -416,8 +458,8 @@ def _prepared(ctx: Context, mail: Mail) -> tuple[Mail, Exception | None]:
                 break
     except (TemporaryFailure, TemporaryStoreError):
         raise
-    except Exception as exc:
-        return mail, exc
+    except Exception as exc:  # the reader may have kept the bytes: then they are found
+        return spool(ctx, mail), exc
     return mail, None
 
 
@@ -596,7 +638,9 @@ def reading_context(ctx: Context) -> Reading:
     config = ctx.config
     held = SpamContext(scl_threshold=config.spam.scl_threshold,
                        authserv_id=config.trust.authserv_id) if config.spam.enabled else None
-    return Reading(limits=config.limits, classify=classify_context(ctx), spam=held)
+    on_disk = isinstance(ctx.spool, FileBlobs) and isinstance(ctx.files, FileBlobs)
+    return Reading(limits=config.limits, classify=classify_context(ctx), spam=held,
+                   spool=ctx.spool if on_disk else None, files=ctx.files if on_disk else None)
 
 
 def classify_context(ctx: Context) -> classify_mod.ClassifyContext:

@@ -78,6 +78,11 @@ class FileBlobs:
         self.root = root
         self._folders: set[str] = set()  # made (or found) already: no stat for each put
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its root alone, unpickled as that process's one FileBlobs of the root:
+        a reader process gets them with every mail it writes, and keeps what it learnt."""
+        return file_blobs, (str(self.root),)
+
     def put(self, payload: bytes | Iterable[bytes], sha256: str | None = None,
             sync: bool = True) -> str:
         """Write ``payload`` to its file (see :meth:`Blobs.put`); an OSError (a full disk,
@@ -149,6 +154,12 @@ class FileBlobs:
     def path(self, sha256: str) -> Path:
         """Where the file with this hash lives; the hash is checked, never taken from mail."""
         return self.root / checked(sha256)[:2] / sha256
+
+
+@functools.lru_cache(maxsize=8)
+def file_blobs(root: str) -> FileBlobs:
+    """This process's FileBlobs under ``root`` (see :meth:`FileBlobs.__reduce__`)."""
+    return FileBlobs(Path(root))
 
 
 def _read(handle: BinaryIO) -> Iterator[bytes]:
