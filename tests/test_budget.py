@@ -13,6 +13,7 @@ server and the readers, so a test finds exactly the processes of its own mailbot
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import smtplib
@@ -125,6 +126,13 @@ def quarantined(instance: Instance) -> list[str]:
     return [entry["error"] for entry in instance.cli_json("quarantine", "list")]
 
 
+def kept(instance: Instance, raw: bytes) -> bool:
+    """Whether the raw mail is in the spool, as it came (a quarantined mail can be retried)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    path = instance.db_path.parent / "spool" / digest[:2] / digest
+    return path.is_file() and path.read_bytes() == raw
+
+
 def test_a_mail_over_the_budget_is_quarantined_and_the_daemon_goes_on(tmp_path: Path) -> None:
     """The slow mail is refused with the budget's sentence, its reader is replaced, the next
     mail is filed, and no process of mailbot is left after SIGTERM."""
@@ -137,6 +145,7 @@ def test_a_mail_over_the_budget_is_quarantined_and_the_daemon_goes_on(tmp_path: 
         code, answer = deliver(instance, slow_mail())
         assert (code, b"quarantined" in answer) == (250, True)
         assert quarantined(instance) == [OVERTIME]
+        assert kept(instance, slow_mail())
         assert deliver(instance, ordinary(2))[0] == 250
         assert {t["subject"] for t in instance.wait_tickets(2)} == {"Drucker 1", "Drucker 2"}
         now = readers(marker)
@@ -171,6 +180,7 @@ def test_ingest_quarantines_a_mail_over_the_budget_and_leaves_no_reader(tmp_path
     assert process.returncode == 0, err
     assert [line.split()[1] for line in out.splitlines()] == [b"quarantined", b"created"]
     assert quarantined(instance) == [OVERTIME]
+    assert kept(instance, slow_mail())
     wait_until(lambda: not marked(marker), 10, message="the reader to end")
 
 
@@ -217,6 +227,7 @@ def test_a_reader_killed_once_reads_the_mail_again_twice_quarantines(tmp_path) -
     out, err = process.communicate(timeout=60)
     assert (process.returncode, out.split()[1:2]) == (0, [b"quarantined"]), err
     assert quarantined(instance) == [TWICE]
+    assert kept(instance, slow_mail(number=2))  # written before its readers were killed
 
 
 @pytest.mark.parametrize(("texts", "status"), [(999, "created"), (1000, "quarantined"),

@@ -495,10 +495,8 @@ def refusal(exc: Exception) -> str:
 
 def _record(ctx: Context, mail: Mail) -> None:
     """The ingest record, in the mail's transaction: a re-delivery of it is a no-op."""
-    ticket = tq.by_number(ctx.store, mail.outcome.ticket_number) \
-        if mail.outcome.ticket_number else None
     iq.record_ingest(ctx.store, mail.sha, identity_key(mail.msg), mail.outcome.status,
-                     ticket["id"] if ticket else None, mail.source, ctx.clock())
+                     mail.outcome.ticket_number, mail.source, ctx.clock())
 
 
 def _announce(ctx: Context, mail: Mail) -> None:
@@ -555,7 +553,7 @@ def _held(ctx: Context, sha: str, source: str, error: str, about: tuple[int, str
     """A quarantine's rows, inside the caller's transaction."""
     now = ctx.clock()
     iq.add_quarantine(ctx.store, sha, source, error[:2000], now, *about)
-    iq.record_ingest(ctx.store, sha, "", "quarantined", None, source, now)
+    iq.record_ingest(ctx.store, sha, "", "quarantined", "", source, now)
     return Outcome("quarantined", "", error)
 
 

@@ -275,8 +275,21 @@ class Store:
     def rows(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         """Rows of a query as plain dicts (of a SELECT, read beside any transaction of
         another thread; of any other statement, such as INSERT ... RETURNING, in turn)."""
+        if self._in_transaction():
+            return [dict(r) for r in self._in_turn(sql, params).fetchall()]
         with self._reading(sql.lstrip()[:6].upper() == "SELECT") as conn:
             return [dict(r) for r in conn.execute(sql, params).fetchall()]
+
+    def _in_turn(self, sql: str, params: tuple | dict) -> sqlite3.Cursor:
+        """One statement of this thread's transaction: the connection is this thread's
+        until the transaction ends, so it is used without asking (the cheap path of the
+        statements that file a mail); errors as :meth:`_connection` maps them."""
+        try:
+            return self.db.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            if not _is_temporary(exc):
+                raise
+            raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
 
     @contextlib.contextmanager
     def _reading(self, select: bool) -> Iterator[sqlite3.Connection]:
@@ -319,14 +332,18 @@ class Store:
 
     def execute(self, sql: str, params: tuple | dict = ()) -> int:
         """Run one statement; the id of an inserted row (or rows changed)."""
-        with self._connection() as conn:
-            cursor = conn.execute(sql, params)
-            return cursor.lastrowid if sql.lstrip().upper().startswith("INSERT") \
-                else cursor.rowcount
+        if self._in_transaction():
+            cursor = self._in_turn(sql, params)
+        else:
+            with self._connection() as conn:
+                cursor = conn.execute(sql, params)
+        return cursor.lastrowid if sql.lstrip()[:6].upper() == "INSERT" else cursor.rowcount
 
     def insert(self, table: str, record: dict[str, Any]) -> int:
         """Insert one row into a known table; dict/list values are stored as JSON."""
         sql, values = insert_statement(table, record)
+        if self._in_transaction():
+            return self._in_turn(sql, values).lastrowid
         with self._connection() as conn:
             return conn.execute(sql, values).lastrowid
 

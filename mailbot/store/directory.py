@@ -117,7 +117,7 @@ def contact_bounce(store: Store, address: str) -> str:
 
 def upsert_contact(store: Store, record: dict) -> int:
     """Create or update a contact by address; its id."""
-    store.execute(
+    return store.row(
         "INSERT INTO contacts(address, name, account_id, phone, language) "
         "VALUES (:address, :name, :account_id, :phone, :language) ON CONFLICT(address) DO "
         "UPDATE SET name = CASE WHEN excluded.name != '' THEN excluded.name "
@@ -125,9 +125,8 @@ def upsert_contact(store: Store, record: dict) -> int:
         "account_id = COALESCE(excluded.account_id, contacts.account_id), "
         "phone = CASE WHEN excluded.phone != '' THEN excluded.phone ELSE contacts.phone END, "
         "language = CASE WHEN excluded.language != '' THEN excluded.language "
-        "ELSE contacts.language END",
-        {**record, "address": record["address"].lower()})
-    return contact_by_address(store, record["address"])["id"]
+        "ELSE contacts.language END RETURNING id",
+        {**record, "address": record["address"].lower()})["id"]
 
 
 def accounts(store: Store) -> list[dict]:

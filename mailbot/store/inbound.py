@@ -21,18 +21,20 @@ def ingest_by_message_id(store: Store, message_id: str) -> dict | None:
 
 
 def record_ingest(store: Store, sha256: str, message_id: str, outcome: str,
-                  ticket_id: int | None, source: str, at: datetime) -> None:
-    """Remember a processed mail so a second delivery of it is a no-op.
+                  ticket_number: str, source: str, at: datetime) -> None:
+    """Remember a processed mail so a second delivery of it is a no-op; ``ticket_number``
+    names the ticket it went to, if any ("": none).
 
     The record of bytes that were filed is never replaced; only a quarantined or spam-held
     mail's record is, when it is filed after all (retried, released).
     """
     store.execute(
         "INSERT INTO ingest(sha256, message_id, outcome, ticket_id, source, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET outcome = excluded.outcome,"
+        "VALUES (?, ?, ?, (SELECT id FROM tickets WHERE number = ?), ?, ?) "
+        "ON CONFLICT(sha256) DO UPDATE SET outcome = excluded.outcome,"
         " ticket_id = excluded.ticket_id, message_id = excluded.message_id"
         " WHERE ingest.outcome IN ('quarantined', 'spam')",
-        (sha256, message_id, outcome, ticket_id, source, iso(at)))
+        (sha256, message_id, outcome, ticket_number, source, iso(at)))
 
 
 def add_quarantine(store: Store, sha256: str, source: str, error: str, at: datetime,
