@@ -6,7 +6,7 @@ import functools
 import json
 from datetime import datetime
 
-from mailbot.store import Store
+from mailbot.store import Store, insert_statement
 from mailbot.store import _encode as encode
 from mailbot.store.dialect import Dialect
 
@@ -35,6 +35,13 @@ def number_taken(store: Store, number: str) -> bool:
 def by_number(store: Store, number: str) -> dict | None:
     """The ticket with this number, or None."""
     return _decode(store.row("SELECT * FROM tickets WHERE number = ?", (number,)))
+
+
+def add_ticket(store: Store, record: dict) -> dict:
+    """Open a ticket; its row as :func:`by_id` reads it (the INSERT returns it: one
+    statement)."""
+    sql, values = insert_statement("tickets", record)
+    return _decode(store.row(sql + " RETURNING *", values))
 
 
 def by_id(store: Store, ticket_id: int) -> dict | None:

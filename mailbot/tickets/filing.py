@@ -174,7 +174,7 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
         ctx.config.service.language)
     assessed = assessment.assess(ctx, msg, identity, facts, now, language)
     number = new_ticket_number(ctx, now)
-    ticket_id = ctx.store.insert("tickets", {
+    ticket = tq.add_ticket(ctx.store, {
         "number": number, "subject": msg.subject or NO_SUBJECT, "status": "new",
         "priority": assessed.priority, "contact_id": contact_id,
         "account_id": account.get("id"), "contract": account.get("contract"),
@@ -182,12 +182,12 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
         "parent_id": parent["id"] if parent else None, "created_at": now, "updated_at": now,
         "auto_mail": int(verdict.acknowledge),
         **assessed.fields})
+    ticket_id = ticket["id"]
     store_message(ctx, ticket_id, msg, "in", now)
     tq.add_events(ctx.store, ticket_id, [
         ("created", {"from": msg.from_addr, "identified_by": identity.matched_by,
                      "parent": parent["number"] if parent else None}, msg.from_addr),
         *((kind, data, "system") for kind, data in assessed.events)], now)
-    ticket = tq.by_id(ctx.store, ticket_id)
     record_claim(ctx, ticket, identity, msg.from_addr, now)
     if verdict.acknowledge:
         queue_acknowledgement(ctx, ticket, msg, assessed.ack_values, now)
