@@ -147,3 +147,15 @@ def _with_attachments(body, attachments: tuple[tuple[str, str, bytes], ...]):
         part.add_header("Content-Disposition", "attachment", filename=name)
         mixed.attach(part)
     return mixed
+
+
+def slow_mail(parameters: int = 120_000, number: int = 1) -> bytes:
+    """A mail whose Content-Type holds ``parameters`` parameters, 500 a line (SMTP takes it):
+    the standard library reads them in time that grows with the square of their number (the
+    default takes about half a minute), so only the per-mail budget stops it."""
+    params = [b"p%d=v" % i for i in range(parameters)]
+    lines = b";\r\n ".join(b"; ".join(params[i:i + 500]) for i in range(0, parameters, 500))
+    return (b"From: Kunde <kunde@kunde.example>\r\nTo: support@example.com\r\n"
+            b"Subject: Langsam\r\nDate: Tue, 24 Nov 2026 10:00:00 +0100\r\n"
+            b"Message-ID: <slow.%d@kunde.example>\r\nContent-Type: text/plain;\r\n " % number
+            + lines + b"\r\n\r\nHallo\r\n")

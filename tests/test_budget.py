@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from daemon_util import Instance, process_env
 from hygiene_kit import make_ctx
-from mails import build_mail
+from mails import build_mail, slow_mail
 from servers import wait_until
 
 from mailbot.inbound import pipeline
@@ -41,16 +41,6 @@ TWICE = ("the process reading this mail ended twice while reading it (killed by 
 # Limits so high that only the budget stops the slow mail.
 RAISED = {"max_parameters": 10_000_000, "max_header_bytes": 100_000_000}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def slow_mail(parameters: int = 120_000, number: int = 1) -> bytes:
-    """A mail whose Content-Type holds ``parameters`` parameters, 500 a line (SMTP takes it)."""
-    params = [b"p%d=v" % i for i in range(parameters)]
-    lines = b";\r\n ".join(b"; ".join(params[i:i + 500]) for i in range(0, parameters, 500))
-    return (b"From: Kunde <kunde@kunde.example>\r\nTo: support@example.com\r\n"
-            b"Subject: Langsam\r\nDate: Tue, 24 Nov 2026 10:00:00 +0100\r\n"
-            b"Message-ID: <slow.%d@kunde.example>\r\nContent-Type: text/plain;\r\n " % number
-            + lines + b"\r\n\r\nHallo\r\n")
 
 
 def ordinary(number: int) -> bytes:

@@ -8,7 +8,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from mails import build_mail
+from mails import build_mail, slow_mail
 
 from mailbot.inbound import pipeline
 from mailbot.inbound.source import TemporaryFailure
@@ -105,6 +105,24 @@ def test_a_fault_of_ours_stops_the_batch_after_the_mails_before_it(make_desk, mo
     again = list(pipeline.ingest_all(desk.ctx, [(raw, None) for raw in batch], "test"))
     assert [o.status for o in again] == ["duplicate"] * 3 + ["created"] * 2
     assert _subjects(desk) == [f"Frage {n}" for n in range(5)]
+
+
+def test_a_mail_read_while_a_group_is_filed_runs_out_of_time_alone(make_desk, monkeypatch):
+    """The third mail is read (in the second group) while the first group is filed; its
+    reader is ended at the budget, it alone is quarantined, the mail after it is filed."""
+    monkeypatch.setattr(pipeline, "GROUP_MAILS", 2)
+    desk = make_desk(NOW, limits={"max_seconds_per_mail": 1, "max_parameters": 10_000_000,
+                                  "max_header_bytes": 100_000_000})
+    batch = [_mail("Eins", "anna@kunde.example"), _mail("Zwei", "bernd@kunde.example"),
+             slow_mail(), _mail("Vier", "dora@kunde.example")]
+
+    outcomes = list(pipeline.ingest_all(desk.ctx, [(raw, None) for raw in batch], "test"))
+
+    assert [o.status for o in outcomes] == ["created", "created", "quarantined", "created"]
+    assert "took longer than 1 s" in outcomes[2].detail
+    assert _subjects(desk) == ["Eins", "Zwei", "Vier"]
+    [held] = desk.ctx.store.rows("SELECT sha256 FROM quarantine")
+    assert desk.ctx.spool.get(held["sha256"]) == batch[2]  # kept, for a retry
 
 
 def test_an_error_of_the_arrivals_comes_after_the_mails_before_it(make_desk):

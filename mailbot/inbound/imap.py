@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from mailbot.inbound.source import Feed, TemporaryFailure
+from mailbot.inbound.source import Feed, TemporaryFailure, give_back_memory
 from mailbot.oauth.causes import TokenError, login_refused
 from mailbot.oauth.sasl import mechanism
 from mailbot.oauth.tokens import tokens_for
@@ -363,6 +363,7 @@ class ImapSource:
             done, held, deferred = self._file_batch(client, uids)
             self.feed.flush()
             self._finish(client, done, held)
+            give_back_memory()
             filed += len(done)
             if deferred:
                 return filed

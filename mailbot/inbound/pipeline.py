@@ -28,7 +28,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from mailbot.context import Context
@@ -306,6 +305,9 @@ PREPARE: tuple[Step, ...] = (fingerprint, skip_same_bytes, read, spool, save_att
 COMMIT: tuple[Step, ...] = (skip_same_bytes, skip_same_message, drop_loop, hold_spam,
                             file_bounce, thread, file_agent_mail, note_auto_reply, find_facts,
                             identify, file_customer_mail)
+# Where `read` cuts PREPARE: a batch hands its mails to the readers in between (ingest_all).
+_BEFORE_READ = PREPARE[:PREPARE.index(read)]
+_AFTER_READ = PREPARE[PREPARE.index(read) + 1:]
 # A batch is filed in groups, one transaction each: at most this many mails, and this many
 # bytes of raw mail (a bigger mail is a group of its own).
 GROUP_MAILS = 32
@@ -348,27 +350,131 @@ def ingest_all(ctx: Context, arrivals: Iterable[tuple[bytes, Envelope | None]], 
                stop: Callable[[], bool] = lambda: False) -> Iterator[Outcome]:
     """File the mails of one batch in order; each outcome is final once yielded.
 
-    The mails of a group are read at once, each in a reader process of its own, while the
-    group before them is filed: in one transaction, each mail in a savepoint of its own
-    (a mail that fails alone is quarantined, the others stay filed).  Nothing is fsynced:
-    the caller must call :func:`flush` before it acknowledges the mails to their source.
-    A TemporaryFailure is raised after the outcomes of the mails before the one that met
-    it, and so is an error of ``arrivals`` (a file that cannot be read, refused).  Nothing
-    more is taken from ``arrivals`` once ``stop()`` is true; what was taken is filed.
+    The mails of a group are read in the reader processes while the group before them is
+    filed: in one transaction, each mail in a savepoint of its own (a mail that fails alone
+    is quarantined, the others stay filed).  Nothing is fsynced: the caller must call
+    :func:`flush` before it acknowledges the mails to their source.  A TemporaryFailure is
+    raised after the outcomes of the mails before the one that met it, and so is an error
+    of ``arrivals`` (a file that cannot be read, refused).  Nothing more is taken from
+    ``arrivals`` once ``stop()`` is true; what was taken is filed.
     """
-    readers = ThreadPoolExecutor(max(1, ctx.config.service.reading_processes),
-                                 thread_name_prefix="mailbot-prepare")
+    groups: list[_Ahead] = []  # the group being filed, and the one read meanwhile
     try:
-        ahead = None  # the group being read while the one before it is filed
         for group in _groups(arrivals, source, stop):
-            staged = [(mail, readers.submit(_prepared, ctx, mail)) for mail in group.mails]
-            if ahead is not None:
-                yield from _file_group(ctx, *ahead)
-            ahead = (staged, group.error)
-        if ahead is not None:
-            yield from _file_group(ctx, *ahead)
-    finally:  # a mail being read is read to its end (within its budget), the others dropped
-        readers.shutdown(wait=True, cancel_futures=True)
+            groups.append(_Ahead(ctx, group))
+            if len(groups) == 2:
+                yield from _file_group(ctx, groups[0], between=groups[1].pump)
+                groups.pop(0)
+        if groups:
+            yield from _file_group(ctx, groups[0])
+    finally:  # a mail with a reader is read to its end (within its budget), the rest dropped
+        for group in groups:
+            group.settle()
+
+
+class _Ahead:
+    """A group's mails on their way through PREPARE, without a thread of their own: each is
+    handed to a reader process as one comes free and taken back when it answered, in the
+    pauses the filing of the group before them leaves (:meth:`pump`, between its mails, so
+    that the two groups never have more mails with readers than there are readers);
+    :meth:`prepared` finishes the rest.  The steps before `read` and after it run in this
+    thread, within the budget of none (they are ours); with a budget of 0 the whole of
+    PREPARE runs here, one mail at a time."""
+
+    def __init__(self, ctx: Context, group: _Group) -> None:
+        self.ctx = ctx
+        self.error = group.error
+        self.waiting = list(reversed(group.mails))  # popped from the end: in order
+        self.slots: list[list] = []  # [mail, Handed or None, error] of each mail handed on
+        self.failure: TemporaryFailure | None = None
+        self.budget = ctx.config.limits.max_seconds_per_mail
+        self.keep = ctx.config.service.reading_processes
+
+    def pump(self) -> None:
+        """Take back what the readers answered, and hand on more mails while readers are
+        free.  Never raises for a mail: a fault of ours is kept for :meth:`prepared`."""
+        for slot in self.slots:
+            if slot[1] is not None and slot[1].answered():
+                self._take(slot)
+        while self.waiting and self.failure is None and sum(
+                slot[1] is not None for slot in self.slots) < max(1, self.keep):
+            self._hand(self.waiting.pop())
+
+    def prepared(self) -> tuple[list[tuple[Mail, Exception | None]], TemporaryFailure | None]:
+        """Every mail after PREPARE, in order, up to the first fault of ours, and that
+        fault (or None)."""
+        while self.waiting and self.failure is None:
+            self.pump()
+            if self.waiting and self.failure is None:  # every reader is busy: wait for one
+                self._take(next(slot for slot in self.slots if slot[1] is not None))
+        ready = []
+        for slot in self.slots:
+            if slot[1] is not None:
+                self._take(slot)
+            if isinstance(slot[2], TemporaryFailure):
+                return ready, slot[2]
+            ready.append((slot[0], slot[2]))
+        return ready, self.failure
+
+    def settle(self) -> None:
+        """Take back every mail still with a reader (its reader is then free again)."""
+        for slot in self.slots:
+            if slot[1] is not None:
+                self._take(slot)
+
+    def _hand(self, mail: Mail) -> None:
+        if not self.budget:
+            self._run(mail, PREPARE)
+            return
+        slot = self._run(mail, _BEFORE_READ)
+        if slot is None or slot[0].outcome is not None or slot[2] is not None:
+            return
+        try:
+            slot[1] = READERS.hand(READ, reading_context(self.ctx), slot[0], self.budget,
+                                   self.keep)
+        except TemporaryFailure as exc:
+            slot[2] = self.failure = self.failure or exc
+        except Exception as exc:  # as the read step would have: the mail's, or mailbot's
+            slot[0], slot[2] = self._kept(slot[0], exc)
+
+    def _take(self, slot: list) -> None:
+        handed, slot[1] = slot[1], None
+        try:
+            mail = READERS.take(handed)
+        except TemporaryFailure as exc:
+            slot[2] = self.failure = self.failure or exc
+            return
+        except Exception as exc:
+            slot[0], slot[2] = self._kept(slot[0], exc)
+            return
+        slot[0:3] = self._run(mail, _AFTER_READ, append=False)
+
+    def _run(self, mail: Mail, steps: tuple[Step, ...], append: bool = True) -> list | None:
+        """The slot of ``mail`` after ``steps`` (appended to the group's, unless told)."""
+        try:
+            mail, error = _prepared(self.ctx, mail, steps)
+        except (TemporaryFailure, TemporaryStoreError) as exc:
+            self.failure = self.failure or _ours(exc)
+            slot = [mail, None, _ours(exc)]
+        else:
+            slot = [mail, None, error]
+        if append:
+            self.slots.append(slot)
+        return slot
+
+    def _kept(self, mail: Mail, exc: Exception) -> tuple[Mail, Exception]:
+        """A mail its reader refused, its raw bytes kept for the quarantine."""
+        try:
+            return spool(self.ctx, mail), exc
+        except TemporaryFailure as failure:
+            self.failure = self.failure or failure
+            return mail, failure
+
+
+def _ours(exc: Exception) -> TemporaryFailure:
+    """A fault of ours as the source sees it."""
+    return exc if isinstance(exc, TemporaryFailure) else \
+        TemporaryFailure(f"database unavailable: {exc}")
 
 
 @dataclass(frozen=True)
@@ -403,21 +509,18 @@ def _groups(arrivals: Iterable[tuple[bytes, Envelope | None]], source: str,
         yield _Group(mails)
 
 
-def _file_group(ctx: Context, staged: list[tuple[Mail, Future]],
-                error: BaseException | None) -> Iterator[Outcome]:
-    """Wait for a group's mails to be read, file them in one transaction, then yield their
-    outcomes (and raise ``error``, or the TemporaryFailure that cut the group short)."""
-    ready, failure = [], error
-    for _, reading in staged:
-        try:
-            ready.append(reading.result())
-        except (TemporaryFailure, TemporaryStoreError) as exc:
-            failure = exc if isinstance(exc, TemporaryFailure) else \
-                TemporaryFailure(f"database unavailable: {exc}")
-            break
+def _file_group(ctx: Context, group: _Ahead,
+                between: Callable[[], None] = lambda: None) -> Iterator[Outcome]:
+    """Wait for a group's mails to be read, file them in one transaction (``between`` runs
+    after each mail), then yield their outcomes (and raise the error of the arrivals, or
+    the TemporaryFailure that cut the group short)."""
+    ready, failure = group.prepared()
     try:
         with ctx.store.transaction(durable=False):
-            filed = [_filed_in_group(ctx, mail, read_error) for mail, read_error in ready]
+            filed = []
+            for mail, read_error in ready:
+                filed.append(_filed_in_group(ctx, mail, read_error))
+                between()
     except TemporaryStoreError as exc:
         raise TemporaryFailure(f"database unavailable: {exc}") from exc
     for mail, outcome in filed:
@@ -428,6 +531,8 @@ def _file_group(ctx: Context, staged: list[tuple[Mail, Future]],
         yield outcome or mail.outcome
     if failure is not None:
         raise failure
+    if group.error is not None:
+        raise group.error
 
 
 def _filed_in_group(ctx: Context, mail: Mail, error: Exception | None
@@ -447,12 +552,13 @@ def _filed_in_group(ctx: Context, mail: Mail, error: Exception | None
     return mail, _held(ctx, mail.sha, mail.source, _refused(mail, error), _about(mail))
 
 
-def _prepared(ctx: Context, mail: Mail) -> tuple[Mail, Exception | None]:
-    """The mail after the PREPARE steps (up to an outcome), and the error that stopped them
-    with the record as it was then (its hash), its raw bytes kept for the quarantine, or
-    None.  Faults of ours raise."""
+def _prepared(ctx: Context, mail: Mail, steps: tuple[Step, ...] = PREPARE
+              ) -> tuple[Mail, Exception | None]:
+    """The mail after the PREPARE steps (or some of them, in order; up to an outcome), and
+    the error that stopped them with the record as it was then (its hash), its raw bytes
+    kept for the quarantine, or None.  Faults of ours raise."""
     try:
-        for step in PREPARE:
+        for step in steps:
             mail = step(ctx, mail)
             if mail.outcome is not None:
                 break

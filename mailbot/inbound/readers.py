@@ -51,6 +51,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -109,25 +110,36 @@ class Readers:
         """
         if not budget:
             return _apply(steps, context, record)
+        return self.take(self.hand(steps, context, record, budget, keep))
+
+    def hand(self, steps: Sequence[Step], context: Any, record: Record, budget: float,
+             keep: int) -> Handed:
+        """Hand ``record`` to a reader (an idle one, else a new one) and return at once:
+        :meth:`take` waits for what :meth:`run` returns.  The budget runs from now.  A
+        budget of 0 is not for this (:meth:`run` reads in this process then)."""
         # Why a step failed is written out only for a debug log (see _why).
         job = pickled((steps, context, record, log.isEnabledFor(logging.DEBUG)), record.raw)
-        ends = []
-        while len(ends) < 2:
-            reader = self._take()
+        handed = Handed(self._take(), job, record, budget, keep)
+        self._send(handed)
+        return handed
+
+    def take(self, handed: Handed) -> Any:
+        """The record a handed mail came back as (see :meth:`run`), waiting for it within
+        its budget; a reader that ended while it read is replaced once, and the mail read
+        again from the start (with a budget of its own)."""
+        record, ends = handed.record, []
+        while True:
+            reader = handed.reader
             try:
-                answer = reader.ask(job, record.raw, budget)
+                answer = reader.wait(handed.budget - (time.monotonic() - handed.sent))
             except TimeoutError:
                 self._drop(reader)
                 log.warning("mail %s: reading took longer than %g s; its reader (process %s) "
-                            "was ended", record.sha[:12], budget, reader.pid)
-                raise ParseError(f"reading this mail took longer than {budget:g} s "
+                            "was ended", record.sha[:12], handed.budget, reader.pid)
+                raise ParseError(f"reading this mail took longer than {handed.budget:g} s "
                                  "(limits.max_seconds_per_mail)") from None
-            except OSError as exc:
-                self._drop(reader)
-                raise TemporaryFailure(f"the process to read the mail ended before it took "
-                                       f"it: {exc}") from exc
             if answer is not None:
-                self._give_back(reader, keep)
+                self._give_back(reader, handed.keep)
                 return _outcome(unpickled(answer, record.raw))
             self._drop(reader)
             if reader.stopped:
@@ -136,8 +148,22 @@ class Readers:
             log.warning("mail %s: its reader (process %s) ended while reading it (%s)%s",
                         record.sha[:12], reader.pid, ends[-1],
                         "" if len(ends) == 2 else "; reading it again in a fresh one")
-        raise ParseError(f"the process reading this mail ended twice while reading it "
-                         f"({ends[-1]}): the mail may be built to crash mail readers")
+            if len(ends) == 2:
+                raise ParseError(f"the process reading this mail ended twice while reading "
+                                 f"it ({ends[-1]}): the mail may be built to crash mail "
+                                 "readers")
+            handed.reader = self._take()
+            self._send(handed)
+
+    def _send(self, handed: Handed) -> None:
+        """The job to the handed mail's reader, its budget starting now."""
+        handed.sent = time.monotonic()
+        try:
+            handed.reader.send(handed.job, handed.record.raw)
+        except OSError as exc:
+            self._drop(handed.reader)
+            raise TemporaryFailure(f"the process to read the mail ended before it took "
+                                   f"it: {exc}") from exc
 
     def warm(self, count: int, budget: float) -> None:
         """Start readers until ``count`` wait or work (none for a budget of 0: mails are
@@ -202,6 +228,23 @@ class Readers:
         reader.kill()
 
 
+class Handed:
+    """A mail handed to a reader, its answer not taken yet (:meth:`Readers.hand`)."""
+
+    def __init__(self, reader: _Reader, job: bytes, record: Record, budget: float,
+                 keep: int) -> None:
+        self.reader = reader
+        self.job = job
+        self.record = record
+        self.budget = budget
+        self.keep = keep
+        self.sent = time.monotonic()
+
+    def answered(self) -> bool:
+        """Whether :meth:`Readers.take` would return (or raise) without waiting."""
+        return self.reader.answered()
+
+
 class _Reader:
     """One reader process and this process's end of the pipe to it."""
 
@@ -241,16 +284,21 @@ class _Reader:
         except (EOFError, OSError):
             return False
 
-    def ask(self, job: bytes, raw: bytes, budget: float) -> bytes | None:
-        """The reader's answer to ``job`` about ``raw``; None when it ended without one.
-
-        Raises TimeoutError (the reader killed) after ``budget`` seconds, and OSError when
-        the job cannot be handed over (the reader ended before it took the mail).  The pipe
-        alone tells: it ends when the reader does (a reader holds no other copy of it).
-        """
+    def send(self, job: bytes, raw: bytes) -> None:
+        """Hand ``job`` about ``raw`` over; OSError when the reader ended before it took
+        the mail.  The pipe alone tells: it ends when the reader does (a reader holds no
+        other copy of it)."""
         self.conn.send_bytes(job)
         self.conn.send_bytes(raw)
-        if not self.conn.poll(budget):
+
+    def answered(self) -> bool:
+        """Whether the answer (or the end of the reader) is there, without waiting."""
+        return self.conn.poll(0)
+
+    def wait(self, seconds: float) -> bytes | None:
+        """The reader's answer; None when it ended without one.  Raises TimeoutError (the
+        reader killed) when there is none after ``seconds``."""
+        if not self.conn.poll(max(0.0, seconds)):
             self.kill()
             raise TimeoutError
         try:
