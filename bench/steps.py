@@ -49,9 +49,14 @@ def timed(name: str, step: Callable) -> Callable:
 
 
 def instrument() -> None:
-    """Wrap every step, the ingest record and the store's transactions in timers."""
-    pipeline.PREPARE = tuple(timed(step.__name__, step) for step in pipeline.PREPARE)
-    pipeline.COMMIT = tuple(timed(step.__name__, step) for step in pipeline.COMMIT)
+    """Wrap every step, the ingest record, the handing of mails to the readers and the
+    store's transactions in timers."""
+    for name in ("PREPARE", "COMMIT", "_BEFORE_READ", "_AFTER_READ"):  # the batch's too
+        setattr(pipeline, name, tuple(timed(step.__name__, step)
+                                      for step in getattr(pipeline, name)))
+    readers = pipeline.READERS
+    readers.hand = timed("read: hand to a reader", readers.hand)
+    readers.take = timed("read: take back", readers.take)
     pipeline._record = timed("ingest record", pipeline._record)
     pipeline._announce = timed("log and metrics", pipeline._announce)
     transaction = Store.transaction
