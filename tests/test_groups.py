@@ -53,6 +53,21 @@ def test_outcomes_come_in_order_and_threads_cross_groups(make_desk, monkeypatch)
     assert held["status"] == "held"
 
 
+@pytest.mark.parametrize("settings", [{"service": {"reading_processes": 0}},
+                                      {"limits": {"max_seconds_per_mail": 0}}],
+                         ids=["no-warm-readers", "read-in-process"])
+def test_a_batch_is_filed_without_warm_readers_and_without_readers(make_desk, monkeypatch,
+                                                                   settings):
+    monkeypatch.setattr(pipeline, "GROUP_MAILS", 2)
+    desk = make_desk(NOW, **settings)
+    batch = [_mail(f"Frage {n}", f"kunde{n}@kunde.example") for n in range(5)]
+
+    outcomes = list(pipeline.ingest_all(desk.ctx, [(raw, None) for raw in batch], "test"))
+
+    assert [o.status for o in outcomes] == ["created"] * 5
+    assert _subjects(desk) == [f"Frage {n}" for n in range(5)]
+
+
 def test_a_mail_that_fails_is_quarantined_alone_and_leaves_nothing(make_desk, monkeypatch):
     monkeypatch.setattr(pipeline, "GROUP_MAILS", 3)
     desk = make_desk(NOW)

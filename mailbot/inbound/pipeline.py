@@ -385,7 +385,7 @@ class _Ahead:
         self.ctx = ctx
         self.error = group.error
         self.waiting = list(reversed(group.mails))  # popped from the end: in order
-        self.slots: list[list] = []  # [mail, Handed or None, error] of each mail handed on
+        self.slots: list[_Slot] = []  # the mails handed on so far, in order
         self.failure: TemporaryFailure | None = None
         self.budget = ctx.config.limits.max_seconds_per_mail
         self.keep = ctx.config.service.reading_processes
@@ -394,10 +394,9 @@ class _Ahead:
         """Take back what the readers answered, and hand on more mails while readers are
         free.  Never raises for a mail: a fault of ours is kept for :meth:`prepared`."""
         for slot in self.slots:
-            if slot[1] is not None and slot[1].answered():
+            if slot.handed is not None and slot.handed.answered():
                 self._take(slot)
-        while self.waiting and self.failure is None and sum(
-                slot[1] is not None for slot in self.slots) < max(1, self.keep):
+        while self.waiting and self.failure is None and self._with_readers() < max(1, self.keep):
             self._hand(self.waiting.pop())
 
     def prepared(self) -> tuple[list[tuple[Mail, Exception | None]], TemporaryFailure | None]:
@@ -406,69 +405,81 @@ class _Ahead:
         while self.waiting and self.failure is None:
             self.pump()
             if self.waiting and self.failure is None:  # every reader is busy: wait for one
-                self._take(next(slot for slot in self.slots if slot[1] is not None))
+                self._take(next(slot for slot in self.slots if slot.handed is not None))
         ready = []
         for slot in self.slots:
-            if slot[1] is not None:
+            if slot.handed is not None:
                 self._take(slot)
-            if isinstance(slot[2], TemporaryFailure):
-                return ready, slot[2]
-            ready.append((slot[0], slot[2]))
+            if isinstance(slot.error, TemporaryFailure):
+                return ready, slot.error
+            ready.append((slot.mail, slot.error))
         return ready, self.failure
 
     def settle(self) -> None:
         """Take back every mail still with a reader (its reader is then free again)."""
         for slot in self.slots:
-            if slot[1] is not None:
+            if slot.handed is not None:
                 self._take(slot)
 
+    def _with_readers(self) -> int:
+        return sum(slot.handed is not None for slot in self.slots)
+
     def _hand(self, mail: Mail) -> None:
-        if not self.budget:
-            self._run(mail, PREPARE)
+        slot = _Slot(mail)
+        self.slots.append(slot)
+        if not self.budget:  # read in this process
+            self._run(slot, PREPARE)
             return
-        slot = self._run(mail, _BEFORE_READ)
-        if slot is None or slot[0].outcome is not None or slot[2] is not None:
+        self._run(slot, _BEFORE_READ)
+        if slot.mail.outcome is not None or slot.error is not None:
             return
         try:
-            slot[1] = READERS.hand(READ, reading_context(self.ctx), slot[0], self.budget,
-                                   self.keep)
+            slot.handed = READERS.hand(READ, reading_context(self.ctx), slot.mail,
+                                       self.budget, self.keep)
         except TemporaryFailure as exc:
-            slot[2] = self.failure = self.failure or exc
+            self._fault(slot, exc)
         except Exception as exc:  # as the read step would have: the mail's, or mailbot's
-            slot[0], slot[2] = self._kept(slot[0], exc)
+            self._kept(slot, exc)
 
-    def _take(self, slot: list) -> None:
-        handed, slot[1] = slot[1], None
+    def _take(self, slot: _Slot) -> None:
+        handed, slot.handed = slot.handed, None
         try:
-            mail = READERS.take(handed)
+            slot.mail = READERS.take(handed)
         except TemporaryFailure as exc:
-            slot[2] = self.failure = self.failure or exc
-            return
+            self._fault(slot, exc)
         except Exception as exc:
-            slot[0], slot[2] = self._kept(slot[0], exc)
-            return
-        slot[0:3] = self._run(mail, _AFTER_READ, append=False)
-
-    def _run(self, mail: Mail, steps: tuple[Step, ...], append: bool = True) -> list | None:
-        """The slot of ``mail`` after ``steps`` (appended to the group's, unless told)."""
-        try:
-            mail, error = _prepared(self.ctx, mail, steps)
-        except (TemporaryFailure, TemporaryStoreError) as exc:
-            self.failure = self.failure or _ours(exc)
-            slot = [mail, None, _ours(exc)]
+            self._kept(slot, exc)
         else:
-            slot = [mail, None, error]
-        if append:
-            self.slots.append(slot)
-        return slot
+            self._run(slot, _AFTER_READ)
 
-    def _kept(self, mail: Mail, exc: Exception) -> tuple[Mail, Exception]:
+    def _run(self, slot: _Slot, steps: tuple[Step, ...]) -> None:
+        """``steps`` on the slot's mail, in this thread."""
+        try:
+            slot.mail, slot.error = _prepared(self.ctx, slot.mail, steps)
+        except (TemporaryFailure, TemporaryStoreError) as exc:
+            self._fault(slot, _ours(exc))
+
+    def _kept(self, slot: _Slot, exc: Exception) -> None:
         """A mail its reader refused, its raw bytes kept for the quarantine."""
         try:
-            return spool(self.ctx, mail), exc
+            slot.mail, slot.error = spool(self.ctx, slot.mail), exc
         except TemporaryFailure as failure:
-            self.failure = self.failure or failure
-            return mail, failure
+            self._fault(slot, failure)
+
+    def _fault(self, slot: _Slot, failure: TemporaryFailure) -> None:
+        """A fault of ours met this mail: no more mails are handed on after it."""
+        slot.error = failure
+        self.failure = self.failure or failure
+
+
+@dataclass
+class _Slot:
+    """One mail of an :class:`_Ahead`: the record so far, its reader while it has one, and
+    the error that stopped it (the mail's, or a TemporaryFailure)."""
+
+    mail: Mail
+    handed: readers.Handed | None = None
+    error: Exception | None = None
 
 
 def _ours(exc: Exception) -> TemporaryFailure:
