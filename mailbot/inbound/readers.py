@@ -6,7 +6,9 @@ warm worker processes, the readers, one mail at a time each, and ends (SIGKILL) 
 mail takes longer than its budget: that mail is refused with a sentence and quarantined, and a
 fresh reader takes the next one.  Sources call from several threads at once: each call takes
 an idle reader or starts one more, so a slow mail never holds up another source; ``keep``
-readers wait warm between mails, any more end once their mail is read.
+readers wait warm between mails, any more end once their mail is read.  A batch hands mails
+over and takes the records back later (:meth:`Readers.hand`, :meth:`Readers.take`), so that
+one thread keeps several readers busy while it files.
 
 How a reader starts: a process with one thread (`mailbot ingest`) forks itself, after its
 imports, the cheapest warm start; a process with threads (the daemon) asks a fork server,
