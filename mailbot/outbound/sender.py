@@ -138,9 +138,8 @@ class _Round:
             async with transport.session() as session:
                 while row is not None:
                     self.tried += 1
-                    await self._deliver(session, row)
                     more = self.tried < self.ctx.config.outbox.batch_size
-                    row = await self._claim() if more else None
+                    row = await self._deliver(session, row, more)
         except Exception:  # the session itself broke; a claimed row waits for its lease
             log.exception("outbox round failed; its mails are tried again later")
         return self
@@ -186,23 +185,27 @@ class _Round:
             return oq.claim_next(self.ctx.store, self.owner, self.due_by, now, now + lease,
                                  self.durable_up_to)
 
-    async def _deliver(self, session, row: dict) -> None:
-        """Send one claimed row and record what became of it."""
+    async def _deliver(self, session, row: dict, more: bool) -> dict | None:
+        """Send one claimed row and record what became of it; the next row claimed when
+        ``more`` are to go in this round (None: none, or none is due)."""
         try:
             await session.send(row["sender"], row["recipients"], row["raw"])
         except DeliveryError as exc:
             await self._settle(row, exc)
-            return
+            return await self._claim() if more else None
         except Exception as exc:  # the mail library choked on this one mail
             log.exception("sending %s failed unexpectedly", row["message_id"])
             await self._settle(row, DeliveryError(f"{type(exc).__name__}: {exc}",
                                                   permanent=True))
-            return
-        await self._record_sent(row)
+            return await self._claim() if more else None
+        following = await self._record_sent(row, more)
         self.delivered += 1
+        return following
 
-    async def _record_sent(self, row: dict) -> None:
-        """Mark a delivered row sent, retrying until the database takes it.
+    async def _record_sent(self, row: dict, more: bool) -> dict | None:
+        """Mark a delivered row sent, retrying until the database takes it, and claim the
+        next row in the same transaction when ``more`` are to go (one round trip to the
+        database a mail instead of two); the row claimed, or None.
 
         The mail went out, so the row must never be sent again: while the database refuses
         (busy, disk full) the claim stays and every refusal is logged as an error.
@@ -210,7 +213,7 @@ class _Round:
         wait, longest = RECORD_RETRY_SECONDS
         while True:
             try:
-                sent_at = await asyncio.to_thread(self._mark_sent, row)
+                sent_at, following = await asyncio.to_thread(self._mark_sent, row, more)
                 break
             except Exception as exc:
                 log.error("%s went out but cannot be recorded as sent (%s: %s); retrying in "
@@ -220,14 +223,18 @@ class _Round:
                 wait = min(2 * wait, longest)
         log.info("sent %s %s to %s", row["kind"], row["message_id"], _addressees(row))
         self.ctx.metrics.sent(row, sent_at)
+        return following
 
-    def _mark_sent(self, row: dict) -> datetime:
+    def _mark_sent(self, row: dict, more: bool) -> tuple[datetime, dict | None]:
+        """The row marked sent, and the next claimed (when ``more``), in one transaction:
+        a claim's (see :func:`oq.claiming`), as marking a row this sender holds needs no
+        more than that row."""
         now = self.ctx.clock()
-        with self.ctx.store.transaction(durable=False):
+        with oq.claiming(self.ctx.store):
             if not oq.mark_sent(self.ctx.store, row["id"], self.owner, now):
                 log.error("%s went out, but another sender had claimed it meanwhile: it may "
                           "go out twice", row["message_id"])
-        return now
+            return now, self._claim_next() if more else None
 
     async def _settle(self, row: dict, error: DeliveryError) -> None:
         """Record a failed attempt: retry later, or give up and report it."""
