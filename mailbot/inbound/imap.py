@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from mailbot.inbound.source import Feed, TemporaryFailure, give_back_memory
+from mailbot.inbound.source import Feed, TemporaryFailure
 from mailbot.oauth.causes import TokenError, login_refused
 from mailbot.oauth.sasl import mechanism
 from mailbot.oauth.tokens import tokens_for
@@ -39,6 +39,7 @@ from mailbot.settings.config import ImapConfig
 from mailbot.status.health import REFUSED, STANDBY, Health
 from mailbot.store import Store, TemporaryStoreError, leases
 from mailbot.store import inbound as iq
+from mailbot.store.blobs import libc
 from mailbot.store.leases import Lease
 
 log = logging.getLogger(__name__)
@@ -480,6 +481,15 @@ def _no_debug_copies(client: IMAPClient) -> None:
     imap = getattr(client, "_imap", None)
     if imap is not None:
         imap.debug = 0
+
+
+def give_back_memory() -> None:
+    """Return the heap memory a batch freed to the system (glibc's malloc_trim; elsewhere
+    nothing): the daemon's size then follows what it holds, not the largest batch it read,
+    and a big mail later is measured from there."""
+    trim = getattr(libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:

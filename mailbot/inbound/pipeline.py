@@ -330,20 +330,11 @@ def ingest(ctx: Context, raw: bytes, source: str, durable: bool = True,
         mail, error = _prepared(ctx, mail)
         if error is None and mail.outcome is not None:
             return mail.outcome
-        try:
-            if error is not None:
-                raise error
-            with ctx.store.transaction(durable=durable):
-                mail = _committed(ctx, mail)
-        except (TemporaryFailure, TemporaryStoreError):
-            raise
-        except Exception as exc:
-            return quarantine(ctx, mail.sha, source, _refused(mail, exc), durable,
-                              _about(mail))
+        with ctx.store.transaction(durable=durable):
+            mail, outcome = _filed(ctx, mail, error)
     except TemporaryStoreError as exc:  # also while quarantining: the mail must not be lost
         raise TemporaryFailure(f"database unavailable: {exc}") from exc
-    _announce(ctx, mail)
-    return mail.outcome
+    return _told(ctx, mail, outcome)
 
 
 def ingest_all(ctx: Context, arrivals: Iterable[tuple[bytes, Envelope | None]], source: str,
@@ -530,26 +521,23 @@ def _file_group(ctx: Context, group: _Ahead,
         with ctx.store.transaction(durable=False):
             filed = []
             for mail, read_error in ready:
-                filed.append(_filed_in_group(ctx, mail, read_error))
+                filed.append(_filed(ctx, mail, read_error))
                 between()
     except TemporaryStoreError as exc:
         raise TemporaryFailure(f"database unavailable: {exc}") from exc
     for mail, outcome in filed:
-        if outcome is None:
-            _announce(ctx, mail)
-        elif outcome.status == "quarantined":
-            _counted_quarantine(ctx, mail.sha, mail.source, outcome.detail)
-        yield outcome or mail.outcome
+        yield _told(ctx, mail, outcome)
     if failure is not None:
         raise failure
     if group.error is not None:
         raise group.error
 
 
-def _filed_in_group(ctx: Context, mail: Mail, error: Exception | None
-                    ) -> tuple[Mail, Outcome | None]:
-    """One mail of a group, inside the group's transaction: the record filed (outcome None:
-    announce it), or the outcome it had before (same bytes) or of its quarantine."""
+def _filed(ctx: Context, mail: Mail, error: Exception | None) -> tuple[Mail, Outcome | None]:
+    """One mail inside the caller's transaction (a mail alone, or one of a group), in a
+    savepoint of its own: the record filed (outcome None: announce it), or the outcome it
+    had before (same bytes), or its quarantine's when ``error`` or the COMMIT steps say so
+    (then nothing it wrote stays)."""
     if error is None and mail.outcome is not None:
         return mail, mail.outcome
     if error is None:
@@ -578,6 +566,17 @@ def _prepared(ctx: Context, mail: Mail, steps: tuple[Step, ...] = PREPARE
     except Exception as exc:  # the reader may have kept the bytes: then they are found
         return spool(ctx, mail), exc
     return mail, None
+
+
+def _told(ctx: Context, mail: Mail, outcome: Outcome | None) -> Outcome:
+    """After the commit: a filed mail announced, a quarantine logged and counted; the
+    mail's outcome (see :func:`_filed`)."""
+    if outcome is None:
+        _announce(ctx, mail)
+        return mail.outcome
+    if outcome.status == "quarantined":
+        _counted_quarantine(ctx, mail.sha, mail.source, outcome.detail)
+    return outcome
 
 
 def _committed(ctx: Context, mail: Mail) -> Mail:
@@ -654,20 +653,10 @@ def flush(ctx: Context) -> None:
     ctx.on_outbox()
 
 
-def quarantine(ctx: Context, sha: str, source: str, error: str,
-               durable: bool = True, about: tuple[int, str] = (0, "")) -> Outcome:
-    """Hold a mail that could not be processed; its raw bytes stay in the spool.
-
-    ``about`` is the mail's size and sender (when it could be read), for the operator.
-    """
-    with ctx.store.transaction(durable=durable):
-        outcome = _held(ctx, sha, source, error, about)
-    _counted_quarantine(ctx, sha, source, error)
-    return outcome
-
-
 def _held(ctx: Context, sha: str, source: str, error: str, about: tuple[int, str]) -> Outcome:
-    """A quarantine's rows, inside the caller's transaction."""
+    """Hold a mail that could not be processed, inside the caller's transaction; its raw
+    bytes stay in the spool.  ``about`` is the mail's size and sender (when it could be
+    read), for the operator."""
     now = ctx.clock()
     iq.add_quarantine(ctx.store, sha, source, error[:2000], now, *about)
     iq.record_ingest(ctx.store, sha, "", "quarantined", "", source, now)

@@ -11,9 +11,6 @@ and try again later; every other outcome is final.  A new source is one class wi
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -98,18 +95,3 @@ class Source(Protocol):
     async def serve(self, feed: Feed, stop: asyncio.Event) -> None:
         """Hand every mail to ``feed`` until ``stop`` is set (or nothing is left to read)."""
         ...
-
-
-def give_back_memory() -> None:
-    """Return the heap memory a batch freed to the system (glibc's malloc_trim; elsewhere
-    nothing): a daemon's size then follows what it holds, not the largest batch it read,
-    and a big mail later is measured from there.  For a source after each batch."""
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name) if name else None

@@ -194,9 +194,8 @@ class Store:
         try:
             yield self.db.conn
         except sqlite3.Error as exc:
-            if not _is_temporary(exc):
-                raise
-            raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
+            _raise_temporary(exc)
+            raise
         finally:
             self._lock.release()
 
@@ -287,16 +286,15 @@ class Store:
         try:
             return self.db.conn.execute(sql, params)
         except sqlite3.Error as exc:
-            if not _is_temporary(exc):
-                raise
-            raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
+            _raise_temporary(exc)
+            raise
 
     @contextlib.contextmanager
     def _reading(self, select: bool) -> Iterator[sqlite3.Connection]:
-        """A connection for one statement: for a SELECT outside a transaction a reading
+        """A connection for one statement outside a transaction: for a SELECT a reading
         connection of its own for the block, so that it does not wait for another
-        thread's transaction; else the writing one (a transaction's sees what it wrote)."""
-        if self._in_transaction() or not select:
+        thread's transaction; else the writing one."""
+        if not select:
             with self._connection() as conn:
                 yield conn
             return
@@ -307,9 +305,8 @@ class Store:
                 conn = self._reader()
             yield conn
         except sqlite3.Error as exc:
-            if not _is_temporary(exc):
-                raise
-            raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
+            _raise_temporary(exc)
+            raise
         finally:
             if conn is not None:
                 with self._spare_lock:
@@ -399,6 +396,13 @@ def insert_statement(table: str, record: dict[str, Any]) -> tuple[str, dict[str,
     if unknown:
         raise ValueError(f"{table} has no columns {sorted(unknown)}")
     return sql, {**columns, **{k: _encode(v) for k, v in record.items()}}
+
+
+def _raise_temporary(exc: sqlite3.Error) -> None:
+    """Raise a :class:`TemporaryStoreError` for a statement's error that is the database's
+    or the disk's fault; return for any other (a fault in the statement: raised as it is)."""
+    if _is_temporary(exc):
+        raise TemporaryStoreError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _is_temporary(exc: sqlite3.Error) -> bool:

@@ -196,7 +196,7 @@ def sync_filesystem(path: Path) -> None:
     An error the file system reports on writing back (EIO, ENOSPC) raises OSError: what
     was written since the last sync may not be on disk.
     """
-    syncfs = getattr(_libc(), "syncfs", None)
+    syncfs = getattr(libc(), "syncfs", None)
     if syncfs is None:
         os.sync()
         return
@@ -212,7 +212,9 @@ def sync_filesystem(path: Path) -> None:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
+def libc() -> ctypes.CDLL | None:
+    """The C library, for what Python does not offer (syncfs here, malloc_trim for the
+    IMAP source), or None where it cannot be found."""
     name = ctypes.util.find_library("c")
     return ctypes.CDLL(name, use_errno=True) if name else None
 
