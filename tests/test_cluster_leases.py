@@ -207,6 +207,27 @@ def test_a_mailbox_lease_has_one_holder_until_it_is_given_back(shared_store):
             store.close()
 
 
+@pytest.mark.both_stores
+def test_a_lease_given_back_can_be_taken_at_once(shared_store):
+    """A node that gives a lease back (at a stop, on a handover) frees it before the call
+    returns: the other node's very next try takes it, every time, not some moments later."""
+    stores = [Store(shared_store) for _ in range(2)]
+    taken_late = []
+    try:
+        for n in range(50):
+            key = mailbox_key("imap.example.com", "support", f"Folder{n}")
+            mine, theirs = (s.lease(key, "imap:support") for s in stores)
+            assert mine.acquire()
+            mine.release()
+            if not theirs.acquire():
+                taken_late.append(n)
+            theirs.release()
+    finally:
+        for store in stores:
+            store.close()
+    assert taken_late == []
+
+
 def test_a_worker_that_loses_its_lease_stops_and_stands_by(pg, dovecot, imap_user):
     """The lease's connection ends (the server ended it) and another node takes the lease:
     the worker files nothing more and moves nothing; it stands by, and takes over again,

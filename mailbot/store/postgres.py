@@ -316,9 +316,14 @@ class AdvisoryLease:
         return True
 
     def release(self) -> None:
-        """Close the lease's connection, which ends the session and frees the lock."""
-        conn, self._conn, self._held = self._conn, None, False
+        """Unlock, then close the lease's connection.  Closing alone frees the lock only when
+        the server's backend has seen the session end, a moment after this returns; the
+        explicit unlock frees it before, so another node can take the lease at once."""
+        conn, held, self._conn, self._held = self._conn, self._held, None, False
         if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                if held and not (conn.closed or conn.broken):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (self.number,))
             with contextlib.suppress(psycopg.Error):
                 conn.close()
 
