@@ -89,7 +89,11 @@ class Store:
         conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False,
                                isolation_level=None)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            _into_wal(conn, busy_timeout)
+        except BaseException:
+            conn.close()
+            raise
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         self.path = path
@@ -409,6 +413,26 @@ def _is_temporary(exc: sqlite3.Error) -> bool:
     """Whether an error is the database's or the disk's fault (see :data:`TEMPORARY_CODES`)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in TEMPORARY_CODES
+
+
+def _into_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put the database into WAL mode (a no-op once it is).  Of several processes opening
+    a new file at once, one switches it; SQLite answers the others' switch "database is
+    locked" without waiting for its busy timeout, so the switch is tried again, a little
+    later each time, until that timeout: then the busy database is a temporary failure."""
+    deadline, pause = time.monotonic() + busy_timeout, 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            if time.monotonic() >= deadline:
+                _raise_temporary(exc)
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
 
 
 def _begin_immediate(conn: sqlite3.Connection, seconds: float, busy_timeout: float) -> None:
