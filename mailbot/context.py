@@ -55,7 +55,8 @@ def build_settings(config: Config, signer: Signer) -> Settings:
     composer = Composer(text_environment(config.templates_dir, config.timezone), signer,
                         support.address, config.service.instance_id,
                         config.tickets.tag_prefix, config.timezone)
-    return Settings(config=config, composer=composer, policy=build_policy(config.policy),
+    policy = build_policy(config.policy, data_dir=str(config.data_dir))
+    return Settings(config=config, composer=composer, policy=policy,
                     facts=compile_facts(config.facts))
 
 

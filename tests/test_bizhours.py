@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,6 +24,7 @@ from mailbot.policy.bizhours import (
     next_opening,
     parse_duration,
 )
+from mailbot.settings.config import load
 
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE = BusinessCalendar(CalendarConfig())
@@ -296,3 +300,72 @@ def test_business_days_end_in_business_hours(cal, start, days):
     due = add_business_time(c, start, BusinessDuration(days))
     assert due > start
     assert is_open(c, due - timedelta(microseconds=1))
+
+
+# -- public holidays kept between processes ---------------------------------------------------
+
+# A process that loads the config and asks its calendar whether Christmas Day is closed (a
+# public holiday in Bavaria, and no extra closed day): prints that, and whether the holidays
+# package had to be imported for it.
+CHRISTMAS = """
+import sys
+from datetime import date
+from pathlib import Path
+from mailbot.context import build_settings
+from mailbot.outbound.tokens import Signer
+from mailbot.settings.config import load
+config = load(Path(sys.argv[1]))
+calendar = build_settings(config, Signer("s" * 32)).policy.calendars["default"]
+print(calendar.is_closed_day(date(date.today().year, 12, 25)), "holidays" in sys.modules)
+"""
+
+
+def _christmas(config) -> tuple[bool, bool]:
+    """Whether a fresh process finds Christmas Day closed, and imported the package."""
+    done = subprocess.run([sys.executable, "-c", CHRISTMAS, str(config)], check=True,
+                          capture_output=True, text=True)
+    closed, imported = done.stdout.split()
+    return closed == "True", imported == "True"
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    """A config whose data directory exists (an installation after its first start)."""
+    (tmp_path / "data").mkdir(mode=0o700)
+    path = tmp_path / "mailbot.toml"
+    path.write_text('[service]\ndata_dir = "data"\n', encoding="utf-8")
+    return path
+
+
+def test_public_holidays_are_computed_once_then_kept_for_the_next_process(config_file):
+    """The first start asks the holidays package and keeps the year's dates in the data
+    directory (0600 in a 0700 folder); the next start closes on the same days without
+    importing the package (over a tenth of a second of every `mailbot ingest`)."""
+    assert _christmas(config_file) == (True, True)
+    cache = config_file.parent / "data" / "cache"
+    kept = list(cache.iterdir())
+    assert len(kept) == 1
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(kept[0].stat().st_mode) == 0o600
+    assert _christmas(config_file) == (True, False)
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b'["2001-12-25"]', b'{"a": 1}'],
+                         ids=["empty", "not json", "another year", "not a list"])
+def test_a_damaged_holiday_file_is_computed_again(config_file, damage):
+    """A kept file that is empty, broken or holds anything but the year's dates is never
+    believed: the dates are computed again (Christmas closed) and the file written anew."""
+    _christmas(config_file)
+    kept = next((config_file.parent / "data" / "cache").iterdir())
+    kept.write_bytes(damage)
+    assert _christmas(config_file) == (True, True)
+    assert _christmas(config_file) == (True, False)
+
+
+def test_checking_a_config_creates_no_data_directory(tmp_path):
+    """A config whose data directory does not exist yet (`mailbot check` before the first
+    start) is checked with its holidays, and nothing is created for them."""
+    path = tmp_path / "mailbot.toml"
+    path.write_text('[service]\ndata_dir = "data"\n', encoding="utf-8")
+    load(path)
+    assert not (tmp_path / "data").exists()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -155,35 +155,44 @@ def _closed_date(text: str) -> date | None:
         return None
 
 
-def _check_holidays(cfg: CalendarConfig, path: str) -> None:
+def _check_holidays(cfg: CalendarConfig, path: str, holidays: Holidays) -> None:
     """Fail with the key name when the holidays package rejects country, subdiv or categories."""
     if not cfg.holidays_country:
         return
     try:  # this year's: the calendar asks for the same year next (one computation, cached)
-        _country_holidays(cfg.holidays_country, cfg.holidays_subdiv,
-                          cfg.holidays_categories, date.today().year)
+        holidays(cfg.holidays_country, cfg.holidays_subdiv, cfg.holidays_categories,
+                 date.today().year)
     except (NotImplementedError, ValueError, KeyError) as exc:
         keys = f"{path}.holidays_country/holidays_subdiv/holidays_categories"
         raise ValueError(f"{keys}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=64)
-def _country_holidays(country: str, subdiv: str, categories: tuple[str, ...],
-                      year: int) -> frozenset[date]:
+def country_holidays(country: str, subdiv: str, categories: tuple[str, ...],
+                     year: int) -> frozenset[date]:
     """The public holidays of a country in one year, computed once per process (the config
     check, the context and a reload each build the calendars: a year costs 10–60 ms).  The
-    holidays package is imported here, by calendars that name a country."""
+    holidays package is imported here, by calendars that name a country.  Unknown country,
+    subdivision or categories raise what the package raises (NotImplementedError,
+    ValueError, KeyError)."""
     import holidays
 
     return frozenset(holidays.country_holidays(country, subdiv=subdiv or None,
                                                categories=categories, years=year))
 
 
+# Where a calendar gets a year's public holidays: country_holidays, or the same kept
+# between processes (mailbot.policy.holiday_cache).
+Holidays = Callable[[str, str, tuple[str, ...], int], frozenset[date]]
+
+
 class BusinessCalendar:
     """A validated, ready-to-use calendar; build one per CalendarConfig and reuse it."""
 
-    def __init__(self, cfg: CalendarConfig, path: str = "calendar") -> None:
-        """Validate cfg (ValueError naming the key under path) and precompute its tables."""
+    def __init__(self, cfg: CalendarConfig, path: str = "calendar",
+                 holidays: Holidays = country_holidays) -> None:
+        """Validate cfg (ValueError naming the key under path) and precompute its tables;
+        ``holidays`` gives a year's public holidays."""
         try:
             self.tz = ZoneInfo(cfg.timezone)
         except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
@@ -191,7 +200,8 @@ class BusinessCalendar:
         self.config = cfg
         self.week = parse_hours(cfg.hours, f"{path}.hours")
         self._recurring, self._once = _parse_closed(cfg.closed_days, f"{path}.closed_days")
-        _check_holidays(cfg, path)
+        self._holidays_of = holidays
+        _check_holidays(cfg, path, holidays)
         self._holidays: dict[int, frozenset[date]] = {}
         # Opening intervals by local date, as computed (every deadline walks the same days).
         self._intervals: dict[date, tuple[Interval, ...]] = {}
@@ -200,7 +210,7 @@ class BusinessCalendar:
         """Public holiday dates of one year, computed once per year and cached."""
         if year not in self._holidays:
             cfg = self.config
-            self._holidays[year] = _country_holidays(
+            self._holidays[year] = self._holidays_of(
                 cfg.holidays_country, cfg.holidays_subdiv, cfg.holidays_categories,
                 year) if cfg.holidays_country else frozenset()
         return self._holidays[year]

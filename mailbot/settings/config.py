@@ -639,7 +639,7 @@ def load(path: Path, require_file: bool = False, compile_policy: bool = True) ->
         config = build(Config, data)
         _check_ports(config)
         if compile_policy:
-            _check_policy(config)
+            _check_policy(config, path.resolve().parent / config.service.data_dir)
         _check_logins(config)
         _check_store(config)
     except ConfigError as exc:
@@ -663,12 +663,15 @@ def _check_ports(config: Config) -> None:
             raise ConfigError(key, f"{port} is not a port: use 1 to 65535")
 
 
-def _check_policy(config: Config) -> None:
-    """Compile rules, calendars and fact patterns once, so a bad one stops the start."""
+def _check_policy(config: Config, data_dir: Path) -> None:
+    """Compile rules, calendars and fact patterns once, so a bad one stops the start (the
+    calendars' public holidays kept in ``data_dir`` for the next start)."""
     from mailbot.policy.rules import build_policy  # the compilers: where they are needed
     from mailbot.reading.facts import compile_facts
 
-    for section, check in (("policy", build_policy), ("facts", compile_facts)):
+    checks = (("policy", lambda policy: build_policy(policy, data_dir=str(data_dir))),
+              ("facts", compile_facts))
+    for section, check in checks:
         try:
             check(getattr(config, section))
         except (ValueError, KeyError) as exc:
