@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from mailbot.outbound.compose import Composer, text_environment
 from mailbot.outbound.tokens import Signer
+from mailbot.policy import holiday_cache
 from mailbot.policy.rules import Policy, build_policy
 from mailbot.reading.facts import FactPatterns, compile_facts
 from mailbot.settings.config import Config, signing_secret
@@ -55,7 +56,7 @@ def build_settings(config: Config, signer: Signer) -> Settings:
     composer = Composer(text_environment(config.templates_dir, config.timezone), signer,
                         support.address, config.service.instance_id,
                         config.tickets.tag_prefix, config.timezone)
-    policy = build_policy(config.policy, data_dir=str(config.data_dir))
+    policy = build_policy(config.policy, holidays=holiday_cache.kept_in(config.data_dir))
     return Settings(config=config, composer=composer, policy=policy,
                     facts=compile_facts(config.facts))
 

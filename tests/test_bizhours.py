@@ -362,10 +362,15 @@ def test_a_damaged_holiday_file_is_computed_again(config_file, damage):
     assert _christmas(config_file) == (True, False)
 
 
-def test_checking_a_config_creates_no_data_directory(tmp_path):
-    """A config whose data directory does not exist yet (`mailbot check` before the first
-    start) is checked with its holidays, and nothing is created for them."""
+@pytest.mark.parametrize("exists", [False, True], ids=["before the first start", "after"])
+def test_checking_a_config_writes_nothing_into_the_data_directory(tmp_path, exists):
+    """Checking a config (`mailbot check-config`, and every command before a backup or a
+    move to another store) checks its holidays, and writes nothing for them: no data
+    directory before the first start, nothing in it after."""
+    if exists:
+        (tmp_path / "data").mkdir(mode=0o700)
     path = tmp_path / "mailbot.toml"
     path.write_text('[service]\ndata_dir = "data"\n', encoding="utf-8")
     load(path)
-    assert not (tmp_path / "data").exists()
+    assert list((tmp_path / "data").iterdir()) == [] if exists \
+        else not (tmp_path / "data").exists()

@@ -177,21 +177,6 @@ def test_restore_refuses_a_damaged_backup_and_says_why(tmp_path, damage):
     assert not fresh.db_path.exists()
 
 
-def test_a_restore_goes_into_an_empty_data_directory_made_beforehand(tmp_path):
-    """The operator made the (empty) data directory before restoring: the restore command's
-    own start keeps its calendar's public holidays there, which does not count as contents
-    to refuse or move aside; the tickets come back."""
-    live = filed_instance(tmp_path / "live")
-    dest = tmp_path / "backup"
-    assert live.cli("backup", str(dest)).exit_code == 0
-    fresh = new_instance(tmp_path / "fresh")
-    fresh.db_path.parent.mkdir(mode=0o700)
-    restored = fresh.run("restore", str(dest))
-    assert restored.returncode == 0, restored.stderr
-    assert (fresh.db_path.parent / "cache").is_dir()
-    assert not list(fresh.db_path.parent.glob("replaced-*"))
-    assert fresh.tickets() == live.tickets()
-
 def test_backup_and_restore_never_overwrite(tmp_path):
     """A backup goes only into a new or empty folder; a restore only into an empty data
     directory, or with --force, which moves the old contents aside instead of deleting."""

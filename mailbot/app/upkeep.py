@@ -20,7 +20,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from mailbot.policy import holiday_cache
 from mailbot.settings.config import Config
 from mailbot.store import SchemaMismatch, Store, TemporaryStoreError, backup, schema
 
@@ -308,8 +307,7 @@ def restore(config: Config, src: Path, force: bool) -> tuple[str, int]:
     damaged backup (65) or one of a newer mailbot (78).
     """
     _own_database(config, "mailbot restore")
-    # The lock, and the public holidays the config check has just kept: no data of ours.
-    data_dir, keep = config.data_dir, frozenset({LOCK_FILE, holiday_cache.CACHE_FOLDER})
+    data_dir, keep = config.data_dir, frozenset({LOCK_FILE})
     with DataDirLock(data_dir).held("mailbot restore"):
         try:
             backup.check_target(data_dir, keep, force)

@@ -6,9 +6,11 @@ tenth of a second, most of the start of a `mailbot ingest` that an MTA runs for 
 A year's holidays never change for one installed version of the package, so the dates are
 kept as a small file in the data directory's ``cache`` folder, named by a hash of the
 question and of the installed package (its path, size and modification time: an upgrade
-asks anew).  The folder is made only inside a data directory that exists (`mailbot check`
-creates nothing); a file that cannot be read or written, or holds anything but that year's
-dates, is ignored and the dates computed again: the cache never stops a start.
+asks anew).  Only a process that files mail writes the file (:func:`kept_in`), inside a
+data directory that exists; checking a config only reads it (:func:`read_from`), so
+`mailbot check-config`, a backup or a move to another store change nothing there.  A file
+that cannot be read or written, or holds anything but that year's dates, is ignored and
+the dates computed again: the cache never stops a start.
 """
 
 from __future__ import annotations
@@ -27,12 +29,24 @@ from mailbot.policy.bizhours import Holidays, country_holidays
 CACHE_FOLDER = "cache"  # below the data directory
 
 
+def kept_in(data_dir: Path) -> Holidays:
+    """A calendar's public holidays (:data:`~mailbot.policy.bizhours.Holidays`), read from
+    ``data_dir`` and written there when they were not."""
+    return functools.partial(public_holidays, data_dir=str(data_dir), write=True)
+
+
+def read_from(data_dir: Path) -> Holidays:
+    """A calendar's public holidays, read from ``data_dir`` when they are there, never
+    written (a config check)."""
+    return functools.partial(public_holidays, data_dir=str(data_dir), write=False)
+
+
 @functools.lru_cache(maxsize=64)
 def public_holidays(country: str, subdiv: str, categories: tuple[str, ...], year: int,
-                    data_dir: str = "") -> frozenset[date]:
+                    data_dir: str, write: bool) -> frozenset[date]:
     """:func:`~mailbot.policy.bizhours.country_holidays`, computed once per process, and
-    kept in ``data_dir`` for the next ones (when it is an absolute path: a config read from
-    its file; any other keeps nothing)."""
+    read from ``data_dir`` (and kept there if ``write``) when it is an absolute path (a
+    config read from its file; any other keeps nothing)."""
     kept = _kept_at(Path(data_dir), (country, subdiv, categories, year)) \
         if os.path.isabs(data_dir) else None
     if kept is not None:
@@ -40,15 +54,9 @@ def public_holidays(country: str, subdiv: str, categories: tuple[str, ...], year
         if found is not None:
             return found
     found = country_holidays(country, subdiv, categories, year)
-    if kept is not None:
+    if kept is not None and write:
         _write(kept, found)
     return found
-
-
-def kept_in(data_dir: str) -> Holidays:
-    """A calendar's source of public holidays (:data:`~mailbot.policy.bizhours.Holidays`)
-    that keeps them in ``data_dir``."""
-    return functools.partial(public_holidays, data_dir=data_dir)
 
 
 def _kept_at(data_dir: Path, question: tuple) -> Path | None:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from mailbot.policy import holiday_cache
 from mailbot.policy.bizhours import (
     BusinessCalendar,
     BusinessDuration,
+    Holidays,
     add_business_time,
+    country_holidays,
     is_open,
     next_opening,
     parse_duration,
@@ -95,16 +96,16 @@ def _check_targets(targets: Mapping[str, Targets], path: str) -> None:
                 parse_duration(text, f"{path}.{priority}.{name}")
 
 
-def build_policy(cfg: PolicyConfig, path: str = "policy", data_dir: str = "") -> Policy:
+def build_policy(cfg: PolicyConfig, path: str = "policy",
+                 holidays: Holidays = country_holidays) -> Policy:
     """Validate cfg and compile it; ValueError messages start with the offending key.
-    The calendars keep their public holidays in ``data_dir`` when it is given."""
+    The calendars take their public holidays from ``holidays``."""
     if DEFAULT_CALENDAR in cfg.calendars:
         raise ValueError(f"{path}.calendars.{DEFAULT_CALENDAR}: reserved; set {path}.calendar")
     priority_rank(cfg.default_priority, f"{path}.default_priority")
     if cfg.scan_chars < 1:
         raise ValueError(f"{path}.scan_chars: must be at least 1")
     _check_targets(cfg.targets, f"{path}.targets")
-    holidays = holiday_cache.kept_in(data_dir)
     calendars = {DEFAULT_CALENDAR: BusinessCalendar(cfg.calendar, f"{path}.calendar", holidays)}
     for name, cal in cfg.calendars.items():
         calendars[name] = BusinessCalendar(cal, f"{path}.calendars.{name}", holidays)

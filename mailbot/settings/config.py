@@ -665,11 +665,13 @@ def _check_ports(config: Config) -> None:
 
 def _check_policy(config: Config, data_dir: Path) -> None:
     """Compile rules, calendars and fact patterns once, so a bad one stops the start (the
-    calendars' public holidays kept in ``data_dir`` for the next start)."""
-    from mailbot.policy.rules import build_policy  # the compilers: where they are needed
+    calendars' public holidays read from ``data_dir`` if a start kept them there)."""
+    from mailbot.policy import holiday_cache  # the compilers: where they are needed
+    from mailbot.policy.rules import build_policy
     from mailbot.reading.facts import compile_facts
 
-    checks = (("policy", lambda policy: build_policy(policy, data_dir=str(data_dir))),
+    holidays = holiday_cache.read_from(data_dir)
+    checks = (("policy", lambda policy: build_policy(policy, holidays=holidays)),
               ("facts", compile_facts))
     for section, check in checks:
         try:
