@@ -365,8 +365,13 @@ def bench_ingest(tmp: Path, mix: Mix) -> dict:
     started = time.monotonic()
     first, _ = run_measured(warm, "ingest", str(paths[0]))  # the start of one process
     startup = time.monotonic() - started
-    if first.returncode != 0:
-        raise RuntimeError(f"mailbot ingest failed ({first.returncode}): {first.stderr[-2000:]}")
+    started = time.monotonic()  # again, on the installation that ran once: an MTA's pipe
+    again, _ = run_measured(warm, "ingest", str(paths[1]))
+    startup_again = time.monotonic() - started
+    for run in (first, again):
+        if run.returncode != 0:
+            raise RuntimeError(f"mailbot ingest failed ({run.returncode}): "
+                               f"{run.stderr[-2000:]}")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     done, peak = run_measured(config, "ingest", *map(str, paths))
@@ -379,6 +384,7 @@ def bench_ingest(tmp: Path, mix: Mix) -> dict:
     db.close()
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     return {"rate": len(mix.mails) / elapsed, "elapsed": elapsed, "startup": startup,
+            "startup_again": startup_again,
             "rate_net": len(mix.mails) / max(elapsed - startup, 1e-9),
             "cpu_ms": 1000 * cpu / len(mix.mails), "peak": peak, **counts}
 
@@ -721,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{a['elapsed']:.2f} s = {a['rate']:.0f} mails/s ({a['rate_net']:.0f} "
                   f"without the {a['startup']:.2f} s start of a process); CPU "
                   f"{a['cpu_ms']:.2f} ms a mail; peak RSS {a['peak']:.0f} MB", flush=True)
+            print(f"    one mail a process (an MTA's pipe): {a['startup']:.2f} s on a new data "
+                  f"dir, {a['startup_again']:.2f} s on one that ran before", flush=True)
             rows.append(("(a) `mailbot ingest`, many files", f"{a['rate']:.0f} mails/s",
                          f">= {GOALS['ingest']:.0f}", verdict(a["rate"] >= GOALS["ingest"])))
         if parts & {"imap", "latency", "memory"}:
