@@ -6,7 +6,7 @@ import re
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -14,12 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailbot.policy import holiday_cache
 from mailbot.policy.bizhours import (
     BusinessCalendar,
     BusinessDuration,
     CalendarConfig,
     add_business_time,
     business_time_between,
+    country_holidays,
     is_open,
     next_opening,
     parse_duration,
@@ -352,14 +354,30 @@ def test_public_holidays_are_computed_once_then_kept_for_the_next_process(config
 
 @pytest.mark.parametrize("damage", [b"", b"{not json", b'["2001-12-25"]', b'{"a": 1}'],
                          ids=["empty", "not json", "another year", "not a list"])
-def test_a_damaged_holiday_file_is_computed_again(config_file, damage):
+def test_a_damaged_holiday_file_is_computed_again(tmp_path, monkeypatch, damage):
     """A kept file that is empty, broken or holds anything but the year's dates is never
-    believed: the dates are computed again (Christmas closed) and the file written anew."""
-    _christmas(config_file)
-    kept = next((config_file.parent / "data" / "cache").iterdir())
+    believed: the dates are computed again (Christmas among them) and the file written
+    anew, which the next process reads instead of computing."""
+    asked = []
+
+    def counted(*question):
+        asked.append(question)
+        return country_holidays(*question)
+
+    monkeypatch.setattr(holiday_cache, "country_holidays", counted)
+    year = date.today().year
+
+    def process_start() -> frozenset:  # a new process: nothing cached in memory
+        return holiday_cache.public_holidays.__wrapped__("DE", "BY", ("public",), year,
+                                                         str(tmp_path), write=True)
+
+    first = process_start()
+    [kept] = (tmp_path / "cache").iterdir()
     kept.write_bytes(damage)
-    assert _christmas(config_file) == (True, True)
-    assert _christmas(config_file) == (True, False)
+    assert process_start() == first and date(year, 12, 25) in first
+    assert len(asked) == 2
+    assert process_start() == first
+    assert len(asked) == 2
 
 
 @pytest.mark.parametrize("exists", [False, True], ids=["before the first start", "after"])
