@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import sdnotify
 
 from mailbot.status.health import report
+from mailbot.store.blobs import replace_private
 
 if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
     from mailbot.context import Context
@@ -85,12 +86,7 @@ def write_status(data_dir: Path, document: dict, started: float) -> None:
     """Replace the status file atomically (0600): the report, our pid, when it was made."""
     status = {**document, "pid": os.getpid(), "started_at": _iso(started),
               "updated_at": _iso(time.time())}
-    path = data_dir / STATUS_FILE
-    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(status, handle, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
+    replace_private(data_dir / STATUS_FILE, json.dumps(status, ensure_ascii=False, indent=1))
 
 
 def remove_status(data_dir: Path) -> None:

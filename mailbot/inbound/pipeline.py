@@ -380,6 +380,7 @@ class _Ahead:
         self.failure: TemporaryFailure | None = None
         self.budget = ctx.config.limits.max_seconds_per_mail
         self.keep = ctx.config.service.reading_processes
+        self.reading = reading_context(ctx)  # the config as the group starts: one for all
 
     def pump(self) -> None:
         """Take back what the readers answered, and hand on more mails while readers are
@@ -425,8 +426,7 @@ class _Ahead:
         if slot.mail.outcome is not None or slot.error is not None:
             return
         try:
-            slot.handed = READERS.hand(READ, reading_context(self.ctx), slot.mail,
-                                       self.budget, self.keep)
+            slot.handed = READERS.hand(READ, self.reading, slot.mail, self.budget, self.keep)
         except TemporaryFailure as exc:
             self._fault(slot, exc)
         except Exception as exc:  # as the read step would have: the mail's, or mailbot's

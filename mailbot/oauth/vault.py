@@ -10,15 +10,13 @@ longer counts.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mailbot.settings.config import OAuth2Config
+from mailbot.store.blobs import replace_private
 
 
 def current(settings: OAuth2Config) -> str:
@@ -37,17 +35,7 @@ def save(settings: OAuth2Config, refresh_token: str) -> Path:
     record = {"refresh_token": refresh_token, "client_id": settings.client_id,
               "origin": _origin(settings),
               "saved_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    replace_private(path, json.dumps(record), sync=True)
     return path
 
 

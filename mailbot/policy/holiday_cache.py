@@ -25,6 +25,7 @@ from datetime import date
 from pathlib import Path
 
 from mailbot.policy.bizhours import Holidays, country_holidays
+from mailbot.store.blobs import replace_private
 
 CACHE_FOLDER = "cache"  # below the data directory
 
@@ -88,13 +89,6 @@ def _write(path: Path, found: frozenset[date]) -> None:
     the data directory does not exist yet or cannot be written."""
     if not path.parent.parent.is_dir():
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with contextlib.suppress(OSError):
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            json.dump(sorted(day.isoformat() for day in found), handle)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        replace_private(path, json.dumps(sorted(day.isoformat() for day in found)))

@@ -104,18 +104,8 @@ class FileBlobs:
         except FileNotFoundError:  # the folder went since (a restore): made again
             _make_dirs(self.root, Path(folder))
             fd = _created(tmp)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in (payload,) if isinstance(payload, bytes) else payload:
-                    handle.write(chunk)
-                if sync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        _written_over(fd, tmp, target,
+                      (payload,) if isinstance(payload, bytes) else payload, sync)
         if sync:
             fsync(folder)  # the rename itself
         return digest
@@ -178,6 +168,33 @@ def _make_dirs(root: Path, folder: Path) -> None:
     for path in (root, folder):
         if not path.is_dir():
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def replace_private(path: Path, text: str, sync: bool = False) -> None:
+    """Replace the small file ``path`` by ``text`` as a whole: written 0600 to a temporary
+    name of this thread's beside it, then renamed over it, so a reader finds the old file
+    or the new one, never a part; ``sync`` makes the new one durable before the rename.  An
+    OSError raises and leaves no temporary file behind."""
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"))
+    _written_over(_created(tmp), tmp, str(path), (text.encode("utf-8"),), sync)
+
+
+def _written_over(fd: int, tmp: str, target: str, chunks: Iterable[bytes],
+                  sync: bool) -> None:
+    """``chunks`` written to the new file ``tmp`` (open as ``fd``), fsynced if ``sync``,
+    then renamed to ``target``; on any error ``tmp`` is removed and the error raised."""
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def fsync(path: Path | str) -> None:
