@@ -218,7 +218,7 @@ class PySpy:
             print("py-spy not installed (pip install py-spy); not profiling", flush=True)
             return
         self.proc = subprocess.Popen([binary, "record", "--pid", str(pid), "-r", str(rate),
-                                      "--format", "raw", "-o", str(out)],
+                                      "--format", "raw", "--gil", "-o", str(out)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:

@@ -8,10 +8,12 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from conftest import AGENTS
 from mails import build_mail, slow_mail
 
 from mailbot.inbound import pipeline
 from mailbot.inbound.source import TemporaryFailure
+from mailbot.settings.config import load
 from mailbot.tickets import filing
 
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday, in business hours
@@ -215,3 +217,20 @@ def test_a_savepoint_undoes_its_part_only(make_desk):
             store.execute("UPDATE tickets SET priority = ?", ("high",))
     [row] = store.rows("SELECT subject, priority FROM tickets")
     assert (row["subject"], row["priority"]) == ("Erster Teil", "high")
+
+
+def test_a_warm_reader_reads_the_next_mail_with_the_settings_in_force(make_desk):
+    """Readers keep the instance's settings between mails; a reload reaches the next mail
+    the same reader reads: here, an address that became an agent's."""
+    desk = make_desk(NOW)
+    carla = ("Carla Neu", "carla@example.com")
+    assert desk.receive(build_mail(subject="Zugang", sender=carla)).status == "created"
+
+    desk.instance.settings["team.agents"] = [*AGENTS, {"address": carla[1],
+                                                       "name": carla[0]}]
+    desk.instance.write()
+    desk.ctx.reload(load(desk.instance.config_path))
+
+    outcome = desk.receive(build_mail(subject="Zugang zwei", sender=carla))
+    assert outcome.status == "suspicious"  # an agent's mail without a signed reply address
+    assert outcome.detail == "agent address without a valid reply address"

@@ -68,7 +68,7 @@ def at(text: str) -> datetime:
 )
 def test_initial_priority_from_rules(subject, body, priority, matched):
     """A mail gets its priority from German or English words, the most urgent rule winning."""
-    match = classify(subject, body, POLICY)
+    match = classify(subject, body, POLICY.rating)
     assert (match.priority, match.matched_text) == (priority, matched)
 
 
@@ -88,12 +88,12 @@ def test_initial_priority_from_rules(subject, body, priority, matched):
 )
 def test_priority_ignores_false_positives(subject, body, priority):
     """Quoted history, negations and text beyond the first 4 KB do not raise the priority."""
-    assert classify(subject, body, POLICY).priority == priority
+    assert classify(subject, body, POLICY.rating).priority == priority
 
 
 def test_rule_name_is_reported():
     """An agent can see which rule made a ticket urgent."""
-    match = classify("Outage", "", POLICY)
+    match = classify("Outage", "", POLICY.rating)
     assert (match.rule_name, match.matched_text) == ("outage", "Outage")
 
 
@@ -101,8 +101,8 @@ def test_custom_rules_are_tried_most_urgent_first():
     """Configured rules apply in priority order, whatever their order in the config file."""
     rules = (PriorityRule("wishes", "low", ("kasse",)), PriorityRule("pos", "urgent", ("bon",)))
     policy = build_policy(PolicyConfig(rules=rules, default_priority="high"))
-    assert classify("Kasse druckt keinen Bon", "", policy).rule_name == "pos"
-    assert classify("Kassenbuch", "", policy).priority == "high"
+    assert classify("Kasse druckt keinen Bon", "", policy.rating).rule_name == "pos"
+    assert classify("Kassenbuch", "", policy.rating).priority == "high"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_targets_override_per_policy_and_contract():
 )  # fmt: skip
 def test_assess_new_ticket(subject, contract, received, priority, first_response, next_open):
     """A new ticket gets its priority, first-response deadline and out-of-hours notice."""
-    result = assess(subject, "", contract, at(received), POLICY)
+    result = assess(classify(subject, "", POLICY.rating), contract, at(received), POLICY)
     assert result.priority == priority
     assert result.first_response_due == at(first_response)
     assert result.received_in_hours is (next_open is None)
@@ -220,7 +220,8 @@ def test_assess_new_ticket(subject, contract, received, priority, first_response
 
 def test_assess_explains_priority_and_calendar():
     """The assessment says which rule matched and which contract raised the priority."""
-    result = assess("Fehler", "Beim Export", POS_MAINTENANCE, at("2026-11-20 10:00"), POLICY)
+    result = assess(classify("Fehler", "Beim Export", POLICY.rating), POS_MAINTENANCE,
+                    at("2026-11-20 10:00"), POLICY)
     assert (result.base_priority, result.priority) == ("high", "urgent")
     assert (result.rule_name, result.matched_text, result.raised_by) == (
         "impairment", "Fehler", "Kasse Plus",
@@ -231,7 +232,8 @@ def test_assess_explains_priority_and_calendar():
 
 def test_stranger_question_is_not_a_problem_report():
     """A question from an unknown sender is low priority and no problem report."""
-    result = assess("Frage zum Angebot", "", None, at("2026-11-23 10:00"), POLICY)
+    result = assess(classify("Frage zum Angebot", "", POLICY.rating), None, at("2026-11-23 10:00"),
+                    POLICY)
     assert (result.priority, result.entitled, result.problem_report) == ("low", False, False)
     assert result.calendar == DEFAULT_CALENDAR
 

@@ -5,7 +5,8 @@ record through the steps below, in the order of the two tuples; each step is a f
 ``(ctx, mail) -> mail`` that returns the record with what it found.  The step that
 decides what becomes of the mail sets ``outcome``, and the steps after it are skipped.
 
-PREPARE runs before the database transaction: the mail is read and classified (pure:
+PREPARE runs before the database transaction: the mail is read, classified, its facts
+found and its text rated by the priority rules (pure:
 :data:`READ`, in a reader process that is ended when it takes longer than ``[limits]
 max_seconds_per_mail``, see :mod:`mailbot.inbound.readers`), and its raw bytes and
 attachments are written.  Where they are files on this host, the reader writes them as it
@@ -33,9 +34,10 @@ from dataclasses import dataclass, field, replace
 from mailbot.context import Context
 from mailbot.inbound import readers
 from mailbot.inbound.source import Envelope, Feed, TemporaryFailure, taken
+from mailbot.policy import rules
 from mailbot.reading import classify as classify_mod
 from mailbot.reading import message
-from mailbot.reading.facts import extract_facts
+from mailbot.reading.facts import FactPatterns, extract_facts
 from mailbot.reading.headers import sender_in_head
 from mailbot.reading.limits import Limits
 from mailbot.reading.message import Message
@@ -74,6 +76,7 @@ class Mail:
     match: threads.ThreadMatch = field(default_factory=threads.ThreadMatch)  # thread
     ticket: dict | None = None  # thread: the ticket it follows up on
     facts: dict = field(default_factory=dict)  # find_facts
+    rated: rules.RuleMatch | None = None  # rate: the priority rule its text matches
     identity: Identity = field(default_factory=Identity)  # identify
     outcome: Outcome | None = None  # set by the step that decides
     started: float = field(default_factory=time.monotonic)  # when the source handed it over
@@ -89,6 +92,8 @@ class Reading:
 
     limits: Limits
     classify: classify_mod.ClassifyContext
+    facts: FactPatterns
+    rating: rules.Rating
     # How the spam filter's verdict headers are read; None: spam is not held.
     spam: SpamContext | None = None
     # Where the reader keeps the raw mail and the attachments itself (files on this host);
@@ -175,6 +180,28 @@ def keep_attachments(reading: Reading, mail: Mail) -> Mail:
     except OSError:
         return mail
     return replace(mail, kept=True)
+
+
+def find_facts(reading: Reading, mail: Mail) -> Mail:
+    """Facts the customer named in this mail (customer number, version, device, error), for
+    a mail that may open or follow up on a ticket; the others never use them."""
+    if not _may_be_filed(mail):
+        return mail
+    return replace(mail, facts=extract_facts(mail.msg.subject, mail.msg.text, reading.facts))
+
+
+def rate(reading: Reading, mail: Mail) -> Mail:
+    """The priority rule the text of a mail that may open a ticket matches first (the new
+    ticket's initial priority, before the customer's contract raises it)."""
+    if not _may_be_filed(mail):
+        return mail
+    return replace(mail, rated=rules.classify(mail.msg.subject, mail.msg.text, reading.rating))
+
+
+def _may_be_filed(mail: Mail) -> bool:
+    """Whether the mail may open or follow up on a ticket: a customer's or a robot's, not
+    held as spam (the steps of COMMIT before :func:`file_customer_mail` take the rest)."""
+    return not mail.spam and mail.verdict.kind in (classify_mod.CUSTOMER, classify_mod.ROBOT)
 
 
 def save_attachments(ctx: Context, mail: Mail) -> Mail:
@@ -275,11 +302,6 @@ def note_auto_reply(ctx: Context, mail: Mail) -> Mail:
                                                         mail.verdict.reason))
 
 
-def find_facts(ctx: Context, mail: Mail) -> Mail:
-    """Facts the customer named in this mail (customer number, version, device, error)."""
-    return replace(mail, facts=extract_facts(mail.msg.subject, mail.msg.text, ctx.facts))
-
-
 def identify(ctx: Context, mail: Mail) -> Mail:
     """Who wrote: contact, account and contract, by address or domain; a customer number
     in the mail is a claim unless ``[directory] claims`` trusts it."""
@@ -293,18 +315,19 @@ def file_customer_mail(ctx: Context, mail: Mail) -> Mail:
     """A follow-up, a linked new ticket, or a new ticket with policy and acknowledgement."""
     return replace(mail, outcome=filing.file_customer_mail(
         ctx, mail.msg, mail.verdict, (mail.match, mail.ticket),
-        (mail.identity, mail.facts)))
+        (mail.identity, mail.facts), mail.rated))
 
 
 # The whole story of a mail, in order; READ runs in a reader process (step `read`).  The
 # same bytes are looked for twice: before they are read and kept (a mail filed before is
 # not written again), and in the transaction, which alone knows of a copy filed beside it
 # meanwhile (read at the same time in a batch, or by another process).
-READ: tuple[ReadStep, ...] = (keep_raw, parse, classify, read_spam, keep_attachments)
+READ: tuple[ReadStep, ...] = (keep_raw, parse, classify, read_spam, keep_attachments,
+                              find_facts, rate)
 PREPARE: tuple[Step, ...] = (fingerprint, skip_same_bytes, read, spool, save_attachments)
 COMMIT: tuple[Step, ...] = (skip_same_bytes, skip_same_message, drop_loop, hold_spam,
-                            file_bounce, thread, file_agent_mail, note_auto_reply, find_facts,
-                            identify, file_customer_mail)
+                            file_bounce, thread, file_agent_mail, note_auto_reply, identify,
+                            file_customer_mail)
 # Where `read` cuts PREPARE: a batch hands its mails to the readers in between (ingest_all).
 _BEFORE_READ = PREPARE[:PREPARE.index(read)]
 _AFTER_READ = PREPARE[PREPARE.index(read) + 1:]
@@ -743,7 +766,8 @@ def reading_context(ctx: Context) -> Reading:
     held = SpamContext(scl_threshold=config.spam.scl_threshold,
                        authserv_id=config.trust.authserv_id) if config.spam.enabled else None
     on_disk = isinstance(ctx.spool, FileBlobs) and isinstance(ctx.files, FileBlobs)
-    return Reading(limits=config.limits, classify=classify_context(ctx), spam=held,
+    return Reading(limits=config.limits, classify=classify_context(ctx), facts=ctx.facts,
+                   rating=ctx.policy.rating, spam=held,
                    spool=ctx.spool if on_disk else None, files=ctx.files if on_disk else None)
 
 

@@ -18,7 +18,9 @@ lock in a held state.
 What crosses: the raw mail once, as bytes, and pickles of the small record around it.  Both
 processes hold the raw mail, so it never comes back: the record's reference to it, and every
 view into it (an attachment is a view, decoded only when it is written), cross as a reference
-and a position (:class:`_Pickler`).  An attachment is never copied.
+and a position (:class:`_Pickler`).  An attachment is never copied.  The steps' context (the
+instance's settings: limits, addresses, compiled patterns) is pickled once and crosses to a
+reader only when that reader does not have it yet; a reader keeps the last one it was sent.
 
 Whose fault it is (the pipeline's rule: ours is a TemporaryFailure, the mail's a quarantine):
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import io
 import logging
 import multiprocessing
@@ -73,6 +76,9 @@ _PR_SET_PDEATHSIG = 1
 _NAME = b"mailbot-reader"
 # Process.start changes multiprocessing's list of children: one thread at a time.
 _STARTING = threading.Lock()
+# The first byte of what a reader is sent: a job about one mail, or the context of the next.
+_JOB = b"J"
+_CONTEXT = b"C"
 
 
 class Record(Protocol):
@@ -101,6 +107,8 @@ class Readers:
         self._idle: list[_Reader] = []
         self._busy: set[_Reader] = set()
         self._closed_at_exit = False
+        # The last context handed on and its pickle (made once, however many mails use it).
+        self._context: tuple[Any, bytes] | None = None
 
     def run(self, steps: Sequence[Step], context: Any, record: Record, budget: float,
             keep: int) -> Any:
@@ -120,10 +128,20 @@ class Readers:
         :meth:`take` waits for what :meth:`run` returns.  The budget runs from now.  A
         budget of 0 is not for this (:meth:`run` reads in this process then)."""
         # Why a step failed is written out only for a debug log (see _why).
-        job = pickled((steps, context, record, log.isEnabledFor(logging.DEBUG)), record.raw)
-        handed = Handed(self._take(), job, record, budget, keep)
+        job = _JOB + pickled((steps, record, log.isEnabledFor(logging.DEBUG)), record.raw)
+        handed = Handed(self._take(), job, self._pickled_context(context), record, budget,
+                        keep)
         self._send(handed)
         return handed
+
+    def _pickled_context(self, context: Any) -> bytes:
+        """``context`` as it crosses: pickled again only when it differs from the last one
+        (a batch hands every mail of a group the same; a config reload makes a new one)."""
+        with self._lock:
+            if self._context is None or self._context[0] != context:
+                self._context = (context, _CONTEXT + pickle.dumps(context,
+                                                                  pickle.HIGHEST_PROTOCOL))
+            return self._context[1]
 
     def take(self, handed: Handed) -> Any:
         """The record a handed mail came back as (see :meth:`run`), waiting for it within
@@ -161,7 +179,7 @@ class Readers:
         """The job to the handed mail's reader, its budget starting now."""
         handed.sent = time.monotonic()
         try:
-            handed.reader.send(handed.job, handed.record.raw)
+            handed.reader.send(handed.context, handed.job, handed.record.raw)
         except OSError as exc:
             self._drop(handed.reader)
             raise TemporaryFailure(f"the process to read the mail ended before it took "
@@ -233,10 +251,11 @@ class Readers:
 class Handed:
     """A mail handed to a reader, its answer not taken yet (:meth:`Readers.hand`)."""
 
-    def __init__(self, reader: _Reader, job: bytes, record: Record, budget: float,
-                 keep: int) -> None:
+    def __init__(self, reader: _Reader, job: bytes, context: bytes, record: Record,
+                 budget: float, keep: int) -> None:
         self.reader = reader
         self.job = job
+        self.context = context
         self.record = record
         self.budget = budget
         self.keep = keep
@@ -257,6 +276,8 @@ class _Reader:
         self.pid = process.pid
         # Ended by Readers.close while reading: the mail is not to blame.
         self.stopped = False
+        # The pickled context this reader was sent last (it keeps it for the next mails).
+        self.context: bytes | None = None
 
     @classmethod
     def start(cls, preload: tuple[str, ...]) -> _Reader:
@@ -286,10 +307,13 @@ class _Reader:
         except (EOFError, OSError):
             return False
 
-    def send(self, job: bytes, raw: bytes) -> None:
-        """Hand ``job`` about ``raw`` over; OSError when the reader ended before it took
-        the mail.  The pipe alone tells: it ends when the reader does (a reader holds no
-        other copy of it)."""
+    def send(self, context: bytes, job: bytes, raw: bytes) -> None:
+        """Hand ``job`` about ``raw`` over, after ``context`` unless this reader has it;
+        OSError when the reader ended before it took the mail.  The pipe alone tells: it
+        ends when the reader does (a reader holds no other copy of it)."""
+        if self.context is not context:
+            self.conn.send_bytes(context)
+            self.context = context
         self.conn.send_bytes(job)
         self.conn.send_bytes(raw)
 
@@ -347,12 +371,16 @@ def serve(conn: multiprocessing.connection.Connection) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     _name_and_die_with_parent()
+    context: bytes = b""
     try:
         conn.send_bytes(b"ready")
         while True:
-            job = conn.recv_bytes()
+            message = conn.recv_bytes()
+            if message[:1] == _CONTEXT:  # for the mails after it
+                context = message
+                continue
             raw = conn.recv_bytes()
-            conn.send_bytes(_answer(job, raw))
+            conn.send_bytes(_answer(context, message, raw))
     except (EOFError, OSError):  # the parent closed the pipe, or ended
         return
 
@@ -379,10 +407,11 @@ def _name_and_die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _answer(job: bytes, raw: bytes) -> bytes:
+def _answer(context: bytes, job: bytes, raw: bytes) -> bytes:
     """What a reader says about one mail: the record after the steps, or why there is none."""
     try:
-        steps, context, record, trace = unpickled(job, raw)
+        steps, record, trace = unpickled(job[1:], raw)
+        context = _context_of(context)
     except Exception:  # our own job did not arrive whole: not the mail's doing
         return pickled(("broken", traceback.format_exc()), raw)
     try:
@@ -390,6 +419,14 @@ def _answer(job: bytes, raw: bytes) -> bytes:
     except Exception as exc:
         refused = isinstance(exc, ParseError)
         return pickled(("failed", refused, str(exc), _why(exc, refused) if trace else ""), raw)
+
+
+@functools.lru_cache(maxsize=1)
+def _context_of(pickled_context: bytes) -> Any:
+    """The context a reader was sent, unpickled once for all the mails that use it."""
+    if pickled_context[:1] != _CONTEXT:
+        raise pickle.UnpicklingError("no context was sent before the job")
+    return pickle.loads(pickled_context[1:])  # noqa: S301 - from our parent, over its pipe
 
 
 def _why(exc: Exception, refused: bool) -> str:

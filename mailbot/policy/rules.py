@@ -53,12 +53,22 @@ class _Rule:
 
 
 @dataclass(frozen=True)
+class Rating:
+    """The priority rules alone, compiled: all that rating a mail's text needs (it crosses
+    to the reader processes, which rate a mail as they read it)."""
+
+    rules: tuple[_Rule, ...]
+    scan_chars: int
+    default_priority: Priority
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated PolicyConfig with compiled rules and calendars; build it with build_policy."""
 
     config: PolicyConfig
     calendars: Mapping[str, BusinessCalendar]
-    rules: tuple[_Rule, ...]
+    rating: Rating
 
 
 def priority_rank(priority: str, key: str = "priority") -> int:
@@ -111,7 +121,8 @@ def build_policy(cfg: PolicyConfig, path: str = "policy",
         calendars[name] = BusinessCalendar(cal, f"{path}.calendars.{name}", holidays)
     rules = [_compile_rule(rule, f"{path}.rules[{i}]") for i, rule in enumerate(cfg.rules)]
     rules.sort(key=lambda rule: priority_rank(rule.priority))
-    return Policy(cfg, MappingProxyType(calendars), tuple(rules))
+    return Policy(cfg, MappingProxyType(calendars),
+                  Rating(tuple(rules), cfg.scan_chars, cfg.default_priority))
 
 
 def validate_contract(contract: ContractPolicy, policy: Policy, path: str = "contract") -> None:
@@ -133,13 +144,13 @@ class RuleMatch:
     matched_text: str = ""
 
 
-def classify(subject: str, body: str, policy: Policy) -> RuleMatch:
+def classify(subject: str, body: str, rating: Rating) -> RuleMatch:
     """The initial priority of a mail from the first matching rule, urgent rules first."""
-    text = subject + "\n" + written_text(body, policy.config.scan_chars)
-    for rule in policy.rules:
+    text = subject + "\n" + written_text(body, rating.scan_chars)
+    for rule in rating.rules:
         if m := rule.regex.search(text):
             return RuleMatch(rule.priority, rule.name, _SPACES.sub(" ", m.group(0))[:100])
-    return RuleMatch(policy.config.default_priority)
+    return RuleMatch(rating.default_priority)
 
 
 def contract_raise(contract: ContractPolicy | None) -> int:
@@ -207,11 +218,10 @@ class Assessment:
 
 
 def assess(
-    subject: str, body: str, contract: ContractPolicy | None, received_at: datetime,
-    policy: Policy,
+    match: RuleMatch, contract: ContractPolicy | None, received_at: datetime, policy: Policy,
 ) -> Assessment:  # fmt: skip
-    """Priority, entitlement and deadlines of a new ticket from its first mail."""
-    match = classify(subject, body, policy)
+    """Priority, entitlement and deadlines of a new ticket from the rating of its first mail
+    (:func:`classify`)."""
     priority = raise_priority(match.priority, contract_raise(contract))
     name, cal = calendar_for(policy, contract)
     targets = resolve_targets(policy, priority, contract)

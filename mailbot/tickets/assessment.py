@@ -18,7 +18,6 @@ from mailbot.policy import rules as policy_mod
 from mailbot.policy.bizhours import add_business_time
 from mailbot.policy.config import ContractPolicy, contract_policy
 from mailbot.reading import facts as facts_mod
-from mailbot.reading.message import Message
 from mailbot.store import directory as dq
 from mailbot.store import iso
 from mailbot.store import tickets as tq
@@ -39,11 +38,12 @@ class Assessed:
     ack_values: dict = field(default_factory=dict)
 
 
-def assess(ctx: Context, msg: Message, identity: Identity, facts: dict,
+def assess(ctx: Context, rated: policy_mod.RuleMatch, identity: Identity, facts: dict,
            now: datetime, language: str) -> Assessed:
-    """Priority, entitlement, deadlines and acknowledgement wording for a new ticket."""
+    """Priority, entitlement, deadlines and acknowledgement wording for a new ticket whose
+    first mail matched the priority rule ``rated``."""
     contract = contract_policy(identity.contract)
-    result = policy_mod.assess(msg.subject, msg.text, contract, now, ctx.policy)
+    result = policy_mod.assess(rated, contract, now, ctx.policy)
     missing = facts_mod.missing_facts(facts, identity.known, result.problem_report)
     fields = {"first_response_due": result.first_response_due,
               "resolution_due": result.resolution_due,

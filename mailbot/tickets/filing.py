@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from mailbot.outbound.compose import Envelope
 from mailbot.outbound.wording import NO_SUBJECT, supported_language
+from mailbot.policy.rules import RuleMatch
 from mailbot.reading.classify import Verdict
 from mailbot.reading.message import Message
 from mailbot.store import directory as dq
@@ -69,11 +70,12 @@ def store_message(ctx: Context, ticket_id: int, msg: Message, direction: str,
 
 def file_customer_mail(ctx: Context, msg: Message, verdict: Verdict,
                        thread: tuple[threads.ThreadMatch, dict | None],
-                       sender: tuple[Identity, dict]) -> Outcome:
+                       sender: tuple[Identity, dict], rated: RuleMatch) -> Outcome:
     """File a mail from a customer (or a robot, without acknowledgement).
 
     ``thread`` is the thread evidence and the ticket it names (None for a new ticket);
-    ``sender`` the identity of the sender and the facts the mail names.
+    ``sender`` the identity of the sender and the facts the mail names; ``rated`` the
+    priority rule its text matches (read with the mail, for a new ticket's priority).
     """
     match, ticket = thread
     identity, facts = sender
@@ -90,7 +92,7 @@ def file_customer_mail(ctx: Context, msg: Message, verdict: Verdict,
         parent = ticket
     else:
         parent = None
-    return create_ticket(ctx, msg, identity, contact_id, (verdict, facts), parent, now)
+    return create_ticket(ctx, msg, identity, contact_id, (verdict, facts, rated), parent, now)
 
 
 def append_followup(ctx: Context, msg: Message, ticket: dict,
@@ -164,15 +166,16 @@ def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
 
 
 def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: int | None,
-                  verdict_facts: tuple[Verdict, dict], parent: dict | None,
+                  read: tuple[Verdict, dict, RuleMatch], parent: dict | None,
                   now: datetime) -> Outcome:
-    """Open a new ticket for ``msg`` and queue its acknowledgement (when the verdict asks)."""
-    verdict, facts = verdict_facts
+    """Open a new ticket for ``msg`` and queue its acknowledgement (when the verdict asks);
+    ``read`` is what reading the mail found: its verdict, facts and priority rule."""
+    verdict, facts, rated = read
     account = identity.account or {}
     language = supported_language(
         account.get("language") or (identity.contact or {}).get("language"),
         ctx.config.service.language)
-    assessed = assessment.assess(ctx, msg, identity, facts, now, language)
+    assessed = assessment.assess(ctx, rated, identity, facts, now, language)
     number = new_ticket_number(ctx, now)
     ticket = tq.add_ticket(ctx.store, {
         "number": number, "subject": msg.subject or NO_SUBJECT, "status": "new",
