@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ TWICE = ("the process reading this mail ended twice while reading it (killed by 
 # Limits so high that only the budget stops the slow mail.
 RAISED = {"max_parameters": 10_000_000, "max_header_bytes": 100_000_000}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday, in business hours
 
 
 def ordinary(number: int) -> bytes:
@@ -246,3 +248,26 @@ def test_a_budget_or_pool_out_of_range_is_a_config_error(tmp_path, section, key,
     with pytest.raises(ConfigError) as error:
         config.load(path)
     assert str(path) in str(error.value) and f"{key} {value} must be" in str(error.value)
+
+
+@pytest.mark.parametrize(("section", "table"), [
+    ("policy.rules", [{"name": "stuck", "priority": "high", "patterns": ["(x+x+)+y"]}]),
+    ("facts", {"device": ["(x+x+)+y"]})], ids=["priority-rule", "fact-pattern"])
+def test_an_operators_pattern_that_never_ends_on_a_mail_stops_only_that_mail(
+        make_desk, section, table):
+    """The priority rules and fact patterns are the operator's regexes, run on what a
+    stranger wrote: one that backtracks for ever on a mail (nested repeats, here on a run
+    of forty x) ends that mail's reader within the budget, the mail is quarantined with the
+    budget's sentence and kept, and the next mail is filed."""
+    desk = make_desk(NOW, limits={"max_seconds_per_mail": 1})
+    desk.instance.settings[section] = table
+    desk.instance.write()
+    desk.ctx.reload(config.load(desk.instance.config_path))
+    stuck = build_mail(subject="Gerät", text="Fehler: " + "x" * 40 + "\n",
+                       message_id="stuck@kunde.example")
+
+    assert desk.receive(stuck).status == "quarantined"
+    [held] = desk.ctx.store.rows("SELECT sha256, error FROM quarantine")
+    assert held["error"] == OVERTIME
+    assert desk.ctx.spool.get(held["sha256"]) == stuck  # kept: it can be retried once fixed
+    assert desk.receive(ordinary(1)).status == "created"
