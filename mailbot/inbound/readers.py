@@ -76,8 +76,7 @@ _PR_SET_PDEATHSIG = 1
 _NAME = b"mailbot-reader"
 # Process.start changes multiprocessing's list of children: one thread at a time.
 _STARTING = threading.Lock()
-# The first byte of what a reader is sent: a job about one mail, or the context of the next.
-_JOB = b"J"
+# The first byte of a context sent to a reader (a job, a pickle, begins with its PROTO byte).
 _CONTEXT = b"C"
 
 
@@ -128,7 +127,7 @@ class Readers:
         :meth:`take` waits for what :meth:`run` returns.  The budget runs from now.  A
         budget of 0 is not for this (:meth:`run` reads in this process then)."""
         # Why a step failed is written out only for a debug log (see _why).
-        job = _JOB + pickled((steps, record, log.isEnabledFor(logging.DEBUG)), record.raw)
+        job = pickled((steps, record, log.isEnabledFor(logging.DEBUG)), record.raw)
         handed = Handed(self._take(), job, self._pickled_context(context), record, budget,
                         keep)
         self._send(handed)
@@ -410,7 +409,7 @@ def _name_and_die_with_parent() -> None:
 def _answer(context: bytes, job: bytes, raw: bytes) -> bytes:
     """What a reader says about one mail: the record after the steps, or why there is none."""
     try:
-        steps, record, trace = unpickled(job[1:], raw)
+        steps, record, trace = unpickled(job, raw)
         context = _context_of(context)
     except Exception:  # our own job did not arrive whole: not the mail's doing
         return pickled(("broken", traceback.format_exc()), raw)

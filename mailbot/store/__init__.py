@@ -342,11 +342,7 @@ class Store:
 
     def insert(self, table: str, record: dict[str, Any]) -> int:
         """Insert one row into a known table; dict/list values are stored as JSON."""
-        sql, values = insert_statement(table, record)
-        if self._in_transaction():
-            return self._in_turn(sql, values).lastrowid
-        with self._connection() as conn:
-            return conn.execute(sql, values).lastrowid
+        return self.execute(*insert_statement(table, record))
 
     def update_row(self, table: str, row_id: int, values: dict[str, Any]) -> None:
         """Change some columns of one row of a known table."""
