@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from imapclient import IMAPClient
 from oauth_server import TokenServer
-from servers import Dovecot, SmtpSink, _SinkHandler
+from servers import Dovecot, SmtpSink, _SinkHandler, wait_until
 
 OAUTH2_PASSDB = """\
 passdb {{
@@ -77,9 +77,16 @@ class OAuthDovecot(Dovecot):
             with contextlib.suppress(Exception):
                 client.logout()
 
-    def logins(self, user: str) -> int:
-        """How many times ``user`` logged in so far, from Dovecot's log."""
-        return self.log_text().count(f"Login: user=<{user}>")
+    def logins(self, user: str, at_least: int = 0) -> int:
+        """How many times ``user`` logged in so far, from Dovecot's log, once it shows at
+        least ``at_least`` (Dovecot's log process writes a login a moment after the client
+        is in: read at once, the last one may be missing)."""
+        def count() -> int:
+            return self.log_text().count(f"Login: user=<{user}>")
+
+        wait_until(lambda: count() >= at_least, 10,
+                   message=f"{at_least} logins of {user} in Dovecot's log")
+        return count()
 
 
 class _OAuthSinkHandler(_SinkHandler):
