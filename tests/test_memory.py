@@ -18,7 +18,12 @@ from daemon_util import Instance, imap_settings, run_measured
 from mails import build_mail
 from servers import Dovecot, ImapAccount, wait_until
 
+from mailbot.inbound.imap import ImapSource, connect
+from mailbot.inbound.source import Feed
+from mailbot.settings.config import ImapConfig
+from mailbot.status.health import Health
 from mailbot.tickets.notify import MAIL_FILES_BYTES
+from mailbot.tickets.outcome import Outcome
 
 MB = 1024 * 1024
 def mail_with_file(name: str, payload: bytes, subject: str = "Logdatei") -> bytes:
@@ -130,3 +135,33 @@ def test_an_imap_batch_of_big_mails_is_fetched_a_budget_at_a_time(
     assert "filed 6" in result.stdout
     assert peak < 130, f"peak {peak:.0f} MB"
     assert len(bot.tickets()) == 6
+
+
+def test_an_imap_session_keeps_nothing_of_the_mails_it_moved(dovecot: Dovecot) -> None:
+    """A session lives as long as its connection (days, for a password): after each batch
+    nothing of the server's answers about the mails it moved is left behind (imaplib keeps
+    every untagged response no command took, one EXPUNGE for each moved mail)."""
+    user = dovecot.new_user()
+    for index in range(30):
+        dovecot.append(user.username, "INBOX", build_mail(subject=f"Frage {index}"))
+    cfg = ImapConfig(host=user.host, port=user.port, username=user.username,
+                     password=user.password, security="plain", done_folder="Processed",
+                     batch_size=7, name=user.username)
+    clients = []
+
+    def connected(cfg: ImapConfig):
+        clients.append(connect(cfg))
+        return clients[-1]
+
+    left: list[dict] = []
+
+    def file(raw: bytes, source: str) -> Outcome:
+        left.append({k: list(v) for k, v in clients[0]._imap.untagged_responses.items()})
+        return Outcome("created")
+
+    source = ImapSource(cfg, lambda mailbox, value: True, Health(), factory=connected)
+    assert source.run_once(Feed(file=file, flush=lambda: None)) == 30
+    assert dovecot.message_count(user.username, "Processed") == 30
+    # What the session held as each mail was filed: at most the answers of the command
+    # that fetched its batch, never the moves of the batches before.
+    assert not any("EXPUNGE" in held for held in left), left[-1]
