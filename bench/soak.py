@@ -1,10 +1,12 @@
 """Soak: mailbot run for many minutes under a steady stream of mail, watched for growth.
 
-    python bench/soak.py [--minutes 10] [--rate 40] [--every 30] [--seed 5] [--keep]
+    python bench/soak.py [--minutes 10] [--rate 40] [--every 30] [--via imap,smtp] [--seed 5]
+                         [--keep]
 
 One daemon (`mailbot run`: an IMAP mailbox in IDLE and the SMTP listener, acknowledgements
 to an SMTP sink) gets ``--rate`` new mails a second, half APPENDed to its Dovecot INBOX in
-batches, half delivered over one SMTP session, for ``--minutes``.  Every ``--every`` seconds
+batches, half delivered over one SMTP session (``--via imap`` or ``--via smtp``: all of them
+that way), for ``--minutes``.  Every ``--every`` seconds
 it samples what would show a leak: the daemon's resident memory (VmRSS), its open files,
 its threads, its reader processes (how many, their memory together), the database and its
 write-ahead log on disk, and the backlog (mails given but not yet a ticket).  At the end it
@@ -101,14 +103,15 @@ def file_size(path: Path) -> int:
 
 
 class Feeder(threading.Thread):
-    """Gives the daemon ``rate`` mails a second for ``seconds``: odd chunks over IMAP,
-    even ones over SMTP, each on the schedule; remembers every Message-ID it gave."""
+    """Gives the daemon ``rate`` mails a second for ``seconds``, a chunk at a time by each
+    way of ``via`` in turn ("imap", "smtp"), each on the schedule; remembers every
+    Message-ID it gave."""
 
     def __init__(self, dovecot: Dovecot, port: int, rate: float, seconds: float,
-                 seed: int) -> None:
+                 seed: int, via: list[str]) -> None:
         super().__init__(daemon=True)
-        self.dovecot, self.port, self.rate, self.seconds, self.seed = \
-            dovecot, port, rate, seconds, seed
+        self.dovecot, self.port, self.rate, self.seconds, self.seed, self.via = \
+            dovecot, port, rate, seconds, seed, via
         self.given: list[str] = []
         self.refused: list[str] = []
         self.error: BaseException | None = None
@@ -132,7 +135,7 @@ class Feeder(threading.Thread):
                 self.lag = max(self.lag, time.monotonic() - due)
                 time.sleep(max(0.0, due - time.monotonic()))
                 batch = mails[start:start + 10]
-                if index % 2:
+                if self.via[index % len(self.via)] == "imap":
                     self.dovecot.append_many(USER, "INBOX", batch)
                 else:
                     for raw in batch:
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="how long mail comes (10)")
     parser.add_argument("--rate", type=float, default=40.0, help="new mails a second (40)")
     parser.add_argument("--every", type=float, default=30.0, help="seconds between samples")
+    parser.add_argument("--via", default="imap,smtp",
+                        help="how the mails come, in turn a chunk each (imap,smtp)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait at the end for tickets and acknowledgements")
@@ -210,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         daemon = DaemonProcess(config, tmp / "daemon.log").start()
         wait_listening(port, daemon)
         db = Db(data / "mailbot.sqlite3")
-        print(f"{args.rate:g} mails/s for {args.minutes:g} min (half IMAP, half SMTP), a sample "
+        print(f"{args.rate:g} mails/s for {args.minutes:g} min (by {args.via}), a sample "
               f"every {args.every:g} s; {tmp}; load average {load_average()}", flush=True)
 
-        feeder = Feeder(dovecot, port, args.rate, 60 * args.minutes, args.seed)
+        via = args.via.split(",")
+        if not set(via) <= {"imap", "smtp"}:
+            parser.error(f"--via {args.via}: imap, smtp or both")
+        feeder = Feeder(dovecot, port, args.rate, 60 * args.minutes, args.seed, via)
         started = time.monotonic()
         feeder.start()
         samples = []

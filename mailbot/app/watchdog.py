@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import sdnotify
 
+from mailbot.inbound.imap import give_back_memory
 from mailbot.status.health import report
 from mailbot.store.blobs import replace_private
 
@@ -58,7 +59,14 @@ def watchdog_seconds() -> float | None:
 
 
 async def keep_watch(ctx: Context, notifier: Notifier, stop: asyncio.Event) -> None:
-    """Until ``stop``: write the status file, tell systemd our state, feed its watchdog."""
+    """Until ``stop``: write the status file, tell systemd our state, feed its watchdog,
+    and give the heap memory freed since back to the system.
+
+    The last is what keeps a daemon that runs for months at its working size: glibc keeps
+    what its threads freed for them, and mails filed one at a time in the listener's
+    threads never reach the IMAP source's trim after a batch (`bench/soak.py --via smtp`:
+    73 -> 108 MB after 9,000 mails without it, 71 -> 82 MB with it).
+    """
     feed_every = watchdog_seconds()
     interval = min(STATUS_SECONDS, feed_every or STATUS_SECONDS)
     started = time.time()
@@ -70,6 +78,7 @@ async def keep_watch(ctx: Context, notifier: Notifier, stop: asyncio.Event) -> N
             notifier.send("WATCHDOG=1")
         notifier.send(f"STATUS={summary(document)}")
         await asyncio.to_thread(write_status, ctx.config.data_dir, document, started)
+        await asyncio.to_thread(give_back_memory)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 

@@ -500,9 +500,10 @@ def _forget_untagged(client: IMAPClient) -> None:
 
 
 def give_back_memory() -> None:
-    """Return the heap memory a batch freed to the system (glibc's malloc_trim; elsewhere
-    nothing): the daemon's size then follows what it holds, not the largest batch it read,
-    and a big mail later is measured from there."""
+    """Return the heap memory freed so far to the system (glibc's malloc_trim; elsewhere
+    nothing), after each IMAP batch and every few seconds from the daemon's status loop:
+    the daemon's size then follows what it holds, not the largest batch it read nor what
+    its threads freed over months, and a big mail later is measured from there."""
     trim = getattr(libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
