@@ -135,12 +135,12 @@ class Feeder(threading.Thread):
                 self.lag = max(self.lag, time.monotonic() - due)
                 time.sleep(max(0.0, due - time.monotonic()))
                 batch = mails[start:start + 10]
+                self.given += [message_id(raw) for raw in batch]  # counted as they go
                 if self.via[index % len(self.via)] == "imap":
                     self.dovecot.append_many(USER, "INBOX", batch)
                 else:
                     for raw in batch:
                         self._send(smtp, raw)
-                self.given += [message_id(raw) for raw in batch]
         with contextlib.suppress(smtplib.SMTPException, OSError):
             smtp.quit()
 
