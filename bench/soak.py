@@ -45,11 +45,9 @@ from _common import (
     table,
     write_config,
 )
-from load import envelope_sender, wait_listening
+from load import PASSWORD, USER, envelope_sender, wait_listening
 from mails import SUPPORT, generate, message_id
 
-USER = "support"
-PASSWORD = "secret"
 # Mails made at a time (one generate() call, one tag): a few seconds' worth.
 CHUNK = 200
 

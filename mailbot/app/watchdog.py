@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING
 
 import sdnotify
 
-from mailbot.inbound.imap import give_back_memory
 from mailbot.status.health import report
-from mailbot.store.blobs import replace_private
+from mailbot.store.blobs import give_back_memory, replace_private
 
 if TYPE_CHECKING:  # annotations only: the context drags in the whole daemon
     from mailbot.context import Context

@@ -39,7 +39,7 @@ from mailbot.settings.config import ImapConfig
 from mailbot.status.health import REFUSED, STANDBY, Health
 from mailbot.store import Store, TemporaryStoreError, leases
 from mailbot.store import inbound as iq
-from mailbot.store.blobs import libc
+from mailbot.store.blobs import give_back_memory
 from mailbot.store.leases import Lease
 
 log = logging.getLogger(__name__)
@@ -497,16 +497,6 @@ def _forget_untagged(client: IMAPClient) -> None:
     imap = getattr(client, "_imap", None)
     if imap is not None:
         imap.untagged_responses.clear()
-
-
-def give_back_memory() -> None:
-    """Return the heap memory freed so far to the system (glibc's malloc_trim; elsewhere
-    nothing), after each IMAP batch and every few seconds from the daemon's status loop:
-    the daemon's size then follows what it holds, not the largest batch it read nor what
-    its threads freed over months, and a big mail later is measured from there."""
-    trim = getattr(libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def _sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:

@@ -230,10 +230,20 @@ def sync_filesystem(path: Path) -> None:
 
 @functools.cache
 def libc() -> ctypes.CDLL | None:
-    """The C library, for what Python does not offer (syncfs here, malloc_trim for the
-    IMAP source), or None where it cannot be found."""
+    """The C library, for what Python does not offer (syncfs, malloc_trim), or None where
+    it cannot be found."""
     name = ctypes.util.find_library("c")
     return ctypes.CDLL(name, use_errno=True) if name else None
+
+
+def give_back_memory() -> None:
+    """Return the heap memory freed so far to the system (glibc's malloc_trim; elsewhere
+    nothing), after each IMAP batch and every few seconds from the daemon's status loop:
+    the daemon's size then follows what it holds, not the largest batch it read nor what
+    its threads freed over months, and a big mail later is measured from there."""
+    trim = getattr(libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def checked(sha256: str) -> str:
