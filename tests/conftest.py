@@ -150,6 +150,29 @@ class Desk:
         """The address ``agent`` answers ticket ``number`` through, signed today."""
         return self.ctx.composer.reply_address(number, agent, self.now)
 
+    def rows_read(self, work: Callable[[], object]) -> int:
+        """How many rows ``work()`` reads from the desk's database: what a scheduled round
+        costs in memory and time, whatever the clock says."""
+        store, read = self.ctx.store, [0]
+        real_rows, real_row = store.rows, store.row
+
+        def rows(*args, **kwargs):
+            found = real_rows(*args, **kwargs)
+            read[0] += len(found)
+            return found
+
+        def row(*args, **kwargs):
+            found = real_row(*args, **kwargs)
+            read[0] += found is not None
+            return found
+
+        store.rows, store.row = rows, row
+        try:
+            work()
+        finally:
+            del store.rows, store.row
+        return read[0]
+
 
 @pytest.fixture
 def make_desk(tmp_path, store_engine, request) -> Iterator[Callable[..., Desk]]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from mails import CUSTOMER, build_mail
 from servers import wait_until
 
+import mailbot.store
 from mailbot.tickets import actions, jobs
 
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
@@ -160,6 +161,56 @@ def test_auto_close_after_days_with_one_final_mail(make_desk):
     assert [m["Subject"] for m in desk.outbox(to=CUSTOMER[1])][1:] == [
         f"[Ticket#{number}] Neuer Status: Drucker",
         f"[Ticket#{number}] Ticket geschlossen: Drucker"]
+
+
+def round_reads(desk, moment: datetime) -> int:
+    """How many rows one round of all jobs at ``moment`` reads from the database."""
+    return desk.rows_read(lambda: jobs.run_all(desk.ctx, moment))
+
+
+def test_a_round_reads_no_ticket_it_has_nothing_to_do_for(make_desk):
+    """Open tickets whose deadlines are hours away or already announced, tickets waiting or
+    resolved for less than their period: a round (every 15 s in the daemon) reads none of
+    them, so its memory and time do not grow with the desk.  Before, each round read every
+    open ticket, and the daemon grew by a megabyte every thousand mails (bench/soak.py)."""
+    desk = make_desk(TUESDAY_10)
+    urgent = [urgent_ticket(desk) for _ in range(4)]
+    for status in ("waiting", "resolved"):
+        for number in [new_ticket(desk) for _ in range(4)]:
+            actions.set_status(desk.ctx, number, status)
+    assert runs(desk, jobs.status_notifications, TUESDAY_10 + 5 * MINUTE) == [8]
+    assert round_reads(desk, TUESDAY_10 + 10 * MINUTE) == 0
+    due = datetime.fromisoformat(desk.ticket(urgent[0])["first_response_due"])
+    assert round_reads(desk, due) > 0
+    assert len(desk.outbox(kind="deadline_warning", to="anna@example.com")) == 4
+    assert round_reads(desk, due + MINUTE) == 0
+    assert round_reads(desk, due + 2 * timedelta(hours=1)) == 0
+
+
+def test_a_round_works_through_more_tickets_than_a_page(make_desk, monkeypatch):
+    """Jobs read their tickets a page at a time; every ticket of a round is handled once,
+    also tickets on the same deadline to the microsecond across a page's end."""
+    monkeypatch.setattr(mailbot.store, "PAGE", 3)
+    desk = make_desk(TUESDAY_10)
+    numbers = [urgent_ticket(desk) for _ in range(10)]
+    dues = {desk.ticket(n)["first_response_due"] for n in numbers}
+    assert len(dues) == 1
+    due = datetime.fromisoformat(dues.pop())
+    assert runs(desk, jobs.deadline_warnings, due - MINUTE, due - MINUTE, due, due) == \
+        [10, 0, 10, 0]
+    for number in numbers:
+        actions.set_status(desk.ctx, number, "waiting")
+    assert runs(desk, jobs.status_notifications, due + 2 * MINUTE, due + 3 * MINUTE) == [10, 0]
+    later = due + timedelta(days=7)
+    assert runs(desk, jobs.waiting_reminders, later, later) == [10, 0]
+    for number in numbers:
+        actions.set_status(desk.ctx, number, "resolved")
+    assert runs(desk, jobs.auto_close, later + timedelta(days=7, minutes=1)) == [10]
+    assert {desk.ticket(n)["status"] for n in numbers} == {"closed"}
+    warned = desk.ctx.store.rows("SELECT ticket_id, kind, COUNT(*) AS n FROM events WHERE kind "
+                                 "IN ('deadline_warning', 'deadline_breached', "
+                                 "'waiting_reminder') GROUP BY ticket_id, kind")
+    assert len(warned) == 30 and {r["n"] for r in warned} == {1}
 
 
 def test_notification_run_interrupted_midway_sends_each_mail_once(make_desk, monkeypatch):

@@ -14,6 +14,7 @@ from pathlib import Path
 from daemon_util import REPO, Instance
 from mails import build_mail
 
+import mailbot.store
 from mailbot.tickets import actions, jobs, retention
 
 ACCOUNTS = REPO / "mailbot" / "examples" / "accounts.example.toml"
@@ -243,6 +244,22 @@ def test_retention_deletes_what_is_due_and_keeps_the_rest(make_desk):
     assert desk.receive(mid_raw).status == "duplicate"
     assert {t["number"] for t in desk.instance.tickets()} == {open_number, mid, recent}
     assert not spooled(desk, old_raw) and not spooled(desk, mid_raw)  # not written again
+
+
+def test_retention_works_in_pages_and_reads_only_what_is_due(make_desk, monkeypatch):
+    """Raw retention works through more closed tickets than a page and a batch; the next day
+    it reads none of the tickets whose raw mails are gone already (it read every ticket
+    ever closed, each day, all at once)."""
+    monkeypatch.setattr(mailbot.store, "PAGE", 2)
+    monkeypatch.setattr(retention, "BATCH", 3)
+    desk = make_desk(START, retention={"raw_days": 30})
+    raws = [closed_ticket(desk, f"Kasse {i}", (f"log{i}.txt", "text/plain", b"log %d\n" % i))[1]
+            for i in range(7)]
+    desk.now = START + 31 * DAY
+    assert jobs.run_daily(desk.ctx, desk.now)["tickets_raw_deleted"] == 7
+    assert not any(spooled(desk, raw) for raw in raws)
+    desk.now += DAY
+    assert desk.rows_read(lambda: jobs.run_daily(desk.ctx, desk.now)) == 0
 
 
 def test_retention_by_command_prints_counts_and_is_off_by_default(make_desk):

@@ -10,7 +10,7 @@ import sqlite3
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,10 @@ from mails import CUSTOMER, SUPPORT, build_mail
 from sqlite_utils import Database
 
 from mailbot.context import open_context
+from mailbot.inbound import pipeline
 from mailbot.settings.config import load
 from mailbot.store import schema
+from mailbot.tickets import actions, jobs
 from mailbot.web.server import make_app
 
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin, business hours
@@ -273,6 +275,39 @@ def test_commands_refuse_an_old_schema_and_a_restored_old_backup_asks_for_migrat
     assert fresh.cli("tickets", "list").exit_code == 78
     assert fresh.cli("migrate").exit_code == 0
     assert fresh.cli("tickets", "list").exit_code == 0
+
+
+def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_change(tmp_path):
+    """`mailbot migrate` to the schema that keeps when each ticket entered its status
+    (``status_since``) dates the tickets already there from their history: a ticket set
+    waiting on Tuesday before the upgrade is reminded on Friday, once, as before."""
+    live = Instance(tmp_path)
+    now = [TUESDAY_10]
+    ctx = open_context(load(live.config_path), clock=lambda: now[0])
+    number = pipeline.ingest(ctx, build_mail(subject="Kasse"), "test").ticket_number
+    now[0] += timedelta(minutes=30)
+    actions.set_status(ctx, number, "waiting")
+    ctx.store.close()
+    with sqlite3.connect(live.db_path) as conn:  # as the mailbot before that migration left it
+        for index in ("tickets_status_since", "tickets_first_response_due",
+                      "tickets_update_due", "events_status_pending"):
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("ALTER TABLE tickets DROP COLUMN status_since")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm013_job_lookups'")
+    conn.close()
+    assert live.cli("migrate").exit_code == 0
+    ctx = open_context(load(live.config_path), clock=lambda: now[0])
+    try:
+        friday = TUESDAY_10 + timedelta(days=3, minutes=30)
+        assert [jobs.waiting_reminders(ctx, moment) for moment in (
+            friday - timedelta(minutes=1), friday, friday + timedelta(hours=1))] == [0, 1, 0]
+        reminded = ctx.store.row("SELECT e.data FROM events e JOIN tickets t ON "
+                                 "t.id = e.ticket_id WHERE t.number = ? AND "
+                                 "e.kind = 'waiting_reminder'", (number,))
+        assert json.loads(reminded["data"]) == {"since": (TUESDAY_10 + timedelta(
+            minutes=30)).isoformat(timespec="microseconds")}
+    finally:
+        ctx.store.close()
 
 
 def test_a_database_of_a_newer_mailbot_is_refused(tmp_path):

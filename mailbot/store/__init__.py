@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,23 @@ TEMPORARY_CODES = frozenset({
 def iso(moment: datetime | None) -> str | None:
     """The stored form of a timestamp: ISO 8601 in UTC."""
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+# Rows a scheduled job reads at a time: its memory is a page, whatever the size of the desk.
+PAGE = 200
+
+
+def pages(fetch: Callable[[dict | None, int], list[dict]]) -> Iterator[dict]:
+    """Every row of a keyset-paged query, read as the caller goes: ``fetch(after, limit)``
+    returns up to ``limit`` rows after the row ``after`` (None: the first page).  Rows
+    the caller changes on its way are not read twice: the next page starts after the last."""
+    after = None
+    while True:
+        page = fetch(after, PAGE)
+        yield from page
+        if len(page) < PAGE:
+            return
+        after = page[-1]
 
 
 class Store:
@@ -461,5 +478,5 @@ _INSERTS = {table: _insert_sql(table, columns) for table, columns in {
                 "contact_id": None, "account_id": None, "contract": None, "entitled": 0,
                 "language": None, "parent_id": None, "owner": "", "created_at": None,
                 "updated_at": None, "first_response_due": None, "resolution_due": None,
-                "facts": {}, "missing": [], "auto_mail": 1},
+                "facts": {}, "missing": [], "auto_mail": 1, "status_since": None},
 }.items()}

@@ -4,30 +4,26 @@ and which node runs a job's tick."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from mailbot.store import Store, iso
 
 
-def pending_status_events(store: Store) -> dict[int, list[dict]]:
-    """Status events no customer has been told about yet, grouped by ticket, in order."""
-    return _grouped(store.rows("SELECT * FROM events WHERE kind = 'status' "
-                               "AND notified_at IS NULL ORDER BY ticket_id, id"))
+def pending_status_tickets(store: Store, after: dict | None, limit: int) -> list[dict]:
+    """A page of the tickets (``ticket_id``) with status events no customer has been told
+    about yet, in id order after the row ``after`` (None: from the start)."""
+    return store.rows("SELECT DISTINCT ticket_id FROM events WHERE kind = 'status' AND "
+                      "notified_at IS NULL AND ticket_id > ? ORDER BY ticket_id LIMIT ?",
+                      (after["ticket_id"] if after else 0, limit))
 
 
 def pending_status_events_of(store: Store, ticket_id: int) -> list[dict]:
     """One ticket's status events no customer has been told about yet, in order."""
-    return _grouped(store.rows("SELECT * FROM events WHERE kind = 'status' AND "
-                               "notified_at IS NULL AND ticket_id = ? ORDER BY id",
-                               (ticket_id,))).get(ticket_id, [])
-
-
-def _grouped(rows: list[dict]) -> dict[int, list[dict]]:
-    grouped: dict[int, list[dict]] = {}
-    for row in rows:
-        row["data"] = json.loads(row["data"])
-        grouped.setdefault(row["ticket_id"], []).append(row)
-    return grouped
+    events = store.rows("SELECT * FROM events WHERE kind = 'status' AND notified_at IS NULL "
+                        "AND ticket_id = ? ORDER BY id", (ticket_id,))
+    for event in events:
+        event["data"] = json.loads(event["data"])
+    return events
 
 
 def mark_notified(store: Store, event_ids: list[int], at: datetime) -> int:
@@ -36,11 +32,32 @@ def mark_notified(store: Store, event_ids: list[int], at: datetime) -> int:
                          f"({store.dialect.each('?')})", (iso(at), json.dumps(event_ids)))
 
 
-def tickets_with_deadlines(store: Store) -> list[dict]:
-    """Tickets whose first-response or update deadline is running."""
-    return store.rows("SELECT * FROM tickets WHERE status IN ('new', 'open') AND "
-                      "((first_response_at IS NULL AND first_response_due IS NOT NULL) "
-                      "OR update_due IS NOT NULL)")
+# The deadlines agents are warned of: the label of each, and the column that holds it.
+DEADLINES = {"first_response": "first_response_due", "update": "update_due"}
+
+
+def deadlines_due(store: Store, label: str, now: datetime, lead: timedelta,
+                  after: dict | None, limit: int) -> list[dict]:
+    """A page of the open tickets (``id``, ``contract``, ``due``) whose ``label`` deadline
+    is due within ``lead`` or passed, and whose agents have not yet been told of the stage
+    it is in now (warned before it, breached after), by deadline after the row ``after``.
+
+    Only these are read: a desk of a million open tickets whose deadlines are days away,
+    or long breached and told, costs a round nothing (read by index ``tickets_<column>``,
+    named for SQLite: its planner would take the status index and sort all open tickets)."""
+    column = DEADLINES[label]
+    unanswered = " AND first_response_at IS NULL" if label == "first_response" else ""
+    told = store.dialect.json_field("e.data", "'due'")
+    start = (after["due"], after["id"]) if after else ("", 0)
+    return store.rows(
+        f"SELECT id, contract, {column} AS due "  # noqa: S608 - names of ours
+        f"FROM tickets t {store.dialect.indexed_by('tickets_' + column)} "
+        f"WHERE status IN ('new', 'open'){unanswered} AND {column} <= ? "
+        f"AND ({column}, id) > (?, ?) AND NOT EXISTS (SELECT 1 FROM events e "
+        f"WHERE e.ticket_id = t.id AND e.kind = CASE WHEN t.{column} <= ? "
+        f"THEN 'deadline_breached' ELSE 'deadline_warning' END AND {told} = t.{column}) "
+        f"ORDER BY {column}, id LIMIT ?",
+        (iso(now + lead), *start, iso(now), limit))
 
 
 def has_event(store: Store, ticket_id: int, kind: str, key: str, value: str) -> bool:
@@ -51,13 +68,20 @@ def has_event(store: Store, ticket_id: int, kind: str, key: str, value: str) -> 
         is not None
 
 
-def tickets_in_status_since(store: Store, status: str) -> list[dict]:
-    """Tickets in ``status`` with the time they entered it (``since``)."""
-    to = store.dialect.json_field("e.data", "'to'")
+def in_status_since(store: Store, status: str, until: datetime, after: dict | None,
+                    limit: int, unless: str = "") -> list[dict]:
+    """A page of the tickets in ``status`` since ``until`` or earlier (the row and its
+    ``since``), oldest first after the row ``after``; ``unless``: not those with an event
+    of that kind for this ``since`` (a reminder sent for this stay already)."""
+    start = (after["since"], after["id"]) if after else ("", 0)
+    told = store.dialect.json_field("e.data", "'since'")
+    skip = (" AND NOT EXISTS (SELECT 1 FROM events e WHERE e.ticket_id = t.id AND "  # noqa: S608
+            f"e.kind = ? AND {told} = t.status_since)") if unless else ""
     return store.rows(
-        "SELECT t.*, (SELECT MAX(e.created_at) FROM events e WHERE e.ticket_id = t.id AND "  # noqa: S608
-        f"e.kind = 'status' AND {to} = ?) AS since "
-        "FROM tickets t WHERE t.status = ?", (status, status))
+        "SELECT t.*, t.status_since AS since FROM tickets t WHERE t.status = ? AND "  # noqa: S608
+        f"t.status_since <= ? AND (t.status_since, t.id) > (?, ?){skip} "
+        "ORDER BY t.status_since, t.id LIMIT ?",
+        (status, iso(until), *start, *((unless,) if unless else ()), limit))
 
 
 def claim_tick(store: Store, name: str, tick: int) -> bool:

@@ -11,11 +11,17 @@ from datetime import datetime
 from mailbot.store import Store, iso
 
 
-def closed_before(store: Store, moment: datetime) -> list[int]:
-    """The closed tickets closed before ``moment``, oldest first."""
-    return [r["id"] for r in store.rows(
-        "SELECT id FROM tickets WHERE status = 'closed' AND closed_at < ? ORDER BY id",
-        (iso(moment),))]
+def closed_before(store: Store, moment: datetime, after: dict | None, limit: int,
+                  holding_raw: bool = False) -> list[dict]:
+    """A page of the tickets (``id``) closed before ``moment``, in id order after the row
+    ``after``; ``holding_raw``: only those that still keep a raw mail or an attachment (a
+    desk's raw retention reads the tickets it acts on, not every ticket it ever closed)."""
+    raw = (" AND EXISTS (SELECT 1 FROM messages m WHERE m.ticket_id = t.id AND "
+           "(m.spool_sha256 IS NOT NULL OR EXISTS (SELECT 1 FROM attachments a "
+           "WHERE a.message_row = m.id)))") if holding_raw else ""
+    return store.rows("SELECT id FROM tickets t WHERE status = 'closed' AND closed_at < ? "  # noqa: S608
+                      f"AND id > ?{raw} ORDER BY id LIMIT ?",
+                      (iso(moment), after["id"] if after else 0, limit))
 
 
 def raw_counts(store: Store, ticket_ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -42,12 +48,15 @@ def drop_raw(store: Store, ticket_ids: list[int]) -> None:
                   f"AND ticket_id IN ({store.dialect.each('?')})", ids)
 
 
-def unfiled_before(store: Store, moment: datetime) -> set[str]:
-    """Spool hashes of mails that made no ticket (ignored, bounces, erased) and came before
-    ``moment``; quarantined and held spam mails are the quarantine's and the spam hold's."""
-    return {r["sha256"] for r in store.rows(
-        "SELECT sha256 FROM ingest WHERE ticket_id IS NULL AND sha256 != '' "
-        "AND outcome NOT IN ('quarantined', 'spam') AND created_at < ?", (iso(moment),))}
+def unfiled_before(store: Store, moment: datetime, after: dict | None, limit: int,
+                   ) -> list[dict]:
+    """A page of the mails (``id``, spool ``sha256``) that made no ticket (ignored, bounces,
+    erased) and came before ``moment``, in id order after the row ``after``; quarantined
+    and held spam mails are the quarantine's and the spam hold's."""
+    return store.rows(
+        "SELECT id, sha256 FROM ingest WHERE ticket_id IS NULL AND sha256 != '' "
+        "AND outcome NOT IN ('quarantined', 'spam') AND created_at < ? AND id > ? "
+        "ORDER BY id LIMIT ?", (iso(moment), after["id"] if after else 0, limit))
 
 
 def quarantine_before(store: Store, moment: datetime) -> list[dict]:

@@ -37,10 +37,12 @@ def by_id(store: Store, entry_id: int) -> dict | None:
                      (entry_id,))
 
 
-def held_before(store: Store, moment: datetime) -> list[dict]:
-    """The held mails that came in before ``moment`` (those due to expire)."""
+def held_before(store: Store, moment: datetime, after: dict | None, limit: int) -> list[dict]:
+    """A page of the held mails that came in before ``moment`` (those due to expire), in
+    id order after the row ``after`` (None: from the start)."""
     return store.rows(f"SELECT {LISTED} FROM spam_held "  # noqa: S608 - constant
-                      "WHERE created_at < ? ORDER BY id", (iso(moment),))
+                      "WHERE created_at < ? AND id > ? ORDER BY id LIMIT ?",
+                      (iso(moment), after["id"] if after else 0, limit))
 
 
 def count(store: Store) -> int:

@@ -155,7 +155,7 @@ def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
     if target == ticket["status"]:
         return False
     lifecycle.check_transition(ticket["status"], target)
-    fields: dict = {"status": target, "updated_at": now}
+    fields: dict = {"status": target, "updated_at": now, "status_since": now}
     fields["closed_at"] = now if target == "closed" else None
     tq.update(ctx.store, ticket["id"], **fields)
     tq.add_event(ctx.store, ticket["id"], "status",
@@ -183,7 +183,7 @@ def create_ticket(ctx: Context, msg: Message, identity: Identity, contact_id: in
         "account_id": account.get("id"), "contract": account.get("contract"),
         "entitled": int(assessed.entitled), "language": language,
         "parent_id": parent["id"] if parent else None, "created_at": now, "updated_at": now,
-        "auto_mail": int(verdict.acknowledge),
+        "status_since": now, "auto_mail": int(verdict.acknowledge),
         **assessed.fields})
     ticket_id = ticket["id"]
     store_message(ctx, ticket_id, msg, "in", now)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
+from mailbot.store import pages
 from mailbot.store import tickets as tq
 from mailbot.tickets import clocks, filing, mails, notify, retention, spam
 
@@ -68,8 +69,10 @@ def status_notifications(ctx: Context, now: datetime) -> int:
     """One mail per ticket for status changes that settled for the coalescing window."""
     window = timedelta(seconds=ctx.config.notifications.coalesce_seconds)
     sent = 0
-    for ticket_id, events in jq.pending_status_events(ctx.store).items():
-        if datetime.fromisoformat(events[-1]["created_at"]) > now - window:
+    for row in pages(lambda after, limit: jq.pending_status_tickets(ctx.store, after, limit)):
+        ticket_id = row["ticket_id"]
+        events = jq.pending_status_events_of(ctx.store, ticket_id)
+        if not events or datetime.fromisoformat(events[-1]["created_at"]) > now - window:
             continue
         with ctx.store.transaction():
             sent += _notify_status(ctx, ticket_id, events, now)
@@ -94,14 +97,11 @@ def deadline_warnings(ctx: Context, now: datetime) -> int:
     lead = timedelta(minutes=ctx.config.notifications.warning_minutes)
     calendar_of = _calendars(ctx)
     sent = 0
-    for ticket in jq.tickets_with_deadlines(ctx.store):
-        if not is_open(calendar_of(ticket), now):
-            continue
-        for label, key in (("first_response", "first_response_due"), ("update", "update_due")):
-            if key == "first_response_due" and ticket["first_response_at"]:
-                continue
-            if ticket[key]:
-                sent += _deadline_stage(ctx, ticket, label, ticket[key], now, lead)
+    for label in jq.DEADLINES:
+        for ticket in pages(lambda after, limit, label=label: jq.deadlines_due(
+                ctx.store, label, now, lead, after, limit)):
+            if is_open(calendar_of(ticket), now):
+                sent += _deadline_stage(ctx, ticket, label, ticket["due"], now, lead)
     return sent
 
 
@@ -129,9 +129,10 @@ def waiting_reminders(ctx: Context, now: datetime) -> int:
         return 0
     calendar_of = _calendars(ctx)
     sent = 0
-    for ticket in jq.tickets_in_status_since(ctx.store, "waiting"):
-        if not ticket["since"]:
-            continue
+    # N business days are at least N - 1 calendar days (from an opening, to a closing)
+    earliest = now - timedelta(days=days - 1)
+    for ticket in pages(lambda after, limit: jq.in_status_since(
+            ctx.store, "waiting", earliest, after, limit, unless="waiting_reminder")):
         due = add_business_time(calendar_of(ticket),
                                 datetime.fromisoformat(ticket["since"]), BusinessDuration(days))
         if now < due:
@@ -152,10 +153,8 @@ def auto_close(ctx: Context, now: datetime) -> int:
     if days <= 0:
         return 0
     closed = 0
-    for ticket in jq.tickets_in_status_since(ctx.store, "resolved"):
-        if not ticket["since"] or datetime.fromisoformat(ticket["since"]) > now - \
-                timedelta(days=days):
-            continue
+    for ticket in pages(lambda after, limit: jq.in_status_since(
+            ctx.store, "resolved", now - timedelta(days=days), after, limit)):
         with ctx.store.transaction():
             current = tq.by_id(ctx.store, ticket["id"])
             if current["status"] != "resolved":

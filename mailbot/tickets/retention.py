@@ -20,10 +20,11 @@ the daemon's mail never waits long for the database; raw bytes go after each com
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from mailbot.store import pages
 from mailbot.store import privacy as pq
 from mailbot.store import retention as rq
 from mailbot.store import tickets as tq
@@ -63,26 +64,30 @@ class _Sweep:
         """Every kind of retention that is configured, in order; the counts."""
         config, store = self.ctx.config.retention, self.ctx.store
         if config.tickets_days > 0:
-            due = rq.closed_before(store, now - timedelta(days=config.tickets_days))
-            self._batches(due, self._delete_tickets)
+            gone = now - timedelta(days=config.tickets_days)
+            self._batches(pages(lambda after, limit: rq.closed_before(store, gone, after, limit)),
+                          self._delete_tickets)
         if config.raw_days > 0:
-            before = now - timedelta(days=config.raw_days)
-            self._batches(rq.closed_before(store, before),
-                          lambda ids: self._drop_raw(ids, now))
+            stripped = now - timedelta(days=config.raw_days)
+            self._batches(pages(lambda after, limit: rq.closed_before(
+                store, stripped, after, limit, holding_raw=True)),
+                lambda ids: self._drop_raw(ids, now))
         unfiled_days = config.raw_days or config.tickets_days
         if unfiled_days > 0:
-            before = now - timedelta(days=unfiled_days)
-            self._step(lambda: ({}, self._unused(rq.unfiled_before(store, before), set())),
-                       write=False)
+            unfiled = now - timedelta(days=unfiled_days)
+            for page in _chunks(pages(lambda after, limit: rq.unfiled_before(
+                    store, unfiled, after, limit))):
+                self._step(lambda page=page: ({}, self._unused({r["sha256"] for r in page},
+                                                               set())), write=False)
         if config.quarantine_days > 0:
             before = now - timedelta(days=config.quarantine_days)
             self._step(lambda: self._delete_quarantine(before))
         return self.counts
 
-    def _batches(self, ticket_ids: list[int], work: Callable[[list[int]], tuple]) -> None:
-        for start in range(0, len(ticket_ids), BATCH):
-            batch = ticket_ids[start:start + BATCH]
-            self._step(lambda batch=batch: work(batch))
+    def _batches(self, tickets: Iterator[dict], work: Callable[[list[int]], tuple]) -> None:
+        """``work`` on the ids of ``tickets``, ``BATCH`` at a time, each in a transaction."""
+        for batch in _chunks(tickets):
+            self._step(lambda batch=batch: work([t["id"] for t in batch]))
 
     def _step(self, work: Work, write: bool = True) -> None:
         """One transaction of work (``write`` False: work that only reads, without the write
@@ -130,3 +135,14 @@ class _Sweep:
         pq.delete_rows(self.ctx.store, "quarantine", [e["id"] for e in entries])
         return {"quarantine": len(entries)}, self._unused({e["sha256"] for e in entries}, set())
 
+
+def _chunks(rows: Iterator[dict]) -> Iterator[list[dict]]:
+    """``rows`` in lists of ``BATCH`` (the last one shorter), read as the caller goes."""
+    chunk: list[dict] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == BATCH:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

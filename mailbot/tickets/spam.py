@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailbot.reading.message import Message, ParseError, parse
+from mailbot.store import pages
 from mailbot.store import spam as sq
 from mailbot.tickets.outcome import OperatorError, Outcome
 
@@ -75,7 +76,8 @@ def expire_spam(ctx: Context, now: datetime) -> int:
     """Delete the mails held longer than ``[spam] keep_days``; how many (a scheduler job)."""
     before = now - timedelta(days=ctx.config.spam.keep_days)
     return sum(_forget(ctx, held["id"]) is not None
-               for held in sq.held_before(ctx.store, before))
+               for held in pages(lambda after, limit: sq.held_before(ctx.store, before, after,
+                                                                     limit)))
 
 
 def _forget(ctx: Context, entry_id: int) -> dict | None:
