@@ -61,10 +61,11 @@ async def keep_watch(ctx: Context, notifier: Notifier, stop: asyncio.Event) -> N
     """Until ``stop``: write the status file, tell systemd our state, feed its watchdog,
     and give the heap memory freed since back to the system.
 
-    The last is what keeps a daemon that runs for months at its working size: glibc keeps
-    what its threads freed for them, and mails filed one at a time in the listener's
-    threads never reach the IMAP source's trim after a batch (`bench/soak.py --via smtp`:
-    72 -> 110 MB after 9,000 mails without it, 71 -> 82 MB with it).
+    The last gives back within seconds what a big mail or a job round took in a worker
+    thread: glibc keeps what its threads freed for them, and the listener files mails in
+    the threads of ``asyncio.to_thread``, which never reach the IMAP source's trim after a
+    batch.  (The steady growth `bench/soak.py` once showed was the jobs reading every open
+    ticket each round; with them fixed the daemon stays flat without the trim as well.)
     """
     feed_every = watchdog_seconds()
     interval = min(STATUS_SECONDS, feed_every or STATUS_SECONDS)
