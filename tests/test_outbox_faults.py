@@ -102,8 +102,7 @@ def test_an_undeliverable_sender_beside_fifty_good_ones(make_desk, smtp_sink, no
     assert sorted(a for m in acks for a in m.rcpt_tos) == sorted(good)
     [held] = desk.events(numbers[25], "acknowledgement_held")
     assert "U+0001" in held["data"]["reason"]
-    assert oq.outbox_counts(desk.ctx.store) == {"sent": len(oq.outbox_rows(desk.ctx.store,
-                                                                           None))}
+    assert {r["status"] for r in oq.outbox_rows(desk.ctx.store, None)} == {"sent"}
 
 
 def test_an_internationalised_address_gets_its_acknowledgement(make_desk, smtp_sink, now):
@@ -281,7 +280,7 @@ def test_a_busy_database_right_after_a_send_never_sends_the_mail_again(
     assert set(received.values()) == {1}
     assert len(received) == len(oq.outbox_rows(ctx.store, None)) == delivered + after
     assert beside == 0
-    assert oq.outbox_counts(ctx.store) == {"sent": len(received)}
+    assert {r["status"] for r in oq.outbox_rows(ctx.store, None)} == {"sent"}
 
 
 def test_the_daemon_and_outbox_flush_beside_it_send_every_mail_exactly_once(

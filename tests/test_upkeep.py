@@ -290,7 +290,7 @@ def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_ch
     ctx.store.close()
     with sqlite3.connect(live.db_path) as conn:  # as the mailbot before that migration left it
         for index in ("tickets_status_since", "tickets_first_response_due",
-                      "tickets_update_due", "events_status_pending"):
+                      "tickets_update_due", "events_status_pending", "attachments_sha256"):
             conn.execute(f"DROP INDEX {index}")
         conn.execute("ALTER TABLE tickets DROP COLUMN status_since")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm013_job_lookups'")

@@ -359,7 +359,8 @@ def m013_job_lookups(db: Database) -> None:
     up, those in a status since a moment (``status_since``, set when a ticket enters its
     status; older tickets get the moment of their last status event, else their creation),
     and the status events no customer was told of.  Every round read every open ticket and
-    scanned every event before: its memory and time grew with the desk."""
+    scanned every event before: its memory and time grew with the desk.  And the
+    attachments by hash: retention and erasure ask which files nothing refers to any more."""
     _run(db, """
         ALTER TABLE tickets ADD COLUMN status_since TEXT;
         UPDATE tickets SET status_since = COALESCE((SELECT MAX(e.created_at) FROM events e
@@ -370,7 +371,8 @@ def m013_job_lookups(db: Database) -> None:
         CREATE INDEX tickets_update_due ON tickets(update_due, id)
             WHERE status IN ('new', 'open');
         CREATE INDEX events_status_pending ON events(ticket_id, id)
-            WHERE kind = 'status' AND notified_at IS NULL
+            WHERE kind = 'status' AND notified_at IS NULL;
+        CREATE INDEX attachments_sha256 ON attachments(sha256)
         """)
 
 
