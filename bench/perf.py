@@ -326,6 +326,7 @@ WARM_UP = (b"From: Abwesend <abwesend@warm-up.example>\r\nTo: support@example.co
            b"\r\nIch bin nicht im Haus.\r\n")
 # The statuses of the earlier tickets of (e), round robin.
 GROWTH_STATUSES = ("open", "resolved", "closed", "closed", "closed", "waiting")
+GROWTH_START = datetime(2024, 11, 1, tzinfo=UTC)  # the first of the earlier tickets
 # Goals of issue 17 (2 cores).
 GOALS = {"ingest": 1500.0, "imap": 1000.0, "idle_p50": 0.55, "lmtp_p50": 0.020,
          "rss_run": 100.0, "rss_50mb": 150.0}
@@ -629,13 +630,12 @@ def fill(store: Store, tickets: int, seed: int) -> None:
     record; statuses, priorities and two years of dates spread.  Numbers "G0000001" and
     addresses at growth.example never meet the mix's."""
     rng = random.Random(seed)
-    start = datetime(2024, 11, 1, tzinfo=UTC)
     body = " ".join(PARAS_DE)[:1000]
     raw = b"x" * 1500
     for first in range(0, tickets, 10_000):
         with store.transaction(durable=False):
             for i in range(first, min(first + 10_000, tickets)):
-                at = start + timedelta(minutes=i * 2 + rng.randint(0, 1))
+                at = GROWTH_START + timedelta(minutes=i * 2 + rng.randint(0, 1))
                 address = f"kunde{i}@growth{i % 500}.example"
                 contact = dq.upsert_contact(store, {"address": address, "name": f"Kunde {i}",
                                                     "account_id": None, "phone": "",
@@ -645,7 +645,7 @@ def fill(store: Store, tickets: int, seed: int) -> None:
                     "status": GROWTH_STATUSES[i % len(GROWTH_STATUSES)],
                     "priority": ("urgent", "high", "normal", "low")[rng.randint(0, 3)],
                     "contact_id": contact, "created_at": at, "updated_at": at,
-                    "first_response_due": at + timedelta(days=2)})
+                    "status_since": at, "first_response_due": at + timedelta(days=2)})
                 tq.add_message(store, {"ticket_id": ticket, "direction": "in",
                                        "message_id": f"g{i}@growth.example",
                                        "from_addr": address, "to_addrs": ["support@example.com"],

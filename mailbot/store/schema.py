@@ -369,7 +369,7 @@ def m013_job_lookups(db: Database) -> None:
         CREATE INDEX tickets_first_response_due ON tickets(first_response_due, id)
             WHERE status IN ('new', 'open') AND first_response_at IS NULL;
         CREATE INDEX tickets_update_due ON tickets(update_due, id)
-            WHERE status IN ('new', 'open');
+            WHERE status IN ('new', 'open') AND update_due IS NOT NULL;
         CREATE INDEX events_status_pending ON events(ticket_id, id)
             WHERE kind = 'status' AND notified_at IS NULL;
         CREATE INDEX attachments_sha256 ON attachments(sha256)
