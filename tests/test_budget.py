@@ -268,6 +268,7 @@ def test_an_operators_pattern_that_never_ends_on_a_mail_stops_only_that_mail(
 
     assert desk.receive(stuck).status == "quarantined"
     [held] = desk.ctx.store.rows("SELECT sha256, error FROM quarantine")
-    assert held["error"] == OVERTIME  # stopped by its budget (of the config, not a clock)
+    # stopped by its budget, the configured one
+    assert held["error"] == OVERTIME
     assert desk.ctx.spool.get(held["sha256"]) == stuck  # kept: it can be retried once fixed
     assert desk.receive(ordinary(1)).status == "created"

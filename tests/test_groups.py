@@ -138,7 +138,8 @@ def test_a_mail_read_while_a_group_is_filed_runs_out_of_time_alone(make_desk, mo
     outcomes = list(pipeline.ingest_all(desk.ctx, [(raw, None) for raw in batch], "test"))
 
     assert [o.status for o in outcomes] == ["created", "created", "quarantined", "created"]
-    assert outcomes[2].detail == OVERTIME  # its budget (of the config, not a clock)
+    # stopped by its budget, the configured one
+    assert outcomes[2].detail == OVERTIME
     assert _subjects(desk) == ["Eins", "Zwei", "Vier"]
     [held] = desk.ctx.store.rows("SELECT sha256 FROM quarantine")
     assert desk.ctx.spool.get(held["sha256"]) == batch[2]  # kept, for a retry

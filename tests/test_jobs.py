@@ -179,12 +179,14 @@ def test_a_round_reads_no_ticket_it_has_nothing_to_do_for(make_desk):
         for number in [new_ticket(desk) for _ in range(4)]:
             actions.set_status(desk.ctx, number, status)
     assert runs(desk, jobs.status_notifications, TUESDAY_10 + 5 * MINUTE) == [8]
-    assert round_reads(desk, TUESDAY_10 + 10 * MINUTE) == 0
+    nothing_due = TUESDAY_10 + 10 * MINUTE
+    assert round_reads(desk, nothing_due) == 0
     due = datetime.fromisoformat(desk.ticket(urgent[0])["first_response_due"])
     assert round_reads(desk, due) > 0
     assert len(desk.outbox(kind="deadline_warning", to="anna@example.com")) == 4
-    assert round_reads(desk, due + MINUTE) == 0
-    assert round_reads(desk, due + 2 * timedelta(hours=1)) == 0
+    next_round, afternoon = due + MINUTE, due + 2 * timedelta(hours=1)
+    assert round_reads(desk, next_round) == 0
+    assert round_reads(desk, afternoon) == 0
 
 
 def test_a_round_works_through_more_tickets_than_a_page(make_desk, monkeypatch):
@@ -200,12 +202,14 @@ def test_a_round_works_through_more_tickets_than_a_page(make_desk, monkeypatch):
         [10, 0, 10, 0]
     for number in numbers:
         actions.set_status(desk.ctx, number, "waiting")
-    assert runs(desk, jobs.status_notifications, due + 2 * MINUTE, due + 3 * MINUTE) == [10, 0]
+    settled, again = due + 2 * MINUTE, due + 3 * MINUTE
+    assert runs(desk, jobs.status_notifications, settled, again) == [10, 0]
     later = due + timedelta(days=7)
     assert runs(desk, jobs.waiting_reminders, later, later) == [10, 0]
     for number in numbers:
         actions.set_status(desk.ctx, number, "resolved")
-    assert runs(desk, jobs.auto_close, later + timedelta(days=7, minutes=1)) == [10]
+    closing = later + timedelta(days=7, minutes=1)
+    assert runs(desk, jobs.auto_close, closing) == [10]
     assert {desk.ticket(n)["status"] for n in numbers} == {"closed"}
     warned = desk.ctx.store.rows("SELECT ticket_id, kind, COUNT(*) AS n FROM events WHERE kind "
                                  "IN ('deadline_warning', 'deadline_breached', "

@@ -285,7 +285,7 @@ def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_ch
     now = [TUESDAY_10]
     ctx = open_context(load(live.config_path), clock=lambda: now[0])
     number = pipeline.ingest(ctx, build_mail(subject="Kasse"), "test").ticket_number
-    now[0] += timedelta(minutes=30)
+    set_waiting = now[0] = TUESDAY_10 + timedelta(minutes=30)
     actions.set_status(ctx, number, "waiting")
     ctx.store.close()
     with sqlite3.connect(live.db_path) as conn:  # as the mailbot before that migration left it
@@ -298,14 +298,14 @@ def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_ch
     assert live.cli("migrate").exit_code == 0
     ctx = open_context(load(live.config_path), clock=lambda: now[0])
     try:
-        friday = TUESDAY_10 + timedelta(days=3, minutes=30)
-        assert [jobs.waiting_reminders(ctx, moment) for moment in (
-            friday - timedelta(minutes=1), friday, friday + timedelta(hours=1))] == [0, 1, 0]
+        friday = set_waiting + timedelta(days=3)
+        moments = (friday - timedelta(minutes=1), friday, friday + timedelta(hours=1))
+        assert [jobs.waiting_reminders(ctx, moment) for moment in moments] == [0, 1, 0]
         reminded = ctx.store.row("SELECT e.data FROM events e JOIN tickets t ON "
                                  "t.id = e.ticket_id WHERE t.number = ? AND "
                                  "e.kind = 'waiting_reminder'", (number,))
-        assert json.loads(reminded["data"]) == {"since": (TUESDAY_10 + timedelta(
-            minutes=30)).isoformat(timespec="microseconds")}
+        since = set_waiting.isoformat(timespec="microseconds")
+        assert json.loads(reminded["data"]) == {"since": since}
     finally:
         ctx.store.close()
 

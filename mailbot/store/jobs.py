@@ -8,19 +8,30 @@ from datetime import datetime, timedelta
 
 from mailbot.store import Store, iso
 
+PENDING = "kind = 'status' AND notified_at IS NULL"  # what index events_status_pending holds
 
-def pending_status_tickets(store: Store, after: dict | None, limit: int) -> list[dict]:
-    """A page of the tickets (``ticket_id``) with status events no customer has been told
-    about yet, in id order after the row ``after`` (None: from the start)."""
-    return store.rows("SELECT DISTINCT ticket_id FROM events WHERE kind = 'status' AND "
-                      "notified_at IS NULL AND ticket_id > ? ORDER BY ticket_id LIMIT ?",
-                      (after["ticket_id"] if after else 0, limit))
+
+def pending_status_events(store: Store, after: dict | None, limit: int) -> list[dict]:
+    """A page of the tickets with status events no customer has been told about yet, in id
+    order after the row ``after`` (None: from the start): each ``ticket_id`` with its
+    ``events`` in order, read in one query for the page."""
+    grouped: dict[int, list[dict]] = {}
+    for event in _decoded(store.rows(
+            f"SELECT * FROM events WHERE {PENDING} AND ticket_id IN "  # noqa: S608 - constant
+            f"(SELECT DISTINCT ticket_id FROM events WHERE {PENDING} AND ticket_id > ? "
+            "ORDER BY ticket_id LIMIT ?) ORDER BY ticket_id, id",
+            (after["ticket_id"] if after else 0, limit))):
+        grouped.setdefault(event["ticket_id"], []).append(event)
+    return [{"ticket_id": ticket_id, "events": events} for ticket_id, events in grouped.items()]
 
 
 def pending_status_events_of(store: Store, ticket_id: int) -> list[dict]:
     """One ticket's status events no customer has been told about yet, in order."""
-    events = store.rows("SELECT * FROM events WHERE kind = 'status' AND notified_at IS NULL "
-                        "AND ticket_id = ? ORDER BY id", (ticket_id,))
+    return _decoded(store.rows(f"SELECT * FROM events WHERE {PENDING} "  # noqa: S608 - constant
+                               "AND ticket_id = ? ORDER BY id", (ticket_id,)))
+
+
+def _decoded(events: list[dict]) -> list[dict]:
     for event in events:
         event["data"] = json.loads(event["data"])
     return events

@@ -69,10 +69,9 @@ def status_notifications(ctx: Context, now: datetime) -> int:
     """One mail per ticket for status changes that settled for the coalescing window."""
     window = timedelta(seconds=ctx.config.notifications.coalesce_seconds)
     sent = 0
-    for row in pages(lambda after, limit: jq.pending_status_tickets(ctx.store, after, limit)):
-        ticket_id = row["ticket_id"]
-        events = jq.pending_status_events_of(ctx.store, ticket_id)
-        if not events or datetime.fromisoformat(events[-1]["created_at"]) > now - window:
+    for pending in pages(lambda after, limit: jq.pending_status_events(ctx.store, after, limit)):
+        ticket_id, events = pending["ticket_id"], pending["events"]
+        if datetime.fromisoformat(events[-1]["created_at"]) > now - window:
             continue
         with ctx.store.transaction():
             sent += _notify_status(ctx, ticket_id, events, now)
