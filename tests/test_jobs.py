@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+from daemon_util import REPO
 from mails import CUSTOMER, build_mail
 from servers import wait_until
 
@@ -16,7 +17,10 @@ from mailbot.tickets import actions, jobs
 TUESDAY_10 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 TUESDAY_1230 = datetime(2026, 11, 24, 11, 30, tzinfo=UTC)
 WEDNESDAY_0930 = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
+FRIDAY_10 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+ACCOUNTS = REPO / "mailbot" / "examples" / "accounts.example.toml"
+SHOP = ("Bernd Schmidt", "bernd@baeckerei-schmidt.de")  # account 10002, contract "kasse"
 
 
 def new_ticket(desk, text: str = "Hallo,\nder Drucker druckt nicht mehr schön.\n") -> str:
@@ -187,6 +191,36 @@ def test_a_round_reads_no_ticket_it_has_nothing_to_do_for(make_desk):
     next_round, afternoon = due + MINUTE, due + 2 * timedelta(hours=1)
     assert round_reads(desk, next_round) == 0
     assert round_reads(desk, afternoon) == 0
+
+
+def test_deadlines_breached_after_closing_are_read_only_in_their_calendars_hours(make_desk):
+    """Two urgent tickets breach their deadline on Friday afternoon, one of a customer whose
+    contract has the point-of-sale calendar (Mon-Sat 09:00-20:00), one of a stranger (the
+    default calendar, Mon-Fri 09:00-16:00), and no round ran meanwhile.  Friday night a round
+    reads neither (before, every round of the night and the weekend read both); Saturday
+    morning only the shop's agents hear of theirs, the stranger's breach waits for Monday."""
+    desk = make_desk(FRIDAY_10)
+    result = desk.instance.cli("accounts", "import", str(ACCOUNTS))
+    assert result.exit_code == 0, result.output
+    stranger = urgent_ticket(desk)
+    shop = desk.receive(build_mail(sender=SHOP, subject="Kasse",
+                                   text="Totalausfall: die Kasse funktioniert nicht.\n"))
+    assert desk.ticket(shop.ticket_number)["contract"] == "kasse"
+    dues = {datetime.fromisoformat(desk.ticket(n)["first_response_due"])
+            for n in (stranger, shop.ticket_number)}
+    assert dues == {FRIDAY_10 + timedelta(hours=4)}
+    friday_night, saturday_10 = FRIDAY_10 + timedelta(hours=12), FRIDAY_10 + timedelta(days=1)
+    saturday_night, monday_9 = saturday_10 + timedelta(hours=12), FRIDAY_10 + timedelta(days=3)
+    assert round_reads(desk, friday_night) == 0
+    assert desk.outbox(kind="deadline_warning") == []
+    assert round_reads(desk, saturday_10) > 0
+    breached = [m["Subject"] for m in desk.outbox(kind="deadline_warning", to="anna@example.com")]
+    assert breached == [f"[Ticket#{shop.ticket_number}] Frist überschritten: Kasse"]
+    assert round_reads(desk, saturday_10 + MINUTE) == 0
+    assert round_reads(desk, saturday_night) == 0
+    assert runs(desk, jobs.deadline_warnings, monday_9, monday_9 + MINUTE) == [1, 0]
+    told = [m["Subject"] for m in desk.outbox(kind="deadline_warning", to="anna@example.com")]
+    assert told[1:] == [f"[Ticket#{stranger}] Frist überschritten: Drucker"]
 
 
 def test_a_round_works_through_more_tickets_than_a_page(make_desk, monkeypatch):

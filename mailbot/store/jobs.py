@@ -4,6 +4,7 @@ and which node runs a job's tick."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailbot.store import Store, iso
@@ -47,28 +48,46 @@ def mark_notified(store: Store, event_ids: list[int], at: datetime) -> int:
 DEADLINES = {"first_response": "first_response_due", "update": "update_due"}
 
 
-def deadlines_due(store: Store, label: str, now: datetime, lead: timedelta,
+@dataclass(frozen=True)
+class OpenHours:
+    """Which calendars are open at a moment, for a query that reads only the tickets in
+    business hours: ``open`` of the policy's ``known`` calendars; a ticket whose contract
+    names none of them (or that has no contract) is in ``default``'s hours."""
+
+    open: tuple[str, ...]
+    known: tuple[str, ...]
+    default: str
+
+
+def deadlines_due(store: Store, label: str, now: datetime, lead: timedelta, hours: OpenHours,
                   after: dict | None, limit: int) -> list[dict]:
-    """A page of the open tickets (``id``, ``contract``, ``due``) whose ``label`` deadline
-    is due within ``lead`` or passed, and whose agents have not yet been told of the stage
-    it is in now (warned before it, breached after), by deadline after the row ``after``.
+    """A page of the open tickets (``id``, ``due``) in business hours now
+    (``hours``) whose ``label`` deadline is due within ``lead`` or passed, and whose agents
+    have not yet been told of the stage it is in now (warned before it, breached after), by
+    deadline after the row ``after``.
 
     Only these are read: a desk of a million open tickets whose deadlines are days away,
-    or long breached and told, costs a round nothing (read by index ``tickets_<column>``,
-    named for SQLite: its planner would take the status index and sort all open tickets)."""
+    long breached and told, or breached at night while their support is closed, costs a
+    round nothing in Python (read by index ``tickets_<column>``, named for SQLite: its
+    planner would take the status index and sort all open tickets)."""
     column = DEADLINES[label]
     unanswered = " AND first_response_at IS NULL" if label == "first_response" else ""
     told = store.dialect.json_field("e.data", "'due'")
+    names = store.dialect.each("?", "text")
     start = (after["due"], after["id"]) if after else ("", 0)
     return store.rows(
-        f"SELECT id, contract, {column} AS due "  # noqa: S608 - names of ours
+        f"SELECT t.id, t.{column} AS due "  # noqa: S608 - names of ours
         f"FROM tickets t {store.dialect.indexed_by('tickets_' + column)} "
-        f"WHERE status IN ('new', 'open'){unanswered} AND {column} <= ? "
-        f"AND ({column}, id) > (?, ?) AND NOT EXISTS (SELECT 1 FROM events e "
+        "LEFT JOIN contracts c ON c.name = t.contract "
+        f"WHERE t.status IN ('new', 'open'){unanswered} AND t.{column} <= ? "
+        f"AND (t.{column}, t.id) > (?, ?) "
+        f"AND CASE WHEN c.calendar IN ({names}) THEN c.calendar ELSE ? END IN ({names}) "
+        "AND NOT EXISTS (SELECT 1 FROM events e "
         f"WHERE e.ticket_id = t.id AND e.kind = CASE WHEN t.{column} <= ? "
         f"THEN 'deadline_breached' ELSE 'deadline_warning' END AND {told} = t.{column}) "
-        f"ORDER BY {column}, id LIMIT ?",
-        (iso(now + lead), *start, iso(now), limit))
+        f"ORDER BY t.{column}, t.id LIMIT ?",
+        (iso(now + lead), *start, json.dumps(hours.known), hours.default,
+         json.dumps(hours.open), iso(now), limit))
 
 
 def has_event(store: Store, ticket_id: int, kind: str, key: str, value: str) -> bool:

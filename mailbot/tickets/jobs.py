@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
+from mailbot.policy.rules import DEFAULT_CALENDAR
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
 from mailbot.store import pages
@@ -92,15 +93,21 @@ def _notify_status(ctx: Context, ticket_id: int, events: list[dict], now: dateti
 
 
 def deadline_warnings(ctx: Context, now: datetime) -> int:
-    """Warn agents once before a response deadline and once when it is breached."""
+    """Warn agents once before a response deadline and once when it is breached, in the
+    business hours of the ticket's calendar.  Only tickets whose calendar is open now are
+    read: at night and at the weekend a round reads nothing, however many deadlines passed
+    since support closed (they are told when it opens)."""
+    calendars = ctx.policy.calendars
+    hours = jq.OpenHours(open=tuple(name for name, cal in calendars.items() if is_open(cal, now)),
+                         known=tuple(calendars), default=DEFAULT_CALENDAR)
+    if not hours.open:
+        return 0
     lead = timedelta(minutes=ctx.config.notifications.warning_minutes)
-    calendar_of = _calendars(ctx)
     sent = 0
     for label in jq.DEADLINES:
         for ticket in pages(lambda after, limit, label=label: jq.deadlines_due(
-                ctx.store, label, now, lead, after, limit)):
-            if is_open(calendar_of(ticket), now):
-                sent += _deadline_stage(ctx, ticket, label, ticket["due"], now, lead)
+                ctx.store, label, now, lead, hours, after, limit)):
+            sent += _deadline_stage(ctx, ticket, label, ticket["due"], now, lead)
     return sent
 
 
