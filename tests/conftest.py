@@ -13,7 +13,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 
 import pytest
-from daemon_util import Instance
+from daemon_util import Instance, rows_read
 from pg import PgServer, bindir
 from postfix import PostfixRig, postfix_missing
 from servers import Dovecot, ImapAccount, SmtpSink
@@ -153,25 +153,7 @@ class Desk:
     def rows_read(self, work: Callable[[], object]) -> int:
         """How many rows ``work()`` reads from the desk's database: what a scheduled round
         costs in memory and time, whatever the clock says."""
-        store, read = self.ctx.store, [0]
-        real_rows, real_row = store.rows, store.row
-
-        def rows(*args, **kwargs):
-            found = real_rows(*args, **kwargs)
-            read[0] += len(found)
-            return found
-
-        def row(*args, **kwargs):
-            found = real_row(*args, **kwargs)
-            read[0] += found is not None
-            return found
-
-        store.rows, store.row = rows, row
-        try:
-            work()
-        finally:
-            del store.rows, store.row
-        return read[0]
+        return rows_read(self.ctx.store, work)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from servers import LOOPBACK, ImapAccount, SmtpSink, free_port, wait_until
 
 from mailbot.app.cli import main as cli_main
+from mailbot.store import Store
 from mailbot.store.dialect import to_pyformat
 from mailbot.store.postgres import WRITE_LOCK
 
@@ -213,6 +214,30 @@ class Instance:
                                self.listener if self.settings["listener"]["enabled"] else None)
         daemon.start(**kwargs)
         return daemon
+
+
+def rows_read(store: Store, work: Callable[[], object]) -> int:
+    """How many rows ``work()`` reads from ``store``: what a scheduled round costs in memory
+    and time, whatever the clock says."""
+    read = [0]
+    real_rows, real_row = store.rows, store.row
+
+    def rows(*args, **kwargs):
+        found = real_rows(*args, **kwargs)
+        read[0] += len(found)
+        return found
+
+    def row(*args, **kwargs):
+        found = real_row(*args, **kwargs)
+        read[0] += found is not None
+        return found
+
+    store.rows, store.row = rows, row
+    try:
+        work()
+    finally:
+        del store.rows, store.row
+    return read[0]
 
 
 def run_mailbot(config_path: Path, *args: str,

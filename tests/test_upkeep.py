@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from daemon_util import DaemonProcess, Instance
+from daemon_util import DaemonProcess, Instance, rows_read
 from mails import CUSTOMER, SUPPORT, build_mail
 from sqlite_utils import Database
 
@@ -277,6 +277,34 @@ def test_commands_refuse_an_old_schema_and_a_restored_old_backup_asks_for_migrat
     assert fresh.cli("tickets", "list").exit_code == 0
 
 
+def back_to_schema_13(db_path) -> None:
+    """The database as the mailbot before m014_told_stages left it."""
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP INDEX tickets_waiting_unreminded")
+        for deadline in ("first_response", "update"):  # m013's indexes, which m014 replaced
+            conn.execute(f"DROP INDEX tickets_{deadline}_due")
+        conn.execute("CREATE INDEX tickets_first_response_due ON tickets(first_response_due, "
+                     "id) WHERE status IN ('new', 'open') AND first_response_at IS NULL")
+        conn.execute("CREATE INDEX tickets_update_due ON tickets(update_due, id) "
+                     "WHERE status IN ('new', 'open') AND update_due IS NOT NULL")
+        for column in ("first_response_told", "update_told", "reminded_since"):
+            conn.execute(f"ALTER TABLE tickets DROP COLUMN {column}")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm014_told_stages'")
+    conn.close()
+
+
+def back_to_schema_12(db_path) -> None:
+    """The database as the mailbot before m013_job_lookups left it."""
+    back_to_schema_13(db_path)
+    with sqlite3.connect(db_path) as conn:
+        for index in ("tickets_status_since", "tickets_first_response_due",
+                      "tickets_update_due", "events_status_pending", "attachments_sha256"):
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("ALTER TABLE tickets DROP COLUMN status_since")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm013_job_lookups'")
+    conn.close()
+
+
 def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_change(tmp_path):
     """`mailbot migrate` to the schema that keeps when each ticket entered its status
     (``status_since``) dates the tickets already there from their history: a ticket set
@@ -288,13 +316,7 @@ def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_ch
     set_waiting = now[0] = TUESDAY_10 + timedelta(minutes=30)
     actions.set_status(ctx, number, "waiting")
     ctx.store.close()
-    with sqlite3.connect(live.db_path) as conn:  # as the mailbot before that migration left it
-        for index in ("tickets_status_since", "tickets_first_response_due",
-                      "tickets_update_due", "events_status_pending", "attachments_sha256"):
-            conn.execute(f"DROP INDEX {index}")
-        conn.execute("ALTER TABLE tickets DROP COLUMN status_since")
-        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm013_job_lookups'")
-    conn.close()
+    back_to_schema_12(live.db_path)
     assert live.cli("migrate").exit_code == 0
     ctx = open_context(load(live.config_path), clock=lambda: now[0])
     try:
@@ -306,6 +328,48 @@ def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_ch
                                  "e.kind = 'waiting_reminder'", (number,))
         since = set_waiting.isoformat(timespec="microseconds")
         assert json.loads(reminded["data"]) == {"since": since}
+    finally:
+        ctx.store.close()
+
+
+def test_after_the_upgrade_what_was_told_is_not_told_again_and_what_was_not_is(tmp_path):
+    """`mailbot migrate` to the schema that keeps on the ticket what the jobs told takes it
+    from the events: a breach the agents heard of before the upgrade and a reminder the
+    customer had are not repeated, and no round reads them again; a breach not yet told
+    (only its warning was) is told after it, once."""
+    live = Instance(tmp_path)
+    live.settings["team.agents"] = [{"address": "anna@example.com", "name": "Anna Agent"}]
+    live.write()
+    now = [TUESDAY_10]
+    ctx = open_context(load(live.config_path), clock=lambda: now[0])
+    outage = "Totalausfall: die Kasse funktioniert nicht.\n"
+    told = pipeline.ingest(ctx, build_mail(subject="Kasse", text=outage), "test").ticket_number
+    now[0] = TUESDAY_10 + timedelta(minutes=30)
+    warned = pipeline.ingest(ctx, build_mail(subject="Drucker", text=outage,
+                                             sender=("Max Neu", "max@neu.example")),
+                             "test").ticket_number
+    waiting = pipeline.ingest(ctx, build_mail(subject="Scanner", sender=(
+        "Eva Alt", "eva@alt.example")), "test").ticket_number
+    actions.set_status(ctx, waiting, "waiting")
+    first_breach, friday = TUESDAY_10 + timedelta(hours=4), now[0] + timedelta(days=3)
+    assert jobs.deadline_warnings(ctx, first_breach) == 2  # a breach and a warning
+    assert jobs.waiting_reminders(ctx, friday) == 1
+    ctx.store.close()
+    back_to_schema_13(live.db_path)
+    assert live.cli("migrate").exit_code == 0
+    ctx = open_context(load(live.config_path), clock=lambda: now[0])
+    try:
+        second_breach = first_breach + timedelta(minutes=30)
+        assert [jobs.deadline_warnings(ctx, at) for at in (second_breach, second_breach)] \
+            == [1, 0]
+        breaches = ctx.store.rows("SELECT t.number FROM events e JOIN tickets t ON "
+                                  "t.id = e.ticket_id WHERE e.kind = 'deadline_breached' "
+                                  "ORDER BY e.id")
+        assert [r["number"] for r in breaches] == [told, warned]
+        later = friday + timedelta(hours=1)
+        assert rows_read(ctx.store, lambda: jobs.waiting_reminders(ctx, later)) == 0
+        reminders = ctx.store.rows("SELECT id FROM events WHERE kind = 'waiting_reminder'")
+        assert len(reminders) == 1
     finally:
         ctx.store.close()
 

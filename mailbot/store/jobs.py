@@ -46,6 +46,8 @@ def mark_notified(store: Store, event_ids: list[int], at: datetime) -> int:
 
 # The deadlines agents are warned of: the label of each, and the column that holds it.
 DEADLINES = {"first_response": "first_response_due", "update": "update_due"}
+# The column that holds the deadline whose breach the agents were told of, by label.
+TOLD = {"first_response": "first_response_told", "update": "update_told"}
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,10 @@ def deadlines_due(store: Store, label: str, now: datetime, lead: timedelta, hour
 
     Only these are read: a desk of a million open tickets whose deadlines are days away,
     long breached and told, or breached at night while their support is closed, costs a
-    round nothing in Python (read by index ``tickets_<column>``, named for SQLite: its
-    planner would take the status index and sort all open tickets)."""
-    column = DEADLINES[label]
+    round nothing in Python; the index ``tickets_<column>`` (named for SQLite: its planner
+    would take the status index and sort all open tickets) holds no ticket whose breach was
+    told (``TOLD``), so those cost nothing in the database either."""
+    column, breach_told = DEADLINES[label], TOLD[label]
     unanswered = " AND first_response_at IS NULL" if label == "first_response" else ""
     told = store.dialect.json_field("e.data", "'due'")
     names = store.dialect.each("?", "text")
@@ -80,6 +83,7 @@ def deadlines_due(store: Store, label: str, now: datetime, lead: timedelta, hour
         f"FROM tickets t {store.dialect.indexed_by('tickets_' + column)} "
         "LEFT JOIN contracts c ON c.name = t.contract "
         f"WHERE t.status IN ('new', 'open'){unanswered} AND t.{column} <= ? "
+        f"AND COALESCE(t.{breach_told}, '') <> t.{column} "
         f"AND (t.{column}, t.id) > (?, ?) "
         f"AND CASE WHEN c.calendar IN ({names}) THEN c.calendar ELSE ? END IN ({names}) "
         "AND NOT EXISTS (SELECT 1 FROM events e "
@@ -99,19 +103,31 @@ def has_event(store: Store, ticket_id: int, kind: str, key: str, value: str) -> 
 
 
 def in_status_since(store: Store, status: str, until: datetime, after: dict | None,
-                    limit: int, unless: str = "") -> list[dict]:
+                    limit: int) -> list[dict]:
     """A page of the tickets in ``status`` since ``until`` or earlier (the row and its
-    ``since``), oldest first after the row ``after``; ``unless``: not those with an event
-    of that kind for this ``since`` (a reminder sent for this stay already)."""
+    ``since``), oldest first after the row ``after``."""
+    return _since(store, "", "t.status = ?", (status,), until, after, limit)
+
+
+def waiting_unreminded(store: Store, until: datetime, after: dict | None,
+                       limit: int) -> list[dict]:
+    """A page of the tickets waiting since ``until`` or earlier whose customer was not yet
+    reminded of this stay (``reminded_since``), as :func:`in_status_since`: read by the index
+    ``tickets_waiting_unreminded``, which holds no ticket reminded already."""
+    return _since(store, "tickets_waiting_unreminded",
+                  "t.status = 'waiting' AND COALESCE(t.reminded_since, '') <> t.status_since",
+                  (), until, after, limit)
+
+
+def _since(store: Store, index: str, condition: str, params: tuple, until: datetime,
+           after: dict | None, limit: int) -> list[dict]:
     start = (after["since"], after["id"]) if after else ("", 0)
-    told = store.dialect.json_field("e.data", "'since'")
-    skip = (" AND NOT EXISTS (SELECT 1 FROM events e WHERE e.ticket_id = t.id AND "  # noqa: S608
-            f"e.kind = ? AND {told} = t.status_since)") if unless else ""
     return store.rows(
-        "SELECT t.*, t.status_since AS since FROM tickets t WHERE t.status = ? AND "  # noqa: S608
-        f"t.status_since <= ? AND (t.status_since, t.id) > (?, ?){skip} "
+        "SELECT t.*, t.status_since AS since "  # noqa: S608 - conditions of ours
+        f"FROM tickets t {store.dialect.indexed_by(index) if index else ''} "
+        f"WHERE {condition} AND t.status_since <= ? AND (t.status_since, t.id) > (?, ?) "
         "ORDER BY t.status_since, t.id LIMIT ?",
-        (status, iso(until), *start, *((unless,) if unless else ()), limit))
+        (*params, iso(until), *start, limit))
 
 
 def claim_tick(store: Store, name: str, tick: int) -> bool:

@@ -9,7 +9,7 @@ same judgement for any database that records the names of its applied migrations
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -374,6 +374,49 @@ def m013_job_lookups(db: Database) -> None:
             WHERE kind = 'status' AND notified_at IS NULL;
         CREATE INDEX attachments_sha256 ON attachments(sha256)
         """)
+
+
+@migrations()
+def m014_told_stages(db: Database) -> None:
+    """What the jobs told already, on the ticket: the deadline whose breach the agents were
+    told of (``first_response_told``, ``update_told``: the deadline's value then) and the
+    waiting stay the customer was reminded of (``reminded_since``: its ``status_since``),
+    taken from the events for the tickets before; and the indexes of the deadlines and the
+    waiting tickets hold only what is still to tell.  A breach that was told and a reminder
+    that was sent stayed in the index before: every round visited each of them again, a
+    cost that grew with a desk's backlog."""
+    data = _json_field(db)
+    _run(db, f"""
+        ALTER TABLE tickets ADD COLUMN first_response_told TEXT;
+        ALTER TABLE tickets ADD COLUMN update_told TEXT;
+        ALTER TABLE tickets ADD COLUMN reminded_since TEXT;
+        UPDATE tickets SET first_response_told = first_response_due WHERE EXISTS (SELECT 1
+            FROM events e WHERE e.ticket_id = tickets.id AND e.kind = 'deadline_breached'
+            AND {data("deadline")} = 'first_response'
+            AND {data("due")} = tickets.first_response_due);
+        UPDATE tickets SET update_told = update_due WHERE EXISTS (SELECT 1
+            FROM events e WHERE e.ticket_id = tickets.id AND e.kind = 'deadline_breached'
+            AND {data("deadline")} = 'update' AND {data("due")} = tickets.update_due);
+        UPDATE tickets SET reminded_since = status_since WHERE status = 'waiting' AND EXISTS (
+            SELECT 1 FROM events e WHERE e.ticket_id = tickets.id
+            AND e.kind = 'waiting_reminder' AND {data("since")} = tickets.status_since);
+        DROP INDEX tickets_first_response_due;
+        CREATE INDEX tickets_first_response_due ON tickets(first_response_due, id)
+            WHERE status IN ('new', 'open') AND first_response_at IS NULL
+            AND COALESCE(first_response_told, '') <> first_response_due;
+        DROP INDEX tickets_update_due;
+        CREATE INDEX tickets_update_due ON tickets(update_due, id)
+            WHERE status IN ('new', 'open') AND update_due IS NOT NULL
+            AND COALESCE(update_told, '') <> update_due;
+        CREATE INDEX tickets_waiting_unreminded ON tickets(status_since, id)
+            WHERE status = 'waiting' AND COALESCE(reminded_since, '') <> status_since
+        """)  # noqa: S608 - the JSON reads are ours
+
+
+def _json_field(db: Database) -> Callable[[str], str]:
+    """How a migration reads one key of an event's data on this database's engine."""
+    engine = dialect.SQLITE if isinstance(db, Database) else dialect.POSTGRES
+    return lambda key: engine.json_field("e.data", f"'{key}'")
 
 
 # -- the same migrations on PostgreSQL -------------------------------------------------------

@@ -118,14 +118,18 @@ def _deadline_stage(ctx: Context, ticket: dict, label: str, due_text: str, now: 
         "deadline_warning" if now >= due - lead else ""
     if not stage:
         return 0
+    told = 0
     with ctx.store.transaction():
-        if jq.has_event(ctx.store, ticket["id"], stage, "due", due_text):
-            return 0
-        tq.add_event(ctx.store, ticket["id"], stage, {"deadline": label, "due": due_text}, now)
-        notify.agents_alert(ctx, tq.by_id(ctx.store, ticket["id"]), "deadline_warning", {
-            "breached": stage == "deadline_breached", "deadline": label, "due": due_text},
-            now)
-    return 1
+        if not jq.has_event(ctx.store, ticket["id"], stage, "due", due_text):
+            tq.add_event(ctx.store, ticket["id"], stage, {"deadline": label, "due": due_text},
+                         now)
+            notify.agents_alert(ctx, tq.by_id(ctx.store, ticket["id"]), "deadline_warning", {
+                "breached": stage == "deadline_breached", "deadline": label, "due": due_text},
+                now)
+            told = 1
+        if stage == "deadline_breached":  # nothing more to tell of this deadline
+            tq.update(ctx.store, ticket["id"], **{jq.TOLD[label]: due_text})
+    return told
 
 
 def waiting_reminders(ctx: Context, now: datetime) -> int:
@@ -137,19 +141,19 @@ def waiting_reminders(ctx: Context, now: datetime) -> int:
     sent = 0
     # N business days are at least N - 1 calendar days (from an opening, to a closing)
     earliest = now - timedelta(days=days - 1)
-    for ticket in pages(lambda after, limit: jq.in_status_since(
-            ctx.store, "waiting", earliest, after, limit, unless="waiting_reminder")):
+    for ticket in pages(lambda after, limit: jq.waiting_unreminded(
+            ctx.store, earliest, after, limit)):
         due = add_business_time(calendar_of(ticket),
                                 datetime.fromisoformat(ticket["since"]), BusinessDuration(days))
         if now < due:
             continue
         with ctx.store.transaction():
-            if jq.has_event(ctx.store, ticket["id"], "waiting_reminder", "since",
-                            ticket["since"]):
-                continue
-            tq.add_event(ctx.store, ticket["id"], "waiting_reminder",
-                         {"since": ticket["since"]}, now)
-            sent += mails.to_customer(ctx, ticket, "waiting_reminder", {}, now)
+            if not jq.has_event(ctx.store, ticket["id"], "waiting_reminder", "since",
+                                ticket["since"]):
+                tq.add_event(ctx.store, ticket["id"], "waiting_reminder",
+                             {"since": ticket["since"]}, now)
+                sent += mails.to_customer(ctx, ticket, "waiting_reminder", {}, now)
+            tq.update(ctx.store, ticket["id"], reminded_since=ticket["since"])
     return sent
 
 
