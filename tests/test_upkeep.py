@@ -9,6 +9,7 @@ import smtplib
 import sqlite3
 import stat
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from daemon_util import DaemonProcess, Instance, rows_read
 from mails import CUSTOMER, SUPPORT, build_mail
 from sqlite_utils import Database
 
-from mailbot.context import open_context
+from mailbot.context import Context, open_context
 from mailbot.inbound import pipeline
 from mailbot.settings.config import load
 from mailbot.store import schema
@@ -305,6 +306,15 @@ def back_to_schema_12(db_path) -> None:
     conn.close()
 
 
+def upgraded(live: Instance, ctx: Context, back_to: Callable[[Path], None]) -> Context:
+    """``live``'s database closed, taken back by ``back_to`` as an older mailbot left it and
+    upgraded with `mailbot migrate`; a context on it with ``ctx``'s clock."""
+    ctx.store.close()
+    back_to(live.db_path)
+    assert live.cli("migrate").exit_code == 0
+    return open_context(load(live.config_path), clock=ctx.clock)
+
+
 def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_change(tmp_path):
     """`mailbot migrate` to the schema that keeps when each ticket entered its status
     (``status_since``) dates the tickets already there from their history: a ticket set
@@ -315,10 +325,7 @@ def test_a_ticket_waiting_before_the_upgrade_is_reminded_from_its_last_status_ch
     number = pipeline.ingest(ctx, build_mail(subject="Kasse"), "test").ticket_number
     set_waiting = now[0] = TUESDAY_10 + timedelta(minutes=30)
     actions.set_status(ctx, number, "waiting")
-    ctx.store.close()
-    back_to_schema_12(live.db_path)
-    assert live.cli("migrate").exit_code == 0
-    ctx = open_context(load(live.config_path), clock=lambda: now[0])
+    ctx = upgraded(live, ctx, back_to_schema_12)
     try:
         friday = set_waiting + timedelta(days=3)
         moments = (friday - timedelta(minutes=1), friday, friday + timedelta(hours=1))
@@ -354,10 +361,7 @@ def test_after_the_upgrade_what_was_told_is_not_told_again_and_what_was_not_is(t
     first_breach, friday = TUESDAY_10 + timedelta(hours=4), now[0] + timedelta(days=3)
     assert jobs.deadline_warnings(ctx, first_breach) == 2  # a breach and a warning
     assert jobs.waiting_reminders(ctx, friday) == 1
-    ctx.store.close()
-    back_to_schema_13(live.db_path)
-    assert live.cli("migrate").exit_code == 0
-    ctx = open_context(load(live.config_path), clock=lambda: now[0])
+    ctx = upgraded(live, ctx, back_to_schema_13)
     try:
         second_breach = first_breach + timedelta(minutes=30)
         assert [jobs.deadline_warnings(ctx, at) for at in (second_breach, second_breach)] \
