@@ -640,12 +640,15 @@ def fill(store: Store, tickets: int, seed: int) -> None:
                 contact = dq.upsert_contact(store, {"address": address, "name": f"Kunde {i}",
                                                     "account_id": None, "phone": "",
                                                     "language": ""})
+                status = GROWTH_STATUSES[i % len(GROWTH_STATUSES)]
                 ticket = store.insert("tickets", {
                     "number": f"G{i:07d}", "subject": f"Anfrage {i}", "language": "de",
-                    "status": GROWTH_STATUSES[i % len(GROWTH_STATUSES)],
+                    "status": status,
                     "priority": ("urgent", "high", "normal", "low")[rng.randint(0, 3)],
                     "contact_id": contact, "created_at": at, "updated_at": at,
                     "status_since": at, "first_response_due": at + timedelta(days=2)})
+                if status == "waiting":  # its reminder: the job works out the moment
+                    tq.update(store, ticket, remind_at=at)
                 tq.add_message(store, {"ticket_id": ticket, "direction": "in",
                                        "message_id": f"g{i}@growth.example",
                                        "from_addr": address, "to_addrs": ["support@example.com"],

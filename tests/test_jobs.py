@@ -150,6 +150,29 @@ def test_waiting_reminder_after_business_days_once(make_desk):
     assert reminder["Subject"] == f"[Ticket#{number}] Erinnerung: Drucker"
 
 
+def test_a_ticket_waiting_over_a_weekend_is_not_read_before_its_reminder_is_due(make_desk):
+    """Answered and set waiting on Thursday afternoon, the customer is reminded after three
+    business days: on Tuesday.  No round before reads the ticket (before, every round from
+    Saturday on did, once two calendar days had passed, to find that three business days
+    had not); the reminder comes once, and the next stay waits three days of its own."""
+    thursday_15 = TUESDAY_10 + timedelta(days=2, hours=5)
+    desk = make_desk(thursday_15)
+    number = new_ticket(desk)
+    actions.reply(desk.ctx, number, "Welche Version nutzen Sie?", "anna@example.com")
+    actions.set_status(desk.ctx, number, "waiting")
+    assert runs(desk, jobs.status_notifications, thursday_15 + 5 * MINUTE) == [1]
+    weekend = [thursday_15 + timedelta(days=days, hours=hours)
+               for days, hours in ((0, 1), (2, 0), (3, 0), (4, 0), (4, 23))]
+    assert [round_reads(desk, moment) for moment in weekend] == [0] * len(weekend)
+    tuesday_15 = thursday_15 + timedelta(days=5)
+    assert runs(desk, jobs.waiting_reminders, tuesday_15 - MINUTE, tuesday_15,
+                tuesday_15 + MINUTE) == [0, 1, 0]
+    actions.set_status(desk.ctx, number, "open")
+    actions.set_status(desk.ctx, number, "waiting")
+    friday_1501 = tuesday_15 + timedelta(days=3, minutes=1)
+    assert runs(desk, jobs.waiting_reminders, friday_1501 - MINUTE, friday_1501) == [0, 1]
+
+
 def test_auto_close_after_days_with_one_final_mail(make_desk):
     """A ticket resolved for seven days closes with one final mail and no extra status mail."""
     desk = make_desk(TUESDAY_10)

@@ -281,14 +281,14 @@ def test_commands_refuse_an_old_schema_and_a_restored_old_backup_asks_for_migrat
 def back_to_schema_13(db_path) -> None:
     """The database as the mailbot before m014_told_stages left it."""
     with sqlite3.connect(db_path) as conn:
-        conn.execute("DROP INDEX tickets_waiting_unreminded")
+        conn.execute("DROP INDEX tickets_remind_at")
         for deadline in ("first_response", "update"):  # m013's indexes, which m014 replaced
             conn.execute(f"DROP INDEX tickets_{deadline}_due")
         conn.execute("CREATE INDEX tickets_first_response_due ON tickets(first_response_due, "
                      "id) WHERE status IN ('new', 'open') AND first_response_at IS NULL")
         conn.execute("CREATE INDEX tickets_update_due ON tickets(update_due, id) "
                      "WHERE status IN ('new', 'open') AND update_due IS NOT NULL")
-        for column in ("first_response_told", "update_told", "reminded_since"):
+        for column in ("first_response_told", "update_told", "remind_at"):
             conn.execute(f"ALTER TABLE tickets DROP COLUMN {column}")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm014_told_stages'")
     conn.close()

@@ -106,28 +106,25 @@ def in_status_since(store: Store, status: str, until: datetime, after: dict | No
                     limit: int) -> list[dict]:
     """A page of the tickets in ``status`` since ``until`` or earlier (the row and its
     ``since``), oldest first after the row ``after``."""
-    return _since(store, "", "t.status = ?", (status,), until, after, limit)
-
-
-def waiting_unreminded(store: Store, until: datetime, after: dict | None,
-                       limit: int) -> list[dict]:
-    """A page of the tickets waiting since ``until`` or earlier whose customer was not yet
-    reminded of this stay (``reminded_since``), as :func:`in_status_since`: read by the index
-    ``tickets_waiting_unreminded``, which holds no ticket reminded already."""
-    return _since(store, "tickets_waiting_unreminded",
-                  "t.status = 'waiting' AND COALESCE(t.reminded_since, '') <> t.status_since",
-                  (), until, after, limit)
-
-
-def _since(store: Store, index: str, condition: str, params: tuple, until: datetime,
-           after: dict | None, limit: int) -> list[dict]:
     start = (after["since"], after["id"]) if after else ("", 0)
     return store.rows(
-        "SELECT t.*, t.status_since AS since "  # noqa: S608 - conditions of ours
-        f"FROM tickets t {store.dialect.indexed_by(index) if index else ''} "
-        f"WHERE {condition} AND t.status_since <= ? AND (t.status_since, t.id) > (?, ?) "
-        "ORDER BY t.status_since, t.id LIMIT ?",
-        (*params, iso(until), *start, limit))
+        "SELECT t.*, t.status_since AS since FROM tickets t WHERE t.status = ? AND "
+        "t.status_since <= ? AND (t.status_since, t.id) > (?, ?) "
+        "ORDER BY t.status_since, t.id LIMIT ?", (status, iso(until), *start, limit))
+
+
+def reminders_due(store: Store, now: datetime, after: dict | None, limit: int) -> list[dict]:
+    """A page of the waiting tickets whose reminder is due at ``now`` (``remind_at``: set
+    when a ticket starts to wait, cleared once its customer was reminded), each row with its
+    ``since``, by that moment after the row ``after``: read by the index
+    ``tickets_remind_at``, which holds only the waiting tickets still to remind."""
+    start = (after["remind_at"], after["id"]) if after else ("", 0)
+    return store.rows(
+        "SELECT t.*, t.status_since AS since "  # noqa: S608 - an index name of ours
+        f"FROM tickets t {store.dialect.indexed_by('tickets_remind_at')} "
+        "WHERE t.status = 'waiting' AND t.remind_at IS NOT NULL AND t.remind_at <= ? "
+        "AND (t.remind_at, t.id) > (?, ?) ORDER BY t.remind_at, t.id LIMIT ?",
+        (iso(now), *start, limit))
 
 
 def claim_tick(store: Store, name: str, tick: int) -> bool:

@@ -378,18 +378,20 @@ def m013_job_lookups(db: Database) -> None:
 
 @migrations()
 def m014_told_stages(db: Database) -> None:
-    """What the jobs told already, on the ticket: the deadline whose breach the agents were
-    told of (``first_response_told``, ``update_told``: the deadline's value then) and the
-    waiting stay the customer was reminded of (``reminded_since``: its ``status_since``),
-    taken from the events for the tickets before; and the indexes of the deadlines and the
-    waiting tickets hold only what is still to tell.  A breach that was told and a reminder
-    that was sent stayed in the index before: every round visited each of them again, a
-    cost that grew with a desk's backlog."""
+    """What the jobs told already, and what is still to come, on the ticket: the deadline
+    whose breach the agents were told of (``first_response_told``, ``update_told``: the
+    deadline's value then), taken from the events, and when a waiting ticket's customer is
+    reminded (``remind_at``; a ticket waiting before gets the start of its stay, unless it
+    was reminded of it: the reminder job works out the moment the first time it looks); the
+    indexes of the deadlines and of the reminders hold only what is still to tell.  Told
+    breaches and sent reminders stayed in the indexes before: every round visited each of
+    them again, a cost that grew with a desk's backlog, and a waiting ticket was read every
+    round from N - 1 calendar days on until N business days had passed."""
     data = _json_field(db)
     _run(db, f"""
         ALTER TABLE tickets ADD COLUMN first_response_told TEXT;
         ALTER TABLE tickets ADD COLUMN update_told TEXT;
-        ALTER TABLE tickets ADD COLUMN reminded_since TEXT;
+        ALTER TABLE tickets ADD COLUMN remind_at TEXT;
         UPDATE tickets SET first_response_told = first_response_due WHERE EXISTS (SELECT 1
             FROM events e WHERE e.ticket_id = tickets.id AND e.kind = 'deadline_breached'
             AND {data("deadline")} = 'first_response'
@@ -397,7 +399,7 @@ def m014_told_stages(db: Database) -> None:
         UPDATE tickets SET update_told = update_due WHERE EXISTS (SELECT 1
             FROM events e WHERE e.ticket_id = tickets.id AND e.kind = 'deadline_breached'
             AND {data("deadline")} = 'update' AND {data("due")} = tickets.update_due);
-        UPDATE tickets SET reminded_since = status_since WHERE status = 'waiting' AND EXISTS (
+        UPDATE tickets SET remind_at = status_since WHERE status = 'waiting' AND NOT EXISTS (
             SELECT 1 FROM events e WHERE e.ticket_id = tickets.id
             AND e.kind = 'waiting_reminder' AND {data("since")} = tickets.status_since);
         DROP INDEX tickets_first_response_due;
@@ -408,8 +410,8 @@ def m014_told_stages(db: Database) -> None:
         CREATE INDEX tickets_update_due ON tickets(update_due, id)
             WHERE status IN ('new', 'open') AND update_due IS NOT NULL
             AND COALESCE(update_told, '') <> update_due;
-        CREATE INDEX tickets_waiting_unreminded ON tickets(status_since, id)
-            WHERE status = 'waiting' AND COALESCE(reminded_since, '') <> status_since
+        CREATE INDEX tickets_remind_at ON tickets(remind_at, id)
+            WHERE status = 'waiting' AND remind_at IS NOT NULL
         """)  # noqa: S608 - the JSON reads are ours
 
 

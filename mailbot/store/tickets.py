@@ -14,7 +14,7 @@ _UPDATABLE = frozenset({
     "subject", "status", "priority", "contact_id", "account_id", "contract", "entitled",
     "language", "owner", "updated_at", "closed_at", "first_response_due", "first_response_at",
     "first_response_met", "update_due", "resolution_due", "facts", "missing", "escalated_at",
-    "escalation_phone", "status_since", "first_response_told", "update_told", "reminded_since",
+    "escalation_phone", "status_since", "first_response_told", "update_told", "remind_at",
 })
 
 

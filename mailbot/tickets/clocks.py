@@ -11,7 +11,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailbot.policy import rules as policy_mod
-from mailbot.policy.bizhours import BusinessCalendar, add_business_time, business_time_between
+from mailbot.policy.bizhours import (
+    BusinessCalendar,
+    BusinessDuration,
+    add_business_time,
+    business_time_between,
+)
 from mailbot.policy.config import contract_policy
 from mailbot.store import directory as dq
 from mailbot.store import iso
@@ -28,6 +33,13 @@ def calendar_of(ctx: Context, ticket: dict) -> BusinessCalendar:
         return policy_mod.calendar_for(ctx.policy, contract)[1]
     except ValueError:
         return policy_mod.calendar_for(ctx.policy, None)[1]
+
+
+def reminder_due(calendar: BusinessCalendar, since: datetime, days: int) -> datetime:
+    """When the customer of a ticket waiting from ``since`` on is reminded: after ``days``
+    business days of its calendar (``since`` itself while reminders are off, ``days`` < 1:
+    the reminder job looks at the ticket again if they are turned on)."""
+    return add_business_time(calendar, since, BusinessDuration(days)) if days > 0 else since
 
 
 def after_customer_reply(ctx: Context, ticket: dict, now: datetime) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from mailbot.policy.bizhours import BusinessCalendar, BusinessDuration, add_business_time, is_open
+from mailbot.policy.bizhours import BusinessCalendar, is_open
 from mailbot.policy.rules import DEFAULT_CALENDAR
 from mailbot.store import directory as dq
 from mailbot.store import jobs as jq
@@ -133,27 +133,28 @@ def _deadline_stage(ctx: Context, ticket: dict, label: str, due_text: str, now: 
 
 
 def waiting_reminders(ctx: Context, now: datetime) -> int:
-    """Remind customers once per waiting period after N business days without an answer."""
+    """Remind customers once per waiting period after N business days without an answer.
+
+    Reads only the tickets whose ``remind_at`` (set when they started to wait) has come;
+    one whose moment moved later since (more days configured) gets its new moment."""
     days = ctx.config.notifications.waiting_reminder_days
     if days <= 0:
         return 0
     calendar_of = _calendars(ctx)
     sent = 0
-    # N business days are at least N - 1 calendar days (from an opening, to a closing)
-    earliest = now - timedelta(days=days - 1)
-    for ticket in pages(lambda after, limit: jq.waiting_unreminded(
-            ctx.store, earliest, after, limit)):
-        due = add_business_time(calendar_of(ticket),
-                                datetime.fromisoformat(ticket["since"]), BusinessDuration(days))
-        if now < due:
-            continue
+    for ticket in pages(lambda after, limit: jq.reminders_due(ctx.store, now, after, limit)):
+        due = clocks.reminder_due(calendar_of(ticket), datetime.fromisoformat(ticket["since"]),
+                                  days)
         with ctx.store.transaction():
+            if now < due:
+                tq.update(ctx.store, ticket["id"], remind_at=due)
+                continue
             if not jq.has_event(ctx.store, ticket["id"], "waiting_reminder", "since",
                                 ticket["since"]):
                 tq.add_event(ctx.store, ticket["id"], "waiting_reminder",
                              {"since": ticket["since"]}, now)
                 sent += mails.to_customer(ctx, ticket, "waiting_reminder", {}, now)
-            tq.update(ctx.store, ticket["id"], reminded_since=ticket["since"])
+            tq.update(ctx.store, ticket["id"], remind_at=None)
     return sent
 
 
