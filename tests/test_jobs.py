@@ -160,17 +160,19 @@ def test_a_ticket_waiting_over_a_weekend_is_not_read_before_its_reminder_is_due(
     number = new_ticket(desk)
     actions.reply(desk.ctx, number, "Welche Version nutzen Sie?", "anna@example.com")
     actions.set_status(desk.ctx, number, "waiting")
-    assert runs(desk, jobs.status_notifications, thursday_15 + 5 * MINUTE) == [1]
+    settled = thursday_15 + 5 * MINUTE
+    assert runs(desk, jobs.status_notifications, settled) == [1]
     weekend = [thursday_15 + timedelta(days=days, hours=hours)
                for days, hours in ((0, 1), (2, 0), (3, 0), (4, 0), (4, 23))]
     assert [round_reads(desk, moment) for moment in weekend] == [0] * len(weekend)
     tuesday_15 = thursday_15 + timedelta(days=5)
-    assert runs(desk, jobs.waiting_reminders, tuesday_15 - MINUTE, tuesday_15,
-                tuesday_15 + MINUTE) == [0, 1, 0]
+    tuesday_1459, tuesday_1501 = tuesday_15 - MINUTE, tuesday_15 + MINUTE
+    assert runs(desk, jobs.waiting_reminders, tuesday_1459, tuesday_15, tuesday_1501) == \
+        [0, 1, 0]
     actions.set_status(desk.ctx, number, "open")
     actions.set_status(desk.ctx, number, "waiting")
-    friday_1501 = tuesday_15 + timedelta(days=3, minutes=1)
-    assert runs(desk, jobs.waiting_reminders, friday_1501 - MINUTE, friday_1501) == [0, 1]
+    friday_15, friday_1501 = tuesday_15 + timedelta(days=3), tuesday_1501 + timedelta(days=3)
+    assert runs(desk, jobs.waiting_reminders, friday_15, friday_1501) == [0, 1]
 
 
 def test_auto_close_after_days_with_one_final_mail(make_desk):
@@ -231,17 +233,19 @@ def test_deadlines_breached_after_closing_are_read_only_in_their_calendars_hours
     assert desk.ticket(shop.ticket_number)["contract"] == "kasse"
     dues = {datetime.fromisoformat(desk.ticket(n)["first_response_due"])
             for n in (stranger, shop.ticket_number)}
-    assert dues == {FRIDAY_10 + timedelta(hours=4)}
+    friday_14 = FRIDAY_10 + timedelta(hours=4)
+    assert dues == {friday_14}
     friday_night, saturday_10 = FRIDAY_10 + timedelta(hours=12), FRIDAY_10 + timedelta(days=1)
-    saturday_night, monday_9 = saturday_10 + timedelta(hours=12), FRIDAY_10 + timedelta(days=3)
+    saturday_1001, saturday_night = saturday_10 + MINUTE, saturday_10 + timedelta(hours=12)
+    monday_9, monday_901 = FRIDAY_10 + timedelta(days=3), FRIDAY_10 + timedelta(days=3) + MINUTE
     assert round_reads(desk, friday_night) == 0
     assert desk.outbox(kind="deadline_warning") == []
     assert round_reads(desk, saturday_10) > 0
     breached = [m["Subject"] for m in desk.outbox(kind="deadline_warning", to="anna@example.com")]
     assert breached == [f"[Ticket#{shop.ticket_number}] Frist überschritten: Kasse"]
-    assert round_reads(desk, saturday_10 + MINUTE) == 0
+    assert round_reads(desk, saturday_1001) == 0
     assert round_reads(desk, saturday_night) == 0
-    assert runs(desk, jobs.deadline_warnings, monday_9, monday_9 + MINUTE) == [1, 0]
+    assert runs(desk, jobs.deadline_warnings, monday_9, monday_901) == [1, 0]
     told = [m["Subject"] for m in desk.outbox(kind="deadline_warning", to="anna@example.com")]
     assert told[1:] == [f"[Ticket#{stranger}] Frist überschritten: Drucker"]
 
