@@ -36,7 +36,7 @@ from mailbot.settings.schema import ConfigError
 from mailbot.store import inbound as iq
 
 MARK = "MAILBOT_TEST_MARK"
-OVERTIME = "reading this mail took longer than 1 s (limits.max_seconds_per_mail)"
+OVER_BUDGET = "reading this mail took longer than 1 s (limits.max_seconds_per_mail)"
 TWICE = ("the process reading this mail ended twice while reading it (killed by SIGKILL): "
          "the mail may be built to crash mail readers")
 # Limits so high that only the budget stops the slow mail.
@@ -136,7 +136,7 @@ def test_a_mail_over_the_budget_is_quarantined_and_the_daemon_goes_on(tmp_path: 
         assert len(first) == 1
         code, answer = deliver(instance, slow_mail())
         assert (code, b"quarantined" in answer) == (250, True)
-        assert quarantined(instance) == [OVERTIME]
+        assert quarantined(instance) == [OVER_BUDGET]
         assert kept(instance, slow_mail())
         assert deliver(instance, ordinary(2))[0] == 250
         assert {t["subject"] for t in instance.wait_tickets(2)} == {"Drucker 1", "Drucker 2"}
@@ -171,7 +171,7 @@ def test_ingest_quarantines_a_mail_over_the_budget_and_leaves_no_reader(tmp_path
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert [line.split()[1] for line in out.splitlines()] == [b"quarantined", b"created"]
-    assert quarantined(instance) == [OVERTIME]
+    assert quarantined(instance) == [OVER_BUDGET]
     assert kept(instance, slow_mail())
     wait_until(lambda: not marked(marker), 10, message="the reader to end")
 
@@ -269,6 +269,6 @@ def test_an_operators_pattern_that_never_ends_on_a_mail_stops_only_that_mail(
     assert desk.receive(stuck).status == "quarantined"
     [held] = desk.ctx.store.rows("SELECT sha256, error FROM quarantine")
     # stopped by its budget, the configured one
-    assert held["error"] == OVERTIME
+    assert held["error"] == OVER_BUDGET
     assert desk.ctx.spool.get(held["sha256"]) == stuck  # kept: it can be retried once fixed
     assert desk.receive(ordinary(1)).status == "created"

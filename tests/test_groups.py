@@ -18,7 +18,7 @@ from mailbot.tickets import filing
 
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday, in business hours
 # The quarantine reason of a mail whose reader ran out of the configured budget (1 s).
-OVERTIME = "reading this mail took longer than 1 s (limits.max_seconds_per_mail)"
+OVER_BUDGET = "reading this mail took longer than 1 s (limits.max_seconds_per_mail)"
 
 
 def _mail(subject: str, sender: str, **kwargs) -> bytes:
@@ -139,7 +139,7 @@ def test_a_mail_read_while_a_group_is_filed_runs_out_of_time_alone(make_desk, mo
 
     assert [o.status for o in outcomes] == ["created", "created", "quarantined", "created"]
     # stopped by its budget, the configured one
-    assert outcomes[2].detail == OVERTIME
+    assert outcomes[2].detail == OVER_BUDGET
     assert _subjects(desk) == ["Eins", "Zwei", "Vier"]
     [held] = desk.ctx.store.rows("SELECT sha256 FROM quarantine")
     assert desk.ctx.spool.get(held["sha256"]) == batch[2]  # kept, for a retry

@@ -66,7 +66,11 @@ def after_agent_answer(ctx: Context, ticket: dict, now: datetime) -> None:
 
 
 def after_status_change(ctx: Context, ticket: dict, old: str, new: str, now: datetime) -> None:
-    """Resume deadline clocks after waiting: push them back by the business time paused."""
+    """Start the reminder clock when the ticket starts to wait (``remind_at``); resume the
+    deadline clocks after waiting: push them back by the business time paused."""
+    if new == "waiting":
+        tq.update(ctx.store, ticket["id"], remind_at=reminder_due(
+            calendar_of(ctx, ticket), now, ctx.config.notifications.waiting_reminder_days))
     paused = ctx.policy.config.paused_statuses
     if old not in paused or new in paused:
         return

@@ -157,10 +157,6 @@ def change_status(ctx: Context, ticket: dict, target: str, now: datetime,
     lifecycle.check_transition(ticket["status"], target)
     fields: dict = {"status": target, "updated_at": now, "status_since": now}
     fields["closed_at"] = now if target == "closed" else None
-    if target == "waiting":  # when the customer is reminded if no answer comes
-        fields["remind_at"] = clocks.reminder_due(
-            clocks.calendar_of(ctx, ticket), now,
-            ctx.config.notifications.waiting_reminder_days)
     tq.update(ctx.store, ticket["id"], **fields)
     tq.add_event(ctx.store, ticket["id"], "status",
                  {"from": ticket["status"], "to": target}, now, actor=actor)
